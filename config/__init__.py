@@ -1,0 +1,87 @@
+"""Gateway configuration: embedded defaults, overridden by the environment.
+
+Imports nothing from proxy. `create_app(test_config)` applies test overrides on top.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+
+
+# Timeouts are ordered: upstream (x attempts) < gunicorn worker timeout < nginx proxy_read_timeout.
+UPSTREAM_TIMEOUT_SECONDS = 30.0
+UPSTREAM_MAX_RETRIES = 1  # the SDK's retry layer is the only one; the gateway never retries
+GUNICORN_TIMEOUT_SECONDS = 90
+NGINX_PROXY_READ_TIMEOUT_SECONDS = 120
+
+
+class Config:
+    """Read once at app creation; every value can be set by an environment variable of its name."""
+
+    def __init__(self) -> None:
+        env = os.environ.get
+        # Storage. Empty DATABASE_URL means a SQLite file under the Flask instance folder.
+        self.DATABASE_URL = env("DATABASE_URL", "")
+        # Upstream: empty OPENAI_BASE_URL means "use the bundled stub upstream" (make run starts it).
+        self.OPENAI_BASE_URL = env("OPENAI_BASE_URL", "")
+        self.OPENAI_API_KEY = env("OPENAI_API_KEY", "")
+        self.UPSTREAM_TIMEOUT_SECONDS = _env_float("UPSTREAM_TIMEOUT_SECONDS",
+                                                   UPSTREAM_TIMEOUT_SECONDS)
+        self.UPSTREAM_MAX_RETRIES = _env_int("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)
+        # The model used when `_o_args` names none (the seed's own example sends no model).
+        self.DEFAULT_MODELS = {
+            "v1/chat/completions": env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),
+            "v1/completions": env("DEFAULT_COMPLETION_MODEL", "gpt-3.5-turbo-instruct"),
+            "v1/embeddings": env("DEFAULT_EMBEDDING_MODEL", "text-embedding-3-small"),
+            "v1/moderations": env("DEFAULT_MODERATION_MODEL", "omni-moderation-latest"),
+        }
+        # Cache: in-process TTL cache bounded by the bytes of the answers it holds.
+        self.CACHE_TTL_SECONDS = _env_int("CACHE_TTL_SECONDS", 600)
+        self.CACHE_MAX_BYTES = _env_int("CACHE_MAX_BYTES", 64 * 1024 * 1024)
+        # Tenancy of the cache: by default one account never sees another's cached answers.
+        self.CACHE_SHARED_ACROSS_ACCOUNTS = env("CACHE_SHARED_ACROSS_ACCOUNTS", "") == "1"
+        # Envelope.
+        self.SERVER_TIMEZONE = env("SERVER_TIMEZONE", "Asia/Shanghai")
+        self.SERVER_TIME_LABEL = env("SERVER_TIME_LABEL", "Beijing")
+        self.REQUEST_ID_PREFIX = env("REQUEST_ID_PREFIX", "gw-1")
+        self.API_VERSIONS = tuple(
+            v.strip() for v in env("API_VERSIONS", "1,1.0,v1").split(",") if v.strip()
+        )
+        # Number of reverse proxies (nginx = 1) whose X-Forwarded-For is trusted for client_ip.
+        self.TRUSTED_PROXY_HOPS = _env_int("TRUSTED_PROXY_HOPS", 0)
+        # Limits on what a client controls.
+        self.MAX_CONTENT_LENGTH = _env_int("MAX_BODY_BYTES", 8 * 1024 * 1024)
+        self.MAX_O_ARGS_BYTES = _env_int("MAX_O_ARGS_BYTES", 1024 * 1024)
+        self.MAX_O_ARGS_DEPTH = _env_int("MAX_O_ARGS_DEPTH", 32)
+        self.MAX_MESSAGES = _env_int("MAX_MESSAGES", 512)
+        # Accounts.
+        self.DEFAULT_DAILY_QUOTA = _env_int("DEFAULT_DAILY_QUOTA", 30000)
+        # flask-smorest / OpenAPI
+        self.API_TITLE = "onebound-style API gateway"
+        self.API_VERSION = "1"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_SWAGGER_UI_PATH = "/docs"
+        self.OPENAPI_SWAGGER_UI_URL = "/docs/assets/"  # served from the swagger-ui-bundle package
+        self.JSON_AS_ASCII = False

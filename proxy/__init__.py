@@ -1,0 +1,83 @@
+"""The application factory: wiring only (config, extensions, blueprints, CLI)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import swagger_ui_bundle
+from flask import Flask, send_from_directory
+from flask_smorest import Api
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config
+
+
+@dataclass
+class Gateway:
+    """The per-app services the routes use (kept in app.extensions["gateway"])."""
+
+    engine: Engine
+    accounts: object
+    usage: object
+    dispatcher: object
+    api: Api
+
+    def ping_database(self) -> None:
+        from proxy.storage import ping
+
+        ping(self.engine)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    from proxy import cli, routes, storage
+    from proxy.accounts import AccountStore
+    from proxy.cache import AnswerCache
+    from proxy.dispatcher import Dispatcher
+    from proxy.openapi_docs import register_method_schemas
+    from proxy.upstreams import UpstreamRouter
+    from proxy.usage import UsageLedger
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(Config())
+    if test_config:
+        app.config.update(test_config)
+    if app.config["TRUSTED_PROXY_HOPS"] > 0:
+        hops = app.config["TRUSTED_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    logging.getLogger("proxy").setLevel(logging.INFO)
+
+    engine = storage.make_engine(
+        storage.database_url(app.config["DATABASE_URL"], app.instance_path))
+    storage.ensure_schema(engine)
+    api = Api(app)
+    api.register_blueprint(routes.api_blp)
+    api.register_blueprint(routes.service_blp)
+    register_method_schemas(api)
+    _serve_swagger_assets(app)
+    app.extensions["gateway"] = Gateway(
+        engine=engine,
+        accounts=AccountStore(engine, app.config["DEFAULT_DAILY_QUOTA"]),
+        usage=UsageLedger(engine),
+        dispatcher=Dispatcher(
+            router=UpstreamRouter.from_config(app.config),
+            cache=AnswerCache(ttl_seconds=app.config["CACHE_TTL_SECONDS"],
+                              max_bytes=app.config["CACHE_MAX_BYTES"]),
+            default_models=app.config["DEFAULT_MODELS"],
+            max_messages=app.config["MAX_MESSAGES"],
+            shared_cache=app.config["CACHE_SHARED_ACROSS_ACCOUNTS"],
+        ),
+        api=api,
+    )
+    cli.init_app(app)
+    return app
+
+
+def _serve_swagger_assets(app: Flask) -> None:
+    """Swagger UI's JS and CSS from the installed swagger-ui-bundle package: /docs works offline."""
+
+    def swagger_asset(filename: str):
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+
+    app.add_url_rule("/docs/assets/<path:filename>", "swagger_asset", swagger_asset)

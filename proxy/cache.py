@@ -1,0 +1,82 @@
+"""The answer cache: in-process TTL cache bounded by bytes, canonical keys, one upstream call
+for identical concurrent misses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from cachetools import TTLCache
+
+
+def canonical_key(*, tenant: str, method: str, version: str, upstream: str, o_args: dict) -> str:
+    """Key order and insignificant formatting of `_o_args` do not change the key."""
+    canonical = json.dumps(
+        [tenant, method, version, upstream, o_args],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class _KeyLock:
+    __slots__ = ("lock", "waiters")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiters = 0
+
+
+class AnswerCache:
+    """Holds serialized successful answers; never an error (the dispatcher only stores 0000/2000)."""
+
+    def __init__(self, *, ttl_seconds: int, max_bytes: int):
+        self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_bytes, ttl=ttl_seconds,
+                                                       getsizeof=len)
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, _KeyLock] = {}
+        self._key_locks_guard = threading.Lock()
+        self.max_bytes = max_bytes
+
+    def get(self, key: str):
+        with self._lock:
+            blob = self._entries.get(key)
+        return None if blob is None else json.loads(blob)
+
+    def set(self, key: str, value) -> None:
+        blob = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(blob) > self.max_bytes:  # larger than the whole cache: not worth evicting for
+            return
+        with self._lock:
+            self._entries[key] = blob
+
+    @contextmanager
+    def single_flight(self, key: str):
+        """Serialise callers of the same key, so one fills the cache and the others read it."""
+        with self._key_locks_guard:
+            entry = self._key_locks.setdefault(key, _KeyLock())
+            entry.waiters += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._key_locks_guard:
+                entry.waiters -= 1
+                if entry.waiters == 0:
+                    del self._key_locks[key]
+
+    def get_or_compute(self, key: str, compute: Callable[[], tuple[object, bool]]):
+        """(value, hit). `compute` returns (value, cacheable)."""
+        value = self.get(key)
+        if value is not None:
+            return value, True
+        with self.single_flight(key):
+            value = self.get(key)
+            if value is not None:
+                return value, True
+            value, cacheable = compute()
+            if cacheable:
+                self.set(key, value)
+            return value, False

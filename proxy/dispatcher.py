@@ -1,0 +1,129 @@
+"""The dispatcher: catalog lookup, `_o_args` validation, cache, and the handler call.
+
+No Flask here: routes.py hands in plain values and gets an Outcome back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from marshmallow import ValidationError
+
+from proxy.cache import AnswerCache, canonical_key
+from proxy.catalog import MethodSpec, find_method
+from proxy.errors import (
+    API_NOT_FOUND,
+    NO_RESULT,
+    PARAM_ERROR,
+    SUCCESS,
+    GatewayError,
+)
+from proxy.upstreams import UpstreamRouter
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    o_args: dict
+    account_id: int
+    version: str = ""
+    use_cache: bool = True
+    platform: str | None = None  # from /<platform>/custom; None on /api
+
+
+@dataclass
+class Outcome:
+    code: str
+    response: object
+    cached: bool = False
+    usage: dict = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(self, *, router: UpstreamRouter, cache: AnswerCache, default_models: dict,
+                 max_messages: int, shared_cache: bool = False):
+        self.router = router
+        self.cache = cache
+        self.default_models = default_models
+        self.max_messages = max_messages
+        self.shared_cache = shared_cache
+
+    def lookup(self, method: str, platform: str | None) -> MethodSpec:
+        spec = find_method(method)
+        if spec is None or (platform is not None and platform != spec.platform):
+            shown = method if len(method) <= 80 else method[:80] + "..."
+            raise GatewayError(
+                API_NOT_FOUND,
+                f"method {shown!r} is not in the catalog; GET /api/methods lists the methods",
+            )
+        return spec
+
+    def validate_args(self, spec: MethodSpec, o_args: dict) -> dict:
+        try:
+            args = spec.args_schema().load(o_args)
+        except ValidationError as exc:
+            raise GatewayError(PARAM_ERROR, _describe_validation_error(exc.messages)) from None
+        if args.get("stream"):
+            raise GatewayError(PARAM_ERROR,
+                               "_o_args.stream=true is not served on /api yet; leave it out")
+        messages = args.get("messages")
+        if isinstance(messages, list) and len(messages) > self.max_messages:
+            raise GatewayError(PARAM_ERROR, f"_o_args.messages holds {len(messages)} messages; "
+                                            f"at most {self.max_messages} are accepted")
+        if spec.takes_model and not args.get("model"):
+            default_model = self.default_models.get(spec.name)
+            if not default_model:
+                raise GatewayError(PARAM_ERROR, "_o_args.model is required for this method")
+            args["model"] = default_model
+        return args
+
+    def dispatch(self, call: Call) -> Outcome:
+        spec = self.lookup(call.method, call.platform)
+        args = self.validate_args(spec, call.o_args)
+        upstream = self.router.route_model(args.get("model"))
+        client = self.router.client_for(upstream)
+
+        def call_upstream() -> tuple[dict, bool]:
+            payload = spec.handler(client, args)
+            return payload, True
+
+        if not (call.use_cache and spec.cacheable):
+            payload, _ = call_upstream()
+            return _outcome(payload, cached=False)
+        key = canonical_key(
+            tenant="*" if self.shared_cache else str(call.account_id),
+            method=spec.name, version=call.version, upstream=upstream.base_url, o_args=args,
+        )
+        payload, hit = self.cache.get_or_compute(key, call_upstream)
+        return _outcome(payload, cached=hit)
+
+
+def _outcome(payload: dict, *, cached: bool) -> Outcome:
+    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    code = NO_RESULT if _is_empty_result(payload) else SUCCESS
+    return Outcome(code=code, response=payload, cached=cached, usage=usage)
+
+
+def _is_empty_result(payload: dict) -> bool:
+    """A successful answer with nothing in it: no choices, no data, no results."""
+    for list_field in ("choices", "data", "results"):
+        if list_field in payload:
+            return payload[list_field] == []
+    return False
+
+
+def _describe_validation_error(messages, prefix: str = "_o_args") -> str:
+    """Marshmallow's nested messages as one line naming each field: `_o_args.messages: ...`."""
+    parts: list[str] = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            for name, sub in node.items():
+                walk(sub, f"{path}.{name}" if not isinstance(name, int) else f"{path}[{name}]")
+        elif isinstance(node, list) and all(isinstance(item, str) for item in node):
+            parts.append(f"{path}: {' '.join(node)}")
+        else:
+            parts.append(f"{path}: {node}")
+
+    walk(messages, prefix)
+    return "; ".join(parts)

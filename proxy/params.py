@@ -1,0 +1,136 @@
+"""The common parameters of a call: a marshmallow schema (which also documents them) and the
+parsing of `_o_args`. Pure: no Flask."""
+
+from __future__ import annotations
+
+import json
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from proxy.errors import MISSING_PARAM, PARAM_ERROR, GatewayError
+from proxy.formats import RESULT_TYPES, is_valid_callback
+
+LANG_ALIASES = {"cn": "cn", "zh-cn": "cn", "zh": "cn", "zh_cn": "cn", "en": "en", "ru": "ru"}
+# Parameters echoed in `call_args`; key, secret and sign never are.
+ECHOED_PARAMS = ("method", "api_name", "_o_args", "cache", "result_type", "lang", "version",
+                 "callback", "dateline")
+CREDENTIAL_PARAMS = ("key", "secret", "sign")
+
+
+class CommonParams(Schema):
+    """Parameters every call takes, from the query string, a form body or a JSON body."""
+
+    class Meta:
+        unknown = EXCLUDE
+        ordered = True
+
+    key = fields.String(metadata={"description": "Account key (or header X-API-KEY)."})
+    secret = fields.String(metadata={"description": "Account secret (or header X-API-SECRET)."})
+    method = fields.String(metadata={"description": "Catalog method, e.g. v1/chat/completions."})
+    api_name = fields.String(metadata={"description": "Synonym of method, used when it is absent."})
+    _o_args = fields.Raw(data_key="_o_args", attribute="o_args", metadata={
+        "description": "JSON object of the upstream's own arguments (a string in GET/form).",
+        "type": "string"})
+    cache = fields.String(load_default="yes", validate=validate.OneOf(["yes", "no"]),
+                          metadata={"description": "yes (default): serve a stored answer."})
+    result_type = fields.String(load_default="json", validate=validate.OneOf(RESULT_TYPES),
+                                metadata={"description": "Output format."})
+    lang = fields.String(load_default="cn", metadata={
+        "description": "Language of `reason`: cn (default), en, ru; zh-CN means cn."})
+    version = fields.String(load_default="", metadata={"description": "API version expected."})
+    callback = fields.String(load_default="", metadata={
+        "description": "JSONP function name for json/jsonu."})
+
+
+def normalise_lang(raw: str) -> str | None:
+    return LANG_ALIASES.get(raw.strip().lower())
+
+
+def parse_presentation(raw: dict) -> tuple[str, str, str]:
+    """(result_type, lang, callback), checked before anything else so errors render as asked.
+
+    Raises GatewayError(4003) naming the bad parameter; the caller renders it as json/cn.
+    """
+    result_type = str(raw.get("result_type") or "json").strip().lower()
+    if result_type not in RESULT_TYPES:
+        raise GatewayError(PARAM_ERROR, f"result_type must be one of {', '.join(RESULT_TYPES)}")
+    lang = normalise_lang(str(raw.get("lang") or "cn"))
+    if lang is None:
+        raise GatewayError(PARAM_ERROR, "lang must be cn, en or ru (zh-CN is read as cn)")
+    callback = str(raw.get("callback") or "")
+    if callback and not is_valid_callback(callback):
+        raise GatewayError(PARAM_ERROR, "callback must be a JavaScript name such as jQuery123_456"
+                                        " (letters, digits, _ and $, dotted), at most 64 chars")
+    if callback and result_type not in ("json", "jsonu"):
+        raise GatewayError(PARAM_ERROR, "callback (JSONP) works with result_type json or jsonu")
+    return result_type, lang, callback
+
+
+def load_common(raw: dict, known_versions: tuple[str, ...]) -> dict:
+    try:
+        params = CommonParams().load(raw)
+    except ValidationError as exc:
+        field_name, problems = next(iter(exc.messages.items()))
+        raise GatewayError(PARAM_ERROR, f"{field_name}: {' '.join(map(str, problems))}") from None
+    params["method"] = (params.get("method") or params.get("api_name") or "").strip()
+    if params["version"] and params["version"] not in known_versions:
+        raise GatewayError(PARAM_ERROR, f"version {params['version'][:20]!r} is unknown; "
+                                        f"use one of {', '.join(known_versions)} or leave it out")
+    if not params.get("key"):
+        raise GatewayError(MISSING_PARAM, "key is missing; add key=... to the URL "
+                                          "or send header X-API-KEY")
+    if not params.get("secret"):
+        raise GatewayError(MISSING_PARAM, "secret is missing; add secret=... "
+                                          "or send header X-API-SECRET")
+    if not params["method"]:
+        raise GatewayError(MISSING_PARAM, "method is missing; e.g. method=v1/chat/completions")
+    return params
+
+
+def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
+    """`_o_args` as a dict: a JSON string (GET/form) or an object (JSON body); absent is {}."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        if len(raw.encode("utf-8")) > max_bytes:
+            raise GatewayError(PARAM_ERROR, f"_o_args is larger than {max_bytes} bytes")
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise GatewayError(PARAM_ERROR, f"_o_args is not valid JSON ({exc.msg} at "
+                                            f"position {exc.pos}); URL-encode it") from None
+        except RecursionError:
+            raise GatewayError(PARAM_ERROR, f"_o_args is nested deeper than {max_depth} "
+                                            "levels") from None
+    else:
+        value = raw
+        if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > max_bytes:
+            raise GatewayError(PARAM_ERROR, f"_o_args is larger than {max_bytes} bytes")
+    if not isinstance(value, dict):
+        raise GatewayError(PARAM_ERROR, '_o_args must be a JSON object, e.g. {"prompt":"hi"}')
+    if _depth(value) > max_depth:
+        raise GatewayError(PARAM_ERROR, f"_o_args is nested deeper than {max_depth} levels")
+    return value
+
+
+def _depth(value) -> int:
+    """Nesting depth without recursion, so a hostile document cannot exhaust the stack."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, dict) else node if isinstance(
+            node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def echo_call_args(raw: dict) -> dict:
+    """What `call_args` echoes: the known parameters the caller sent, never a credential."""
+    echoed = {}
+    for name in ECHOED_PARAMS:
+        if name in raw and raw[name] is not None:
+            value = raw[name]
+            echoed[name] = value if isinstance(value, str) else json.dumps(value,
+                                                                            ensure_ascii=False)
+    return echoed

@@ -1,0 +1,241 @@
+"""HTTP routes. The only module that touches flask.request / g: it parses the call, asks the
+dispatcher, records usage and renders the envelope."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime, time as clock_time
+
+from flask import Response, current_app, g, jsonify, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from proxy import formats
+from proxy.catalog import METHODS, PLATFORMS
+from proxy.dispatcher import Call
+from proxy.envelope import EnvelopeFacts, build_envelope, format_api_info, server_now
+from proxy.errors import (
+    ERROR_CODES,
+    PARAM_ERROR,
+    UNKNOWN_ERROR,
+    GatewayError,
+)
+from proxy.openapi_docs import API_DOC, method_catalog_entries
+from proxy.params import (
+    echo_call_args,
+    load_common,
+    parse_o_args,
+    parse_presentation,
+)
+from proxy.usage import UsageRecord
+
+log = logging.getLogger("proxy")
+
+api_blp = Blueprint("api", __name__, description="The onebound-style generic endpoint.")
+service_blp = Blueprint("service", __name__, description="Service information and health.")
+
+
+def _gateway():
+    return current_app.extensions["gateway"]
+
+
+def _new_request_id() -> str:
+    return f"{current_app.config['REQUEST_ID_PREFIX']}.{uuid.uuid4().hex[:16]}"
+
+
+def _first_non_empty(multi) -> dict:
+    """Legacy query strings repeat parameters (`api_name` twice) and leave empty segments."""
+    merged: dict = {}
+    for name in multi.keys():
+        name_clean = name.strip()
+        if not name_clean:
+            continue
+        values = [v for v in multi.getlist(name) if v != ""]
+        if values and name_clean not in merged:
+            merged[name_clean] = values[0]
+    return merged
+
+
+def collect_raw_params() -> dict:
+    """Query string, then form body, then JSON body: later sources win."""
+    raw = _first_non_empty(request.args)
+    try:
+        if request.mimetype == "application/json" or request.is_json:
+            body_text = request.get_data(cache=True, as_text=True)
+            if body_text.strip():
+                try:
+                    body = json.loads(body_text)
+                except ValueError:
+                    raise GatewayError(PARAM_ERROR, "the JSON body is not valid JSON") from None
+                except RecursionError:
+                    raise GatewayError(PARAM_ERROR, "the JSON body is nested too deep") from None
+                if not isinstance(body, dict):
+                    raise GatewayError(PARAM_ERROR, "the JSON body must be an object")
+                raw.update({k: v for k, v in body.items() if v is not None})
+        else:
+            raw.update(_first_non_empty(request.form))
+    except RequestEntityTooLarge:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
+    if not raw.get("key") and request.headers.get("X-API-KEY"):
+        raw["key"] = request.headers["X-API-KEY"]
+    if not raw.get("secret") and request.headers.get("X-API-SECRET"):
+        raw["secret"] = request.headers["X-API-SECRET"]
+    return raw
+
+
+def handle_call(platform: str | None) -> Response:
+    started = time.perf_counter()
+    gateway = _gateway()
+    request_id = _new_request_id()
+    g.request_id = request_id
+    result_type, lang, callback = "json", "cn", ""
+    raw: dict = {}
+    account = None
+    method_name = ""
+    outcome_code, response_payload, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
+    try:
+        raw = collect_raw_params()
+        result_type, lang, callback = parse_presentation(raw)
+        params = load_common(raw, current_app.config["API_VERSIONS"])
+        method_name = params["method"]
+        account = gateway.accounts.authenticate(params["key"], params["secret"])
+        spec = gateway.dispatcher.lookup(method_name, platform)
+        o_args = parse_o_args(params.get("o_args"),
+                              max_bytes=current_app.config["MAX_O_ARGS_BYTES"],
+                              max_depth=current_app.config["MAX_O_ARGS_DEPTH"])
+        outcome = gateway.dispatcher.dispatch(Call(
+            method=spec.name, o_args=o_args, account_id=account.id, version=params["version"],
+            use_cache=params["cache"] == "yes", platform=platform,
+        ))
+        outcome_code, response_payload, cached, usage = (
+            outcome.code, outcome.response, outcome.cached, outcome.usage)
+        method_name = spec.name
+    except GatewayError as exc:
+        outcome_code, response_payload, detail = exc.code, exc.response, exc.detail
+    except Exception:  # never a trace or a secret in the answer; the request id finds the log
+        log.exception("unexpected error in request %s", request_id)
+        outcome_code, response_payload, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
+
+    elapsed = time.perf_counter() - started
+    charged = ERROR_CODES[outcome_code].charged
+    last_id = gateway.usage.record(UsageRecord(
+        request_id=request_id, error_code=outcome_code, charged=charged,
+        account_id=account.id if account else None, platform=platform or "openai",
+        method=method_name, cached=cached,
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        total_tokens=_int(usage.get("total_tokens")),
+        latency_ms=int(elapsed * 1000), client_ip=request.remote_addr or "",
+    ))
+    now = server_now(current_app.config["SERVER_TIMEZONE"])
+    envelope = build_envelope(EnvelopeFacts(
+        code=outcome_code, response=response_payload, lang=lang, detail=detail, cached=cached,
+        api_info=_api_info(account, now) if account else "", elapsed_seconds=elapsed, now=now,
+        time_label=current_app.config["SERVER_TIME_LABEL"], client_ip=request.remote_addr or "",
+        call_args=echo_call_args(raw), api_type=platform or _platform_of(method_name),
+        request_id=request_id, last_id=str(last_id),
+    ))
+    return render_envelope(envelope, result_type, callback, outcome_code)
+
+
+def render_envelope(envelope: dict, result_type: str, callback: str, code: str) -> Response:
+    body, content_type = formats.render(envelope, result_type, callback or None)
+    response = Response(body, status=200, content_type=content_type)
+    response.headers["X-Error-Code"] = code
+    response.headers["X-Request-Id"] = envelope["request_id"]
+    if callback:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _api_info(account, now) -> str:
+    day_start_local = datetime.combine(now.date(), clock_time(0), tzinfo=now.tzinfo)
+    day_start_utc = day_start_local.astimezone(UTC).replace(tzinfo=None)
+    totals = _gateway().usage.totals(account.id, day_start_utc)
+    return format_api_info(today=totals.today, daily_quota=account.daily_quota,
+                           upstream=totals.upstream, cache_hits=totals.cache_hits,
+                           uncharged=totals.uncharged, expires_on=account.expires_on)
+
+
+def _platform_of(method_name: str) -> str:
+    spec = next((m for m in METHODS if m.name == method_name), None)
+    return spec.platform if spec else ""
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@api_blp.route("/api", strict_slashes=False)
+class GenericCall(MethodView):
+    @api_blp.doc(**API_DOC)
+    def get(self):
+        """Call a catalog method: key, secret, method, _o_args; answered in the envelope."""
+        return handle_call(None)
+
+    @api_blp.doc(**API_DOC)
+    def post(self):
+        """Same as GET, with parameters in a form or JSON body (body wins over query)."""
+        return handle_call(None)
+
+
+@api_blp.route("/<string:platform>/custom", strict_slashes=False)
+class PlatformCall(MethodView):
+    @api_blp.doc(**API_DOC)
+    def get(self, platform):
+        """onebound-style URL: /openai/custom/?method=v1/chat/completions&_o_args=..."""
+        return handle_call(_known_platform(platform))
+
+    @api_blp.doc(**API_DOC)
+    def post(self, platform):
+        """Same as GET, with parameters in a form or JSON body."""
+        return handle_call(_known_platform(platform))
+
+
+def _known_platform(platform: str) -> str:
+    # An unknown platform goes on as a name no catalog entry has, so the answer is 4010.
+    return platform if platform in PLATFORMS else f"unknown:{platform[:40]}"
+
+
+@api_blp.route("/api/methods")
+class MethodCatalog(MethodView):
+    def get(self):
+        """The method catalog: each method's platform, flags, price and `_o_args` schema."""
+        return jsonify({"methods": method_catalog_entries(current_app.extensions["gateway"].api)})
+
+
+@service_blp.route("/health")
+class Health(MethodView):
+    def get(self):
+        """Health: checks the database. 200 when healthy, 503 when not."""
+        try:
+            _gateway().ping_database()
+        except Exception:
+            log.exception("health check: database unreachable")
+            return jsonify({"status": "unhealthy", "database": "unreachable"}), 503
+        return jsonify({"status": "healthy", "database": "ok"})
+
+
+@service_blp.route("/")
+class ServiceInfo(MethodView):
+    def get(self):
+        """Service information and the endpoints it serves."""
+        return jsonify({
+            "service": current_app.config["API_TITLE"],
+            "version": current_app.config["API_VERSION"],
+            "endpoints": {
+                "/api": "GET|POST generic call: key, secret, method, _o_args",
+                "/<platform>/custom": "onebound-style alias of /api, e.g. /openai/custom/",
+                "/api/methods": "the method catalog with _o_args schemas",
+                "/docs": "Swagger UI (offline)",
+                "/openapi.json": "OpenAPI document",
+                "/health": "database health",
+            },
+            "platforms": sorted(PLATFORMS),
+            "result_types": list(formats.RESULT_TYPES),
+        })
