@@ -1,0 +1,40 @@
+# Two commands on a fresh Debian machine (as root): `make run` and `make test`.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+PYTHON  ?= python3
+
+.PHONY: run test lint format system-packages bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# Real PHP judges the PHP formats in the tests.
+system-packages:
+	@if ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx curl; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl; fi
+
+run: $(STAMP)
+	@bash bin/run
+
+test: $(STAMP) system-packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check proxy config tests bench wsgi.py
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format proxy config tests bench wsgi.py
+
+bench: $(STAMP)
+	$(PY) bench/gateway_bench.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,37 @@
+"""gunicorn settings. Timeouts are ordered: upstream < this worker timeout < nginx's
+proxy_read_timeout (see docs/deploy.md)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from config import (  # noqa: E402
+    GUNICORN_TIMEOUT_SECONDS,
+    UPSTREAM_MAX_RETRIES,
+    UPSTREAM_TIMEOUT_SECONDS,
+)
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads: a worker waiting on a slow upstream still serves other calls.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(GUNICORN_TIMEOUT_SECONDS)))
+graceful_timeout = 30
+keepalive = 5
+# Legacy GET clients put the whole `_o_args` in the URL: allow the largest bounded line.
+limit_request_line = 8190
+
+# The access log prints the path (%(U)s) but never the query string, where legacy clients put
+# key and secret; no header is logged either.
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
+
+_upstream_worst_case = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS)) * (
+    1 + int(os.environ.get("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)))
+if _upstream_worst_case >= timeout:
+    raise SystemExit(
+        f"UPSTREAM_TIMEOUT_SECONDS x attempts = {_upstream_worst_case:.0f}s must stay below the "
+        f"gunicorn timeout ({timeout}s); lower the upstream timeout or raise GUNICORN_TIMEOUT")

@@ -1,0 +1,73 @@
+"""Fixtures: the app built through its factory, talking over real HTTP to the bundled stub."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy import create_app
+from proxy.stub_upstream import StubServer
+
+UPSTREAM_TIMEOUT = 1.0  # seconds: the `stub-hang` model outlasts it, `stub-slow` does not
+
+
+@pytest.fixture(scope="session")
+def stub():
+    server = StubServer(slow_seconds=0.3, hang_seconds=3.0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(tmp_path, stub):
+    stub.reset()
+    app = create_app({
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
+        "OPENAI_BASE_URL": stub.base_url,
+        "OPENAI_API_KEY": "sk-upstream-secret",
+        "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,
+        "UPSTREAM_MAX_RETRIES": 0,
+    })
+    yield app
+    app.extensions["gateway"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def create_account(runner, name="acme", *extra) -> dict:
+    result = runner.invoke(args=["accounts", "create", name, "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@pytest.fixture
+def account(runner):
+    return create_account(runner)
+
+
+@pytest.fixture
+def call(client, account):
+    """GET /api with the account's credentials; returns the decoded json envelope."""
+
+    def _call(method="v1/chat/completions", o_args=None, **params):
+        query = {"key": account["key"], "secret": account["secret"], "method": method, **params}
+        if o_args is not None:
+            query["_o_args"] = o_args if isinstance(o_args, str) else json.dumps(o_args)
+        response = client.get("/api", query_string=query)
+        assert response.status_code == 200
+        return response.get_json()
+
+    return _call
+
+
+CHAT_ARGS = {"messages": [{"role": "user", "content": "你好 world"}]}
