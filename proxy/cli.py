@@ -6,7 +6,7 @@ import json
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from proxy import storage
 
@@ -52,6 +52,7 @@ def list_accounts(as_json: bool) -> None:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create the database tables if they are missing."""
     storage.ensure_schema(_gateway().engine)
