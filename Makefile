@@ -15,8 +15,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 # Real PHP judges the PHP formats in the tests.
 system-packages:
-	@if ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx curl; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl; fi
+	@if ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx curl || ! php -m 2>/dev/null | grep -qx SimpleXML; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl php-xml; fi
 
 run: $(STAMP)
 	@bash bin/run
