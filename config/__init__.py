@@ -15,7 +15,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+        raise ValueError(
+            f"{name}={raw!r} is not a whole number; set it to e.g. {default}"
+        ) from None
 
 
 def _env_float(name: str, default: float) -> float:
@@ -42,11 +44,12 @@ class Config:
         env = os.environ.get
         # Storage. Empty DATABASE_URL means a SQLite file under the Flask instance folder.
         self.DATABASE_URL = env("DATABASE_URL", "")
-        # Upstream: empty OPENAI_BASE_URL means "use the bundled stub upstream" (make run starts it).
+        # Upstream: empty OPENAI_BASE_URL means the bundled stub upstream (make run starts it).
         self.OPENAI_BASE_URL = env("OPENAI_BASE_URL", "")
         self.OPENAI_API_KEY = env("OPENAI_API_KEY", "")
-        self.UPSTREAM_TIMEOUT_SECONDS = _env_float("UPSTREAM_TIMEOUT_SECONDS",
-                                                   UPSTREAM_TIMEOUT_SECONDS)
+        self.UPSTREAM_TIMEOUT_SECONDS = _env_float(
+            "UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS
+        )
         self.UPSTREAM_MAX_RETRIES = _env_int("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)
         # The model used when `_o_args` names none (the seed's own example sends no model).
         self.DEFAULT_MODELS = {

@@ -29,9 +29,11 @@ accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
 
-_upstream_worst_case = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS)) * (
-    1 + int(os.environ.get("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)))
+_upstream_worst_case = float(
+    os.environ.get("UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS)
+) * (1 + int(os.environ.get("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)))
 if _upstream_worst_case >= timeout:
     raise SystemExit(
         f"UPSTREAM_TIMEOUT_SECONDS x attempts = {_upstream_worst_case:.0f}s must stay below the "
-        f"gunicorn timeout ({timeout}s); lower the upstream timeout or raise GUNICORN_TIMEOUT")
+        f"gunicorn timeout ({timeout}s); lower the upstream timeout or raise GUNICORN_TIMEOUT"
+    )

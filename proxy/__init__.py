@@ -49,7 +49,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     logging.getLogger("proxy").setLevel(logging.INFO)
 
     engine = storage.make_engine(
-        storage.database_url(app.config["DATABASE_URL"], app.instance_path))
+        storage.database_url(app.config["DATABASE_URL"], app.instance_path)
+    )
     storage.ensure_schema(engine)
     api = Api(app)
     api.register_blueprint(routes.api_blp)
@@ -62,8 +63,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         usage=UsageLedger(engine),
         dispatcher=Dispatcher(
             router=UpstreamRouter.from_config(app.config),
-            cache=AnswerCache(ttl_seconds=app.config["CACHE_TTL_SECONDS"],
-                              max_bytes=app.config["CACHE_MAX_BYTES"]),
+            cache=AnswerCache(
+                ttl_seconds=app.config["CACHE_TTL_SECONDS"], max_bytes=app.config["CACHE_MAX_BYTES"]
+            ),
             default_models=app.config["DEFAULT_MODELS"],
             max_messages=app.config["MAX_MESSAGES"],
             shared_cache=app.config["CACHE_SHARED_ACROSS_ACCOUNTS"],

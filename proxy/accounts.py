@@ -56,8 +56,9 @@ class AccountStore:
         self.engine = engine
         self.default_daily_quota = default_daily_quota
 
-    def create(self, name: str, *, daily_quota: int | None = None,
-               expires_on: date | None = None) -> NewAccount:
+    def create(
+        self, name: str, *, daily_quota: int | None = None, expires_on: date | None = None
+    ) -> NewAccount:
         secret = secrets.token_hex(16)
         quota = self.default_daily_quota if daily_quota is None else daily_quota
         for _attempt in range(3):
@@ -66,8 +67,12 @@ class AccountStore:
                 with self.engine.begin() as connection:
                     account_id = connection.execute(
                         insert(storage.accounts).values(
-                            key=key, secret_hash=hash_secret(secret), name=name,
-                            status="active", daily_quota=quota, expires_on=expires_on,
+                            key=key,
+                            secret_hash=hash_secret(secret),
+                            name=name,
+                            status="active",
+                            daily_quota=quota,
+                            expires_on=expires_on,
                             created_at=datetime.now(UTC).replace(tzinfo=None),
                         )
                     ).inserted_primary_key[0]

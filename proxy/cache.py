@@ -16,7 +16,9 @@ def canonical_key(*, tenant: str, method: str, version: str, upstream: str, o_ar
     """Key order and insignificant formatting of `_o_args` do not change the key."""
     canonical = json.dumps(
         [tenant, method, version, upstream, o_args],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -30,11 +32,12 @@ class _KeyLock:
 
 
 class AnswerCache:
-    """Holds serialized successful answers; never an error (the dispatcher only stores 0000/2000)."""
+    """Serialized successful answers (0000/2000); the dispatcher never stores an error."""
 
     def __init__(self, *, ttl_seconds: int, max_bytes: int):
-        self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_bytes, ttl=ttl_seconds,
-                                                       getsizeof=len)
+        self._entries: TTLCache[str, bytes] = TTLCache(
+            maxsize=max_bytes, ttl=ttl_seconds, getsizeof=len
+        )
         self._lock = threading.Lock()
         self._key_locks: dict[str, _KeyLock] = {}
         self._key_locks_guard = threading.Lock()

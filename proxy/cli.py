@@ -19,18 +19,30 @@ def _gateway():
 
 @accounts_cli.command("create")
 @click.argument("name")
-@click.option("--daily-quota", type=click.IntRange(min=0), default=None,
-              help="Calls per day (default: DEFAULT_DAILY_QUOTA).")
+@click.option(
+    "--daily-quota",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Calls per day (default: DEFAULT_DAILY_QUOTA).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 def create_account(name: str, daily_quota: int | None, as_json: bool) -> None:
     """Create an account; its secret is printed once and never stored in clear."""
     created = _gateway().accounts.create(name, daily_quota=daily_quota)
     account = created.account
     if as_json:
-        click.echo(json.dumps({
-            "key": account.key, "secret": created.secret, "name": account.name,
-            "id": account.id, "daily_quota": account.daily_quota, "status": account.status,
-        }))
+        click.echo(
+            json.dumps(
+                {
+                    "key": account.key,
+                    "secret": created.secret,
+                    "name": account.name,
+                    "id": account.id,
+                    "daily_quota": account.daily_quota,
+                    "status": account.status,
+                }
+            )
+        )
         return
     click.echo(f"account {account.name!r} created (id {account.id})")
     click.echo(f"key:    {account.key}")
@@ -44,8 +56,20 @@ def list_accounts(as_json: bool) -> None:
     """List accounts (keys, never secrets)."""
     rows = _gateway().accounts.list()
     if as_json:
-        click.echo(json.dumps([{"id": a.id, "key": a.key, "name": a.name, "status": a.status,
-                                "daily_quota": a.daily_quota} for a in rows]))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": a.id,
+                        "key": a.key,
+                        "name": a.name,
+                        "status": a.status,
+                        "daily_quota": a.daily_quota,
+                    }
+                    for a in rows
+                ]
+            )
+        )
         return
     for a in rows:
         click.echo(f"{a.id}\t{a.key}\t{a.status}\t{a.daily_quota}\t{a.name}")

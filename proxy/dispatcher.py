@@ -40,8 +40,15 @@ class Outcome:
 
 
 class Dispatcher:
-    def __init__(self, *, router: UpstreamRouter, cache: AnswerCache, default_models: dict,
-                 max_messages: int, shared_cache: bool = False):
+    def __init__(
+        self,
+        *,
+        router: UpstreamRouter,
+        cache: AnswerCache,
+        default_models: dict,
+        max_messages: int,
+        shared_cache: bool = False,
+    ):
         self.router = router
         self.cache = cache
         self.default_models = default_models
@@ -64,12 +71,16 @@ class Dispatcher:
         except ValidationError as exc:
             raise GatewayError(PARAM_ERROR, _describe_validation_error(exc.messages)) from None
         if args.get("stream"):
-            raise GatewayError(PARAM_ERROR,
-                               "_o_args.stream=true is not served on /api yet; leave it out")
+            raise GatewayError(
+                PARAM_ERROR, "_o_args.stream=true is not served on /api yet; leave it out"
+            )
         messages = args.get("messages")
         if isinstance(messages, list) and len(messages) > self.max_messages:
-            raise GatewayError(PARAM_ERROR, f"_o_args.messages holds {len(messages)} messages; "
-                                            f"at most {self.max_messages} are accepted")
+            raise GatewayError(
+                PARAM_ERROR,
+                f"_o_args.messages holds {len(messages)} messages; "
+                f"at most {self.max_messages} are accepted",
+            )
         if spec.takes_model and not args.get("model"):
             default_model = self.default_models.get(spec.name)
             if not default_model:
@@ -92,7 +103,10 @@ class Dispatcher:
             return _outcome(payload, cached=False)
         key = canonical_key(
             tenant="*" if self.shared_cache else str(call.account_id),
-            method=spec.name, version=call.version, upstream=upstream.base_url, o_args=args,
+            method=spec.name,
+            version=call.version,
+            upstream=upstream.base_url,
+            o_args=args,
         )
         payload, hit = self.cache.get_or_compute(key, call_upstream)
         return _outcome(payload, cached=hit)

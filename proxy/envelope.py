@@ -10,9 +10,23 @@ from zoneinfo import ZoneInfo
 
 from proxy.errors import ERROR_CODES, reason_text
 
-FIELD_ORDER = ("response", "error", "reason", "error_code", "cache", "api_info",
-               "execution_time", "server_time", "client_ip", "call_args", "api_type",
-               "translate_language", "server_memory", "request_id", "last_id")
+FIELD_ORDER = (
+    "response",
+    "error",
+    "reason",
+    "error_code",
+    "cache",
+    "api_info",
+    "execution_time",
+    "server_time",
+    "client_ip",
+    "call_args",
+    "api_type",
+    "translate_language",
+    "server_memory",
+    "request_id",
+    "last_id",
+)
 
 
 @dataclass(frozen=True)
@@ -53,17 +67,19 @@ def build_envelope(facts: EnvelopeFacts) -> dict:
         "request_id": facts.request_id,
         "last_id": facts.last_id,
     }
-    assert tuple(envelope) == FIELD_ORDER
     return envelope
 
 
-def format_api_info(*, today: int, daily_quota: int, upstream: int, cache_hits: int,
-                    uncharged: int, expires_on) -> str:
+def format_api_info(
+    *, today: int, daily_quota: int, upstream: int, cache_hits: int, uncharged: int, expires_on
+) -> str:
     """`today:N max:M all[T=a+b+c];expires:YYYY-MM-DD` (see docs/envelope.md for a, b, c)."""
     total = upstream + cache_hits + uncharged
     expires = expires_on.isoformat() if expires_on else "never"
-    return (f"today:{today} max:{daily_quota} all[{total}={upstream}+{cache_hits}+{uncharged}];"
-            f"expires:{expires}")
+    return (
+        f"today:{today} max:{daily_quota} all[{total}={upstream}+{cache_hits}+{uncharged}];"
+        f"expires:{expires}"
+    )
 
 
 def server_now(zone: str) -> datetime:

@@ -22,8 +22,9 @@ class EnvelopeDoc(Schema):
     reason = fields.String(metadata={"description": "Human text in `lang`: what to fix."})
     error_code = fields.String(metadata={"description": "Code of the table, as a string."})
     cache = fields.Integer(metadata={"description": "1 when served from the cache."})
-    api_info = fields.String(metadata={"example": "today:7 max:30000 all[7=7+0+0];"
-                                                  "expires:2027-01-01"})
+    api_info = fields.String(
+        metadata={"example": "today:7 max:30000 all[7=7+0+0];expires:2027-01-01"}
+    )
     execution_time = fields.String(metadata={"example": "0.153"})
     server_time = fields.String(metadata={"example": "Beijing/2026-11-21 13:05:54"})
     client_ip = fields.String()
@@ -44,20 +45,30 @@ def _query_parameters() -> list[dict]:
                 schema["enum"] = list(validator.choices)
         if field.load_default not in (None, "") and isinstance(field.load_default, str):
             schema["default"] = field.load_default
-        parameters.append({"in": "query", "name": field.data_key or name, "required": False,
-                           "schema": schema, "description": field.metadata.get("description", "")})
+        parameters.append(
+            {
+                "in": "query",
+                "name": field.data_key or name,
+                "required": False,
+                "schema": schema,
+                "description": field.metadata.get("description", ""),
+            }
+        )
     return parameters
 
 
 def _codes_table() -> str:
-    rows = [f"| {e.code} | {e.word or '-'} | {e.en} | {e.cn} | {'yes' if e.charged else 'no'} |"
-            for e in ERROR_CODES.values()]
+    rows = [
+        f"| {e.code} | {e.word or '-'} | {e.en} | {e.cn} | {'yes' if e.charged else 'no'} |"
+        for e in ERROR_CODES.values()
+    ]
     return "\n".join(["| code | error | en | cn | charged |", "|---|---|---|---|---|", *rows])
 
 
 def _methods_table() -> str:
-    rows = [f"| `{m.name}` | {m.platform} | {m.summary} | `{m.args_schema.__name__}` |"
-            for m in METHODS]
+    rows = [
+        f"| `{m.name}` | {m.platform} | {m.summary} | `{m.args_schema.__name__}` |" for m in METHODS
+    ]
     return "\n".join(["| method | platform | what | _o_args schema |", "|---|---|---|---|", *rows])
 
 
@@ -68,7 +79,9 @@ API_DOC = {
         f"rendered as `result_type` ({', '.join(RESULT_TYPES)}); `callback` wraps json/jsonu "
         "as JSONP. Key and secret may come as headers `X-API-KEY` / `X-API-SECRET`.\n\n"
         "Methods (their `_o_args` schemas are under components/schemas):\n\n"
-        + _methods_table() + "\n\nError codes:\n\n" + _codes_table()
+        + _methods_table()
+        + "\n\nError codes:\n\n"
+        + _codes_table()
     ),
     "responses": {
         "200": {
@@ -77,8 +90,9 @@ API_DOC = {
                 "application/json": {"schema": EnvelopeDoc},
                 "application/javascript": {"schema": {"type": "string"}},
                 "application/xml": {"schema": {"type": "string"}},
-                "text/plain": {"schema": {"type": "string",
-                                          "description": "PHP serialize or var_export"}},
+                "text/plain": {
+                    "schema": {"type": "string", "description": "PHP serialize or var_export"}
+                },
             },
         }
     },

@@ -12,8 +12,17 @@ from proxy.formats import RESULT_TYPES, is_valid_callback
 
 LANG_ALIASES = {"cn": "cn", "zh-cn": "cn", "zh": "cn", "zh_cn": "cn", "en": "en", "ru": "ru"}
 # Parameters echoed in `call_args`; key, secret and sign never are.
-ECHOED_PARAMS = ("method", "api_name", "_o_args", "cache", "result_type", "lang", "version",
-                 "callback", "dateline")
+ECHOED_PARAMS = (
+    "method",
+    "api_name",
+    "_o_args",
+    "cache",
+    "result_type",
+    "lang",
+    "version",
+    "callback",
+    "dateline",
+)
 CREDENTIAL_PARAMS = ("key", "secret", "sign")
 
 
@@ -28,18 +37,32 @@ class CommonParams(Schema):
     secret = fields.String(metadata={"description": "Account secret (or header X-API-SECRET)."})
     method = fields.String(metadata={"description": "Catalog method, e.g. v1/chat/completions."})
     api_name = fields.String(metadata={"description": "Synonym of method, used when it is absent."})
-    _o_args = fields.Raw(data_key="_o_args", attribute="o_args", metadata={
-        "description": "JSON object of the upstream's own arguments (a string in GET/form).",
-        "type": "string"})
-    cache = fields.String(load_default="yes", validate=validate.OneOf(["yes", "no"]),
-                          metadata={"description": "yes (default): serve a stored answer."})
-    result_type = fields.String(load_default="json", validate=validate.OneOf(RESULT_TYPES),
-                                metadata={"description": "Output format."})
-    lang = fields.String(load_default="cn", metadata={
-        "description": "Language of `reason`: cn (default), en, ru; zh-CN means cn."})
+    _o_args = fields.Raw(
+        data_key="_o_args",
+        attribute="o_args",
+        metadata={
+            "description": "JSON object of the upstream's own arguments (a string in GET/form).",
+            "type": "string",
+        },
+    )
+    cache = fields.String(
+        load_default="yes",
+        validate=validate.OneOf(["yes", "no"]),
+        metadata={"description": "yes (default): serve a stored answer."},
+    )
+    result_type = fields.String(
+        load_default="json",
+        validate=validate.OneOf(RESULT_TYPES),
+        metadata={"description": "Output format."},
+    )
+    lang = fields.String(
+        load_default="cn",
+        metadata={"description": "Language of `reason`: cn (default), en, ru; zh-CN means cn."},
+    )
     version = fields.String(load_default="", metadata={"description": "API version expected."})
-    callback = fields.String(load_default="", metadata={
-        "description": "JSONP function name for json/jsonu."})
+    callback = fields.String(
+        load_default="", metadata={"description": "JSONP function name for json/jsonu."}
+    )
 
 
 def normalise_lang(raw: str) -> str | None:
@@ -59,8 +82,11 @@ def parse_presentation(raw: dict) -> tuple[str, str, str]:
         raise GatewayError(PARAM_ERROR, "lang must be cn, en or ru (zh-CN is read as cn)")
     callback = str(raw.get("callback") or "")
     if callback and not is_valid_callback(callback):
-        raise GatewayError(PARAM_ERROR, "callback must be a JavaScript name such as jQuery123_456"
-                                        " (letters, digits, _ and $, dotted), at most 64 chars")
+        raise GatewayError(
+            PARAM_ERROR,
+            "callback must be a JavaScript name such as jQuery123_456"
+            " (letters, digits, _ and $, dotted), at most 64 chars",
+        )
     if callback and result_type not in ("json", "jsonu"):
         raise GatewayError(PARAM_ERROR, "callback (JSONP) works with result_type json or jsonu")
     return result_type, lang, callback
@@ -74,14 +100,19 @@ def load_common(raw: dict, known_versions: tuple[str, ...]) -> dict:
         raise GatewayError(PARAM_ERROR, f"{field_name}: {' '.join(map(str, problems))}") from None
     params["method"] = (params.get("method") or params.get("api_name") or "").strip()
     if params["version"] and params["version"] not in known_versions:
-        raise GatewayError(PARAM_ERROR, f"version {params['version'][:20]!r} is unknown; "
-                                        f"use one of {', '.join(known_versions)} or leave it out")
+        raise GatewayError(
+            PARAM_ERROR,
+            f"version {params['version'][:20]!r} is unknown; "
+            f"use one of {', '.join(known_versions)} or leave it out",
+        )
     if not params.get("key"):
-        raise GatewayError(MISSING_PARAM, "key is missing; add key=... to the URL "
-                                          "or send header X-API-KEY")
+        raise GatewayError(
+            MISSING_PARAM, "key is missing; add key=... to the URL or send header X-API-KEY"
+        )
     if not params.get("secret"):
-        raise GatewayError(MISSING_PARAM, "secret is missing; add secret=... "
-                                          "or send header X-API-SECRET")
+        raise GatewayError(
+            MISSING_PARAM, "secret is missing; add secret=... or send header X-API-SECRET"
+        )
     if not params["method"]:
         raise GatewayError(MISSING_PARAM, "method is missing; e.g. method=v1/chat/completions")
     return params
@@ -97,11 +128,14 @@ def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
         try:
             value = json.loads(raw)
         except ValueError as exc:
-            raise GatewayError(PARAM_ERROR, f"_o_args is not valid JSON ({exc.msg} at "
-                                            f"position {exc.pos}); URL-encode it") from None
+            raise GatewayError(
+                PARAM_ERROR,
+                f"_o_args is not valid JSON ({exc.msg} at position {exc.pos}); URL-encode it",
+            ) from None
         except RecursionError:
-            raise GatewayError(PARAM_ERROR, f"_o_args is nested deeper than {max_depth} "
-                                            "levels") from None
+            raise GatewayError(
+                PARAM_ERROR, f"_o_args is nested deeper than {max_depth} levels"
+            ) from None
     else:
         value = raw
         if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > max_bytes:
@@ -119,8 +153,9 @@ def _depth(value) -> int:
     while stack:
         node, depth = stack.pop()
         deepest = max(deepest, depth)
-        children = node.values() if isinstance(node, dict) else node if isinstance(
-            node, list) else ()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return deepest
 
@@ -131,6 +166,7 @@ def echo_call_args(raw: dict) -> dict:
     for name in ECHOED_PARAMS:
         if name in raw and raw[name] is not None:
             value = raw[name]
-            echoed[name] = value if isinstance(value, str) else json.dumps(value,
-                                                                            ensure_ascii=False)
+            echoed[name] = (
+                value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            )
     return echoed

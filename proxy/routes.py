@@ -7,7 +7,8 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime, time as clock_time
+from datetime import UTC, datetime
+from datetime import time as clock_time
 
 from flask import Response, current_app, g, jsonify, request
 from flask.views import MethodView
@@ -15,7 +16,7 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from proxy import formats
-from proxy.catalog import METHODS, PLATFORMS
+from proxy.catalog import PLATFORMS, find_method
 from proxy.dispatcher import Call
 from proxy.envelope import EnvelopeFacts, build_envelope, format_api_info, server_now
 from proxy.errors import (
@@ -105,15 +106,27 @@ def handle_call(platform: str | None) -> Response:
         method_name = params["method"]
         account = gateway.accounts.authenticate(params["key"], params["secret"])
         spec = gateway.dispatcher.lookup(method_name, platform)
-        o_args = parse_o_args(params.get("o_args"),
-                              max_bytes=current_app.config["MAX_O_ARGS_BYTES"],
-                              max_depth=current_app.config["MAX_O_ARGS_DEPTH"])
-        outcome = gateway.dispatcher.dispatch(Call(
-            method=spec.name, o_args=o_args, account_id=account.id, version=params["version"],
-            use_cache=params["cache"] == "yes", platform=platform,
-        ))
+        o_args = parse_o_args(
+            params.get("o_args"),
+            max_bytes=current_app.config["MAX_O_ARGS_BYTES"],
+            max_depth=current_app.config["MAX_O_ARGS_DEPTH"],
+        )
+        outcome = gateway.dispatcher.dispatch(
+            Call(
+                method=spec.name,
+                o_args=o_args,
+                account_id=account.id,
+                version=params["version"],
+                use_cache=params["cache"] == "yes",
+                platform=platform,
+            )
+        )
         outcome_code, response_payload, cached, usage = (
-            outcome.code, outcome.response, outcome.cached, outcome.usage)
+            outcome.code,
+            outcome.response,
+            outcome.cached,
+            outcome.usage,
+        )
         method_name = spec.name
     except GatewayError as exc:
         outcome_code, response_payload, detail = exc.code, exc.response, exc.detail
@@ -123,23 +136,41 @@ def handle_call(platform: str | None) -> Response:
 
     elapsed = time.perf_counter() - started
     charged = ERROR_CODES[outcome_code].charged
-    last_id = gateway.usage.record(UsageRecord(
-        request_id=request_id, error_code=outcome_code, charged=charged,
-        account_id=account.id if account else None, platform=platform or "openai",
-        method=method_name, cached=cached,
-        prompt_tokens=_int(usage.get("prompt_tokens")),
-        completion_tokens=_int(usage.get("completion_tokens")),
-        total_tokens=_int(usage.get("total_tokens")),
-        latency_ms=int(elapsed * 1000), client_ip=request.remote_addr or "",
-    ))
+    last_id = gateway.usage.record(
+        UsageRecord(
+            request_id=request_id,
+            error_code=outcome_code,
+            charged=charged,
+            account_id=account.id if account else None,
+            platform=platform or "openai",
+            method=method_name,
+            cached=cached,
+            prompt_tokens=_int(usage.get("prompt_tokens")),
+            completion_tokens=_int(usage.get("completion_tokens")),
+            total_tokens=_int(usage.get("total_tokens")),
+            latency_ms=int(elapsed * 1000),
+            client_ip=request.remote_addr or "",
+        )
+    )
     now = server_now(current_app.config["SERVER_TIMEZONE"])
-    envelope = build_envelope(EnvelopeFacts(
-        code=outcome_code, response=response_payload, lang=lang, detail=detail, cached=cached,
-        api_info=_api_info(account, now) if account else "", elapsed_seconds=elapsed, now=now,
-        time_label=current_app.config["SERVER_TIME_LABEL"], client_ip=request.remote_addr or "",
-        call_args=echo_call_args(raw), api_type=platform or _platform_of(method_name),
-        request_id=request_id, last_id=str(last_id),
-    ))
+    envelope = build_envelope(
+        EnvelopeFacts(
+            code=outcome_code,
+            response=response_payload,
+            lang=lang,
+            detail=detail,
+            cached=cached,
+            api_info=_api_info(account, now) if account else "",
+            elapsed_seconds=elapsed,
+            now=now,
+            time_label=current_app.config["SERVER_TIME_LABEL"],
+            client_ip=request.remote_addr or "",
+            call_args=echo_call_args(raw),
+            api_type=platform or _platform_of(method_name),
+            request_id=request_id,
+            last_id=str(last_id),
+        )
+    )
     return render_envelope(envelope, result_type, callback, outcome_code)
 
 
@@ -157,13 +188,18 @@ def _api_info(account, now) -> str:
     day_start_local = datetime.combine(now.date(), clock_time(0), tzinfo=now.tzinfo)
     day_start_utc = day_start_local.astimezone(UTC).replace(tzinfo=None)
     totals = _gateway().usage.totals(account.id, day_start_utc)
-    return format_api_info(today=totals.today, daily_quota=account.daily_quota,
-                           upstream=totals.upstream, cache_hits=totals.cache_hits,
-                           uncharged=totals.uncharged, expires_on=account.expires_on)
+    return format_api_info(
+        today=totals.today,
+        daily_quota=account.daily_quota,
+        upstream=totals.upstream,
+        cache_hits=totals.cache_hits,
+        uncharged=totals.uncharged,
+        expires_on=account.expires_on,
+    )
 
 
 def _platform_of(method_name: str) -> str:
-    spec = next((m for m in METHODS if m.name == method_name), None)
+    spec = find_method(method_name) if method_name else None
     return spec.platform if spec else ""
 
 
@@ -225,17 +261,19 @@ class Health(MethodView):
 class ServiceInfo(MethodView):
     def get(self):
         """Service information and the endpoints it serves."""
-        return jsonify({
-            "service": current_app.config["API_TITLE"],
-            "version": current_app.config["API_VERSION"],
-            "endpoints": {
-                "/api": "GET|POST generic call: key, secret, method, _o_args",
-                "/<platform>/custom": "onebound-style alias of /api, e.g. /openai/custom/",
-                "/api/methods": "the method catalog with _o_args schemas",
-                "/docs": "Swagger UI (offline)",
-                "/openapi.json": "OpenAPI document",
-                "/health": "database health",
-            },
-            "platforms": sorted(PLATFORMS),
-            "result_types": list(formats.RESULT_TYPES),
-        })
+        return jsonify(
+            {
+                "service": current_app.config["API_TITLE"],
+                "version": current_app.config["API_VERSION"],
+                "endpoints": {
+                    "/api": "GET|POST generic call: key, secret, method, _o_args",
+                    "/<platform>/custom": "onebound-style alias of /api, e.g. /openai/custom/",
+                    "/api/methods": "the method catalog with _o_args schemas",
+                    "/docs": "Swagger UI (offline)",
+                    "/openapi.json": "OpenAPI document",
+                    "/health": "database health",
+                },
+                "platforms": sorted(PLATFORMS),
+                "result_types": list(formats.RESULT_TYPES),
+            }
+        )

@@ -32,14 +32,18 @@ class UpstreamRouter:
     @classmethod
     def from_config(cls, config) -> UpstreamRouter:
         base_url = config["OPENAI_BASE_URL"] or STUB_BASE_URL
-        api_key = config["OPENAI_API_KEY"] or (STUB_API_KEY if not config["OPENAI_BASE_URL"] else "")
-        return cls(Upstream(
-            name="default" if config["OPENAI_BASE_URL"] else "stub",
-            base_url=base_url.rstrip("/"),
-            api_key=api_key or "unset",
-            timeout_seconds=config["UPSTREAM_TIMEOUT_SECONDS"],
-            max_retries=config["UPSTREAM_MAX_RETRIES"],
-        ))
+        api_key = config["OPENAI_API_KEY"] or (
+            STUB_API_KEY if not config["OPENAI_BASE_URL"] else ""
+        )
+        return cls(
+            Upstream(
+                name="default" if config["OPENAI_BASE_URL"] else "stub",
+                base_url=base_url.rstrip("/"),
+                api_key=api_key or "unset",
+                timeout_seconds=config["UPSTREAM_TIMEOUT_SECONDS"],
+                max_retries=config["UPSTREAM_MAX_RETRIES"],
+            )
+        )
 
     def route_model(self, model: str | None) -> Upstream:
         return self.default
@@ -48,7 +52,11 @@ class UpstreamRouter:
         with self._lock:
             client = self._clients.get(upstream.name)
             if client is None:
-                client = OpenAI(api_key=upstream.api_key, base_url=upstream.base_url,
-                                timeout=upstream.timeout_seconds, max_retries=upstream.max_retries)
+                client = OpenAI(
+                    api_key=upstream.api_key,
+                    base_url=upstream.base_url,
+                    timeout=upstream.timeout_seconds,
+                    max_retries=upstream.max_retries,
+                )
                 self._clients[upstream.name] = client
             return client

@@ -46,23 +46,32 @@ class UsageLedger:
         self.engine = engine
 
     def record(self, entry: UsageRecord) -> int:
-        values = dict(entry.__dict__, method=entry.method[:200], client_ip=entry.client_ip[:64],
-                      created_at=datetime.now(UTC).replace(tzinfo=None))
+        values = dict(
+            entry.__dict__,
+            method=entry.method[:200],
+            client_ip=entry.client_ip[:64],
+            created_at=datetime.now(UTC).replace(tzinfo=None),
+        )
         with self.engine.begin() as connection:
-            return connection.execute(insert(storage.usage).values(**values)).inserted_primary_key[0]
+            return connection.execute(insert(storage.usage).values(**values)).inserted_primary_key[
+                0
+            ]
 
     def totals(self, account_id: int, day_start_utc: datetime) -> AccountTotals:
         u = storage.usage.c
-        charged_upstream = func.sum(
-            func.cast((u.charged == True) & (u.cached == False), Integer))  # noqa: E712
-        charged_cache = func.sum(
-            func.cast((u.charged == True) & (u.cached == True), Integer))  # noqa: E712
+        charged_upstream = func.sum(func.cast((u.charged == True) & (u.cached == False), Integer))  # noqa: E712
+        charged_cache = func.sum(func.cast((u.charged == True) & (u.cached == True), Integer))  # noqa: E712
         uncharged = func.sum(func.cast(u.charged == False, Integer))  # noqa: E712
-        today = func.sum(func.cast((u.charged == True) & (u.created_at >= day_start_utc),  # noqa: E712
-                                   Integer))
+        today = func.sum(
+            func.cast(
+                (u.charged == True) & (u.created_at >= day_start_utc),  # noqa: E712
+                Integer,
+            )
+        )
         with self.engine.connect() as connection:
             row = connection.execute(
-                select(today, charged_upstream, charged_cache, uncharged)
-                .where(u.account_id == account_id)
+                select(today, charged_upstream, charged_cache, uncharged).where(
+                    u.account_id == account_id
+                )
             ).one()
         return AccountTotals(*(int(value or 0) for value in row))

@@ -22,14 +22,16 @@ def stub():
 @pytest.fixture
 def app(tmp_path, stub):
     stub.reset()
-    app = create_app({
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
-        "OPENAI_BASE_URL": stub.base_url,
-        "OPENAI_API_KEY": "sk-upstream-secret",
-        "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,
-        "UPSTREAM_MAX_RETRIES": 0,
-    })
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
+            "OPENAI_BASE_URL": stub.base_url,
+            "OPENAI_API_KEY": "sk-upstream-secret",
+            "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,
+            "UPSTREAM_MAX_RETRIES": 0,
+        }
+    )
     yield app
     app.extensions["gateway"].engine.dispose()
 

@@ -27,8 +27,11 @@ def test_seed_completion_example_works_without_model(call, stub):
     assert envelope["error_code"] == "0000"
     assert envelope["response"]["choices"][0]["text"] == "stub completion: 中国队什么时候进世界杯"
     sent = upstream_calls(stub, "/v1/completions")[0]["body"]
-    assert sent == {"model": "gpt-3.5-turbo-instruct", "prompt": "中国队什么时候进世界杯",
-                    "max_tokens": 200}
+    assert sent == {
+        "model": "gpt-3.5-turbo-instruct",
+        "prompt": "中国队什么时候进世界杯",
+        "max_tokens": 200,
+    }
 
 
 def test_chat_completion_returns_upstream_payload(call):
@@ -74,8 +77,9 @@ def test_envelope_fields_in_contract_order_with_string_and_int_types(call):
 
 
 def test_error_code_also_in_header_with_http_200(client, account):
-    response = client.get("/api", query_string={"key": account["key"], "secret": "wrong",
-                                                "method": "v1/models"})
+    response = client.get(
+        "/api", query_string={"key": account["key"], "secret": "wrong", "method": "v1/models"}
+    )
     assert response.status_code == 200
     assert response.headers["X-Error-Code"] == "4005"
 
@@ -84,23 +88,32 @@ def test_last_id_is_the_usage_row_of_this_call(app, call):
     first, second = call("v1/models"), call("v1/models", cache="no")
     assert int(second["last_id"]) == int(first["last_id"]) + 1
     with app.extensions["gateway"].engine.connect() as connection:
-        row = connection.execute(select(storage.usage).where(
-            storage.usage.c.id == int(second["last_id"]))).one()
+        row = connection.execute(
+            select(storage.usage).where(storage.usage.c.id == int(second["last_id"]))
+        ).one()
     assert row.request_id == second["request_id"] and row.error_code == "0000"
 
 
 def test_failed_call_also_writes_a_usage_row(app, client):
     envelope = client.get("/api?key=nobody&secret=x&method=v1/models").get_json()
     with app.extensions["gateway"].engine.connect() as connection:
-        row = connection.execute(select(storage.usage).where(
-            storage.usage.c.id == int(envelope["last_id"]))).one()
+        row = connection.execute(
+            select(storage.usage).where(storage.usage.c.id == int(envelope["last_id"]))
+        ).one()
     assert row.error_code == "4004" and row.charged is False and row.account_id is None
 
 
 def test_call_args_echo_never_holds_credentials(client, account):
-    envelope = client.get("/api", query_string={
-        "key": account["key"], "secret": account["secret"], "sign": "ABC", "method": "v1/models",
-        "lang": "en"}).get_json()
+    envelope = client.get(
+        "/api",
+        query_string={
+            "key": account["key"],
+            "secret": account["secret"],
+            "sign": "ABC",
+            "method": "v1/models",
+            "lang": "en",
+        },
+    ).get_json()
     assert envelope["call_args"] == {"method": "v1/models", "lang": "en"}
     assert account["secret"] not in json.dumps(envelope)
     assert account["key"] not in json.dumps(envelope)
@@ -116,19 +129,34 @@ def test_client_ip_behind_one_trusted_proxy_is_the_forwarded_address(tmp_path, s
     from proxy import create_app
     from tests.conftest import create_account
 
-    app = create_app({"TESTING": True, "TRUSTED_PROXY_HOPS": 1,
-                      "DATABASE_URL": f"sqlite:///{tmp_path / 'ip.sqlite3'}",
-                      "OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "sk-x"})
+    app = create_app(
+        {
+            "TESTING": True,
+            "TRUSTED_PROXY_HOPS": 1,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'ip.sqlite3'}",
+            "OPENAI_BASE_URL": stub.base_url,
+            "OPENAI_API_KEY": "sk-x",
+        }
+    )
     creds = create_account(app.test_cli_runner())
-    envelope = app.test_client().get(
-        "/api", query_string={**creds, "method": "v1/models"},
-        headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}).get_json()
+    envelope = (
+        app.test_client()
+        .get(
+            "/api",
+            query_string={**creds, "method": "v1/models"},
+            headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"},
+        )
+        .get_json()
+    )
     assert envelope["client_ip"] == "198.51.100.7"
 
 
 def test_client_ip_ignores_forwarded_header_without_trusted_proxy(client, account):
-    envelope = client.get("/api", query_string={**_creds(account), "method": "v1/models"},
-                          headers={"X-Forwarded-For": "203.0.113.9"}).get_json()
+    envelope = client.get(
+        "/api",
+        query_string={**_creds(account), "method": "v1/models"},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    ).get_json()
     assert envelope["client_ip"] == "127.0.0.1"
 
 
@@ -146,62 +174,82 @@ def test_platform_custom_url_with_and_without_trailing_slash(client, account):
 
 
 def test_unknown_platform_is_4010(client, account):
-    envelope = client.get("/feishu/custom/", query_string={**_creds(account),
-                                                           "method": "v1/models"}).get_json()
+    envelope = client.get(
+        "/feishu/custom/", query_string={**_creds(account), "method": "v1/models"}
+    ).get_json()
     assert envelope["error_code"] == "4010"
 
 
 def test_legacy_query_string_with_empty_segments_and_repeated_api_name(client, account):
-    url = (f"/api/?& &key={account['key']}&&secret={account['secret']}&api_name=v1/models"
-           "&api_name=v1/models&&")
+    url = (
+        f"/api/?& &key={account['key']}&&secret={account['secret']}&api_name=v1/models"
+        "&api_name=v1/models&&"
+    )
     assert client.get(url).get_json()["error_code"] == "0000"
 
 
 def test_api_name_is_a_synonym_of_method(client, account):
-    envelope = client.get("/api", query_string={**_creds(account),
-                                                "api_name": "v1/models"}).get_json()
+    envelope = client.get(
+        "/api", query_string={**_creds(account), "api_name": "v1/models"}
+    ).get_json()
     assert envelope["error_code"] == "0000"
 
 
 def test_credentials_from_headers(client, account):
-    response = client.get("/api?method=v1/models", headers={
-        "X-API-KEY": account["key"], "X-API-SECRET": account["secret"]})
+    response = client.get(
+        "/api?method=v1/models",
+        headers={"X-API-KEY": account["key"], "X-API-SECRET": account["secret"]},
+    )
     assert response.get_json()["error_code"] == "0000"
 
 
 def test_urlencoded_form_post(client, account):
-    response = client.post("/api", data={**_creds(account), "method": "v1/completions",
-                                         "_o_args": SEED_O_ARGS})
+    response = client.post(
+        "/api", data={**_creds(account), "method": "v1/completions", "_o_args": SEED_O_ARGS}
+    )
     assert response.get_json()["error_code"] == "0000"
 
 
 def test_multipart_form_post(client, account):
-    response = client.post("/api", data={**_creds(account), "method": "v1/completions",
-                                         "_o_args": SEED_O_ARGS},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/api",
+        data={**_creds(account), "method": "v1/completions", "_o_args": SEED_O_ARGS},
+        content_type="multipart/form-data",
+    )
     assert response.get_json()["error_code"] == "0000"
 
 
 def test_json_body_with_o_args_object(client, account, stub):
-    response = client.post("/api", json={**_creds(account), "method": "v1/embeddings",
-                                         "_o_args": {"input": ["a", "b"]}})
+    response = client.post(
+        "/api",
+        json={**_creds(account), "method": "v1/embeddings", "_o_args": {"input": ["a", "b"]}},
+    )
     assert response.get_json()["error_code"] == "0000"
     assert upstream_calls(stub, "/v1/embeddings")[0]["body"]["input"] == ["a", "b"]
 
 
 def test_body_parameters_win_over_query(client, account):
-    response = client.post("/api?method=nope&lang=ru",
-                           json={**_creds(account), "method": "v1/models", "lang": "en"})
+    response = client.post(
+        "/api?method=nope&lang=ru", json={**_creds(account), "method": "v1/models", "lang": "en"}
+    )
     envelope = response.get_json()
     assert envelope["error_code"] == "0000" and envelope["translate_language"] == "en"
 
 
-@pytest.mark.parametrize(("lang", "reason"), [
-    ("cn", "授权失败"), ("en", "Invalid authentication credentials"),
-    ("ru", "Неверные учётные данные"), ("zh-CN", "授权失败")])
+@pytest.mark.parametrize(
+    ("lang", "reason"),
+    [
+        ("cn", "授权失败"),
+        ("en", "Invalid authentication credentials"),
+        ("ru", "Неверные учётные данные"),
+        ("zh-CN", "授权失败"),
+    ],
+)
 def test_reason_in_callers_language(client, account, lang, reason):
-    envelope = client.get("/api", query_string={"key": account["key"], "secret": "bad",
-                                                "method": "v1/models", "lang": lang}).get_json()
+    envelope = client.get(
+        "/api",
+        query_string={"key": account["key"], "secret": "bad", "method": "v1/models", "lang": lang},
+    ).get_json()
     assert envelope["reason"].startswith(reason + ": ")
 
 
@@ -219,19 +267,31 @@ def test_missing_method_is_4014(client, account):
 
 
 def test_unknown_key_is_4004(client):
-    assert client.get("/api?key=nobody&secret=x&method=v1/models").get_json()[
-        "error_code"] == "4004"
+    assert (
+        client.get("/api?key=nobody&secret=x&method=v1/models").get_json()["error_code"] == "4004"
+    )
 
 
 def test_wrong_secret_is_4005(client, account):
-    envelope = client.get("/api", query_string={"key": account["key"], "secret": "bad",
-                                                "method": "v1/models"}).get_json()
+    envelope = client.get(
+        "/api", query_string={"key": account["key"], "secret": "bad", "method": "v1/models"}
+    ).get_json()
     assert envelope["error_code"] == "4005" and envelope["error"] == "auth_failed"
 
 
-@pytest.mark.parametrize("method", [
-    "../x", "v1/../../admin", "http://evil.example/v1/models", "%2e%2e/v1/models",
-    "v1/models/../../x", "//evil.example/v1", "v1/chat/completions?x=1", "V1/MODELS"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "../x",
+        "v1/../../admin",
+        "http://evil.example/v1/models",
+        "%2e%2e/v1/models",
+        "v1/models/../../x",
+        "//evil.example/v1",
+        "v1/chat/completions?x=1",
+        "V1/MODELS",
+    ],
+)
 def test_hostile_method_is_4010_and_nothing_reaches_upstream(call, stub, method):
     envelope = call(method)
     assert envelope["error_code"] == "4010"
@@ -263,12 +323,21 @@ def test_model_required_when_method_has_no_default(tmp_path, stub):
     from proxy import create_app
     from tests.conftest import create_account
 
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'm.sqlite3'}",
-                      "OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "sk-x",
-                      "DEFAULT_MODELS": {}})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'm.sqlite3'}",
+            "OPENAI_BASE_URL": stub.base_url,
+            "OPENAI_API_KEY": "sk-x",
+            "DEFAULT_MODELS": {},
+        }
+    )
     creds = create_account(app.test_cli_runner())
-    envelope = app.test_client().get("/api", query_string={
-        **creds, "method": "v1/embeddings", "_o_args": '{"input":"x"}'}).get_json()
+    envelope = (
+        app.test_client()
+        .get("/api", query_string={**creds, "method": "v1/embeddings", "_o_args": '{"input":"x"}'})
+        .get_json()
+    )
     assert envelope["error_code"] == "4003" and "_o_args.model" in envelope["reason"]
 
 
@@ -299,13 +368,22 @@ def test_too_many_messages_is_4003(tmp_path, stub):
     from proxy import create_app
     from tests.conftest import create_account
 
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'n.sqlite3'}",
-                      "OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "sk-x",
-                      "MAX_MESSAGES": 2})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'n.sqlite3'}",
+            "OPENAI_BASE_URL": stub.base_url,
+            "OPENAI_API_KEY": "sk-x",
+            "MAX_MESSAGES": 2,
+        }
+    )
     creds = create_account(app.test_cli_runner())
     o_args = json.dumps({"messages": [{"role": "user", "content": "x"}] * 3})
-    envelope = app.test_client().get("/api", query_string={
-        **creds, "method": "v1/chat/completions", "_o_args": o_args}).get_json()
+    envelope = (
+        app.test_client()
+        .get("/api", query_string={**creds, "method": "v1/chat/completions", "_o_args": o_args})
+        .get_json()
+    )
     assert envelope["error_code"] == "4003" and "at most 2" in envelope["reason"]
 
 
@@ -323,8 +401,9 @@ def test_o_args_hostile_depth_is_4003_not_500(call):
 
 def test_oversize_body_is_4003(app, client, account):
     app.config["MAX_CONTENT_LENGTH"] = 1000
-    response = client.post("/api", data={**_creds(account), "method": "v1/models",
-                                         "_o_args": "x" * 2000})
+    response = client.post(
+        "/api", data={**_creds(account), "method": "v1/models", "_o_args": "x" * 2000}
+    )
     envelope = response.get_json()
     assert envelope["error_code"] == "4003" and "larger than 1000 bytes" in envelope["reason"]
 
@@ -368,12 +447,19 @@ def test_unreachable_upstream_is_4001(tmp_path):
     with socket.socket() as probe:  # a port that nobody listens on
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}",
-                      "OPENAI_BASE_URL": f"http://127.0.0.1:{dead_port}/v1",
-                      "OPENAI_API_KEY": "sk-x", "UPSTREAM_MAX_RETRIES": 0})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{dead_port}/v1",
+            "OPENAI_API_KEY": "sk-x",
+            "UPSTREAM_MAX_RETRIES": 0,
+        }
+    )
     creds = create_account(app.test_cli_runner())
-    envelope = app.test_client().get("/api", query_string={**creds,
-                                                           "method": "v1/models"}).get_json()
+    envelope = (
+        app.test_client().get("/api", query_string={**creds, "method": "v1/models"}).get_json()
+    )
     assert envelope["error_code"] == "4001"
 
 

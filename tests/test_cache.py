@@ -23,9 +23,13 @@ def test_second_identical_call_is_a_cache_hit(call, stub):
 
 
 def test_key_order_and_formatting_of_o_args_share_one_entry(call, stub):
-    call("v1/chat/completions", '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}')
-    again = call("v1/chat/completions",
-                 '{ "messages" : [ {"content":"x", "role":"user"} ],\n "model":"gpt-4o-mini" }')
+    call(
+        "v1/chat/completions", '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}'
+    )
+    again = call(
+        "v1/chat/completions",
+        '{ "messages" : [ {"content":"x", "role":"user"} ],\n "model":"gpt-4o-mini" }',
+    )
     assert again["cache"] == 1
     assert len(chat_upstream_calls(stub)) == 1
 
@@ -45,9 +49,14 @@ def test_cache_no_always_calls_upstream(call, stub):
 def test_other_account_does_not_see_cached_answer(client, runner, call):
     call("v1/chat/completions", CHAT_ARGS)
     other = create_account(runner, "other")
-    envelope = client.get("/api", query_string={
-        **{k: other[k] for k in ("key", "secret")}, "method": "v1/chat/completions",
-        "_o_args": '{"messages":[{"role":"user","content":"你好 world"}]}'}).get_json()
+    envelope = client.get(
+        "/api",
+        query_string={
+            **{k: other[k] for k in ("key", "secret")},
+            "method": "v1/chat/completions",
+            "_o_args": '{"messages":[{"role":"user","content":"你好 world"}]}',
+        },
+    ).get_json()
     assert envelope["cache"] == 0
 
 

@@ -26,8 +26,10 @@ def test_secret_is_stored_hashed(app, runner):
 
 def test_created_credentials_authenticate(client, runner):
     created = create_account(runner)
-    envelope = client.get("/api", query_string={"key": created["key"], "secret": created["secret"],
-                                                "method": "v1/models"}).get_json()
+    envelope = client.get(
+        "/api",
+        query_string={"key": created["key"], "secret": created["secret"], "method": "v1/models"},
+    ).get_json()
     assert envelope["error_code"] == "0000"
 
 

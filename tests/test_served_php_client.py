@@ -22,7 +22,8 @@ BIN = Path(sys.executable).parent
 PHP_CLIENT = r"""<?php
 __DECODER__
 [$_, $base, $key, $secret] = $argv;
-$args = json_encode(['messages' => [['role' => 'user', 'content' => "中文 </x> & \"quotes\" \\ /"]]]);
+$text = "中文 </x> & \"quotes\" \\ /";
+$args = json_encode(['messages' => [['role' => 'user', 'content' => $text]]]);
 function fetch(string $url): string {
     $ch = curl_init($url);
     curl_setopt($ch, CURLOPT_RETURNTRANSFER, true);
@@ -36,7 +37,8 @@ foreach (['json', 'jsonu', 'serialize', 'var_export', 'xml'] as $type) {
         . '&method=v1/chat/completions&result_type=' . $type . '&_o_args=' . urlencode($args);
     $body = fetch($url);
     switch ($type) {
-        case 'json': case 'jsonu': $value = json_decode($body, true, 512, JSON_THROW_ON_ERROR); break;
+        case 'json':
+        case 'jsonu': $value = json_decode($body, true, 512, JSON_THROW_ON_ERROR); break;
         case 'serialize': $value = unserialize($body, ['allowed_classes' => false]); break;
         case 'var_export': $value = eval('return ' . $body . ';'); break;
         case 'xml': $value = gateway_xml_decode($body); break;
@@ -57,17 +59,33 @@ def _free_port() -> int:
 def served(tmp_path_factory, stub):
     workdir = tmp_path_factory.mktemp("served")
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{workdir / 'gateway.sqlite3'}",
-           "OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "sk-upstream-secret",
-           "PORT": str(port), "WEB_CONCURRENCY": "2", "FLASK_APP": "wsgi"}
-    created = subprocess.run([str(BIN / "flask"), "accounts", "create", "php", "--json"],
-                             cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'gateway.sqlite3'}",
+        "OPENAI_BASE_URL": stub.base_url,
+        "OPENAI_API_KEY": "sk-upstream-secret",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "FLASK_APP": "wsgi",
+    }
+    created = subprocess.run(
+        [str(BIN / "flask"), "accounts", "create", "php", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     account = json.loads(created.stdout)
     log_path = workdir / "gunicorn.log"
     with open(log_path, "wb") as log_file:
-        server = subprocess.Popen([str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py",
-                                   "wsgi:app"], cwd=REPO, env=env, stdout=log_file,
-                                  stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -91,7 +109,8 @@ def test_php_curl_client_reads_the_same_envelope_in_all_five_formats(served):
     first = decoded["json"]
     assert first["error_code"] == "0000"
     assert first["response"]["choices"][0]["message"]["content"] == (
-        'stub reply: 中文 </x> & "quotes" \\ /')
+        'stub reply: 中文 </x> & "quotes" \\ /'
+    )
     for result_type, envelope in decoded.items():
         assert list(envelope) == list(first), result_type
         assert envelope["response"] == first["response"], result_type
@@ -101,9 +120,16 @@ def test_php_curl_client_reads_the_same_envelope_in_all_five_formats(served):
 
 def test_var_export_answer_passes_php_lint(served, tmp_path):
     account = served["account"]
-    body = requests.get(served["base"] + "/api", params={
-        "key": account["key"], "secret": account["secret"], "method": "v1/models",
-        "result_type": "var_export"}, timeout=10).text
+    body = requests.get(
+        served["base"] + "/api",
+        params={
+            "key": account["key"],
+            "secret": account["secret"],
+            "method": "v1/models",
+            "result_type": "var_export",
+        },
+        timeout=10,
+    ).text
     source = tmp_path / "answer.php"
     source.write_text("<?php return " + body + ";\n", encoding="utf-8")
     lint = subprocess.run(["php", "-l", str(source)], capture_output=True, text=True)
@@ -112,8 +138,11 @@ def test_var_export_answer_passes_php_lint(served, tmp_path):
 
 def test_access_log_has_no_query_string_key_or_secret(served):
     account = served["account"]
-    requests.get(served["base"] + "/api", params={
-        "key": account["key"], "secret": account["secret"], "method": "v1/models"}, timeout=10)
+    requests.get(
+        served["base"] + "/api",
+        params={"key": account["key"], "secret": account["secret"], "method": "v1/models"},
+        timeout=10,
+    )
     time.sleep(0.3)  # let the worker flush its access line
     log_text = served["log"].read_text(encoding="utf-8", errors="replace")
     assert '"GET /api HTTP/1.1" 200' in log_text
@@ -124,8 +153,10 @@ def test_access_log_has_no_query_string_key_or_secret(served):
 def test_demo_curl_line_answers_0000(served):
     """The seed's example, URL-encoded exactly as `make run` prints it."""
     account = served["account"]
-    url = (f"{served['base']}/api?key={account['key']}&secret={account['secret']}"
-           "&method=v1/completions&_o_args=%7B%22prompt%22%3A%22%E4%B8%AD%E5%9B%BD%E9%98%9F%E4%BB"
-           "%80%E4%B9%88%E6%97%B6%E5%80%99%E8%BF%9B%E4%B8%96%E7%95%8C%E6%9D%AF%22%2C%22max_tokens"
-           "%22%3A200%7D")
+    url = (
+        f"{served['base']}/api?key={account['key']}&secret={account['secret']}"
+        "&method=v1/completions&_o_args=%7B%22prompt%22%3A%22%E4%B8%AD%E5%9B%BD%E9%98%9F%E4%BB"
+        "%80%E4%B9%88%E6%97%B6%E5%80%99%E8%BF%9B%E4%B8%96%E7%95%8C%E6%9D%AF%22%2C%22max_tokens"
+        "%22%3A200%7D"
+    )
     assert '"error_code":"0000"' in requests.get(url, timeout=10).text

@@ -11,8 +11,17 @@ def test_openapi_documents_api_parameters_and_method_schemas(client):
     spec = client.get("/openapi.json").get_json()
     operation = spec["paths"]["/api"]["get"]
     names = {p["name"] for p in operation["parameters"]}
-    assert {"key", "secret", "method", "_o_args", "cache", "result_type", "lang", "version",
-            "callback"} <= names
+    assert {
+        "key",
+        "secret",
+        "method",
+        "_o_args",
+        "cache",
+        "result_type",
+        "lang",
+        "version",
+        "callback",
+    } <= names
     result_type = next(p for p in operation["parameters"] if p["name"] == "result_type")
     assert result_type["schema"]["enum"] == ["json", "jsonu", "xml", "serialize", "var_export"]
     assert "4017" in operation["description"]

@@ -26,8 +26,10 @@ class _UpstreamArgs(Schema):
         unknown = INCLUDE
         ordered = True
 
-    model = fields.String(validate=validate.Length(min=1, max=200),
-                          metadata={"description": "Model id; the method's default when absent."})
+    model = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Model id; the method's default when absent."},
+    )
 
 
 class ChatMessage(Schema):
@@ -39,15 +41,19 @@ class ChatMessage(Schema):
 
 
 class ChatCompletionArgs(_UpstreamArgs):
-    messages = fields.List(fields.Nested(ChatMessage), required=True,
-                           validate=validate.Length(min=1),
-                           metadata={"description": "The conversation, as in the OpenAI API."})
+    messages = fields.List(
+        fields.Nested(ChatMessage),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "The conversation, as in the OpenAI API."},
+    )
     stream = fields.Boolean(metadata={"description": "Not served on this door yet: must be false."})
 
 
 class CompletionArgs(_UpstreamArgs):
-    prompt = fields.Raw(required=True,
-                        metadata={"description": "Text (or list of texts) to complete."})
+    prompt = fields.Raw(
+        required=True, metadata={"description": "Text (or list of texts) to complete."}
+    )
     max_tokens = fields.Integer(validate=validate.Range(min=1))
     stream = fields.Boolean(metadata={"description": "Not served on this door yet: must be false."})
 
@@ -70,8 +76,9 @@ def list_models(client: openai.OpenAI, args: dict) -> dict:
 
 
 def create_chat_completion(client: openai.OpenAI, args: dict) -> dict:
-    return _call(client.chat.completions.with_raw_response.create,
-                 client.chat.completions.create, args)
+    return _call(
+        client.chat.completions.with_raw_response.create, client.chat.completions.create, args
+    )
 
 
 def create_completion(client: openai.OpenAI, args: dict) -> dict:
@@ -103,12 +110,15 @@ def _call(raw_call: Callable, resource_call: Callable, args: dict) -> dict:
     try:
         raw = raw_call(**kwargs)
     except openai.APITimeoutError:  # a subclass of APIConnectionError: test it first
-        raise GatewayError(TIMEOUT, "the upstream did not answer in time; try again later") from None
+        raise GatewayError(
+            TIMEOUT, "the upstream did not answer in time; try again later"
+        ) from None
     except openai.APIConnectionError:
         raise GatewayError(NETWORK_ERROR, "the upstream could not be reached") from None
     except openai.APIStatusError as exc:
         raise GatewayError(
-            TARGET_SERVER_ERROR, f"the upstream answered HTTP {exc.status_code}",
+            TARGET_SERVER_ERROR,
+            f"the upstream answered HTTP {exc.status_code}",
             response=_upstream_error_object(exc.response.text, exc.status_code),
         ) from None
     try:
@@ -117,9 +127,16 @@ def _call(raw_call: Callable, resource_call: Callable, args: dict) -> dict:
         payload = None
     if not isinstance(payload, dict):
         raise GatewayError(
-            TARGET_SERVER_ERROR, "the upstream answered with a body that is not a JSON object",
-            response={"error": {"message": "unparseable upstream answer", "type": "upstream_error",
-                                "param": None, "code": raw.status_code}},
+            TARGET_SERVER_ERROR,
+            "the upstream answered with a body that is not a JSON object",
+            response={
+                "error": {
+                    "message": "unparseable upstream answer",
+                    "type": "upstream_error",
+                    "param": None,
+                    "code": raw.status_code,
+                }
+            },
         )
     return payload
 
@@ -132,5 +149,11 @@ def _upstream_error_object(body_text: str, status_code: int) -> dict:
         payload = None
     if isinstance(payload, dict):
         return payload
-    return {"error": {"message": body_text[:1000] or "upstream error", "type": "upstream_error",
-                      "param": None, "code": status_code}}
+    return {
+        "error": {
+            "message": body_text[:1000] or "upstream error",
+            "type": "upstream_error",
+            "param": None,
+            "code": status_code,
+        }
+    }
