@@ -1,0 +1,892 @@
+"""A bundled, deterministic, OpenAI-compatible upstream server (the "stub").
+
+The gateway runs and demos offline against it, and its tests and benchmarks talk to a real
+HTTP server instead of mocks. The official ``openai`` SDK pointed at
+``http://127.0.0.1:PORT/v1`` works unchanged.
+
+Everything it answers is a pure function of the request (fixed ``created``, ids derived from
+a hash of the body, replies derived from the input text). Fault modes are chosen by the
+request's ``model`` name (``stub-500``, ``stub-429``, ``stub-garbage``, ``stub-slow``,
+``stub-hang``, ``stub-stream-slow``, ``stub-empty``) or by an ``X-Stub-Fault`` header.
+Every request it receives is kept in a bounded in-memory log (``GET /_stub/requests``,
+``POST /_stub/reset``, or :meth:`StubServer.requests_seen` / :meth:`StubServer.reset`).
+
+This module is a leaf: it imports nothing else from ``proxy``. See docs/stub-upstream.md.
+
+Run it: ``python -m proxy.stub_upstream --host 127.0.0.1 --port 8001``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import json
+import logging
+import math
+import re
+import struct
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import flask
+from flask import Response, g, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+__all__ = [
+    "CREATED",
+    "FAULT_MODELS",
+    "MODEL_IDS",
+    "RequestLog",
+    "StubServer",
+    "create_stub_app",
+    "main",
+]
+
+# A fixed logger name, so the log is the same whether this file is imported as
+# `proxy.stub_upstream`, by path, or run as a script.
+log = logging.getLogger("proxy.stub_upstream")
+
+#: The fixed ``created`` timestamp of every object the stub returns.
+CREATED = 1_700_000_000
+
+#: Model name -> fault mode. Any other model name gets a normal answer.
+FAULT_MODELS: dict[str, str] = {
+    "stub-slow": "slow",
+    "stub-500": "500",
+    "stub-429": "429",
+    "stub-garbage": "garbage",
+    "stub-hang": "hang",
+    "stub-stream-slow": "stream-slow",
+    "stub-empty": "empty",
+}
+_FAULTS = frozenset(FAULT_MODELS.values())
+
+#: The fixed catalogue of ``GET /v1/models`` (other model names are still accepted).
+MODEL_IDS: tuple[str, ...] = (
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-3.5-turbo",
+    "gpt-3.5-turbo-instruct",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+    "omni-moderation-latest",
+    "text-moderation-latest",
+    *FAULT_MODELS,
+)
+
+DEFAULT_EMBEDDING_DIMENSIONS = 8
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+CHAT_REPLY_PREFIX = "stub reply: "
+COMPLETION_PREFIX = "stub completion: "
+SYSTEM_FINGERPRINT = "fp_stub"
+
+_MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+_FLAG_RE = re.compile(r"\bkill\w*", re.IGNORECASE)
+_PIECE_RE = re.compile(r"\s*\S+|\s+$")
+
+_GARBAGE_JSON = b'{"id": "stub-garbage", "object": <<< this is not JSON >>>'
+_GARBAGE_SSE = b'data: {"id": "stub-garbage", <<< this is not JSON >>>\n\ndata: [DONE]\n\n'
+
+_MAX_BODY_TEXT = 64 * 1024
+_STATE_KEY = "stub_upstream"
+
+
+# --------------------------------------------------------------------------- request log
+
+
+class RequestLog:
+    """Thread-safe, bounded record of the requests the stub received (oldest dropped first)."""
+
+    def __init__(self, limit: int = 1000):
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self._lock = threading.Lock()
+        self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._seq = 0
+
+    def record(self, entry: dict[str, Any]) -> int:
+        """Append ``entry`` (adding its ``seq`` number) and return that number."""
+        with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
+            self._entries.append(entry)
+            return self._seq
+
+    def entries(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Deep copies of the entries, oldest first; only those for ``path`` if given."""
+        with self._lock:
+            items = [e for e in self._entries if path is None or e["path"] == path]
+            return copy.deepcopy(items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class _StubState:
+    def __init__(self, *, slow_seconds: float, hang_seconds: float, stream_delay: float,
+                 stream_slow_delay: float, retry_after_ms: int | None, log_limit: int):
+        self.slow_seconds = slow_seconds
+        self.hang_seconds = hang_seconds
+        self.stream_delay = stream_delay
+        self.stream_slow_delay = stream_slow_delay
+        self.retry_after_ms = retry_after_ms
+        self.log = RequestLog(log_limit)
+        # Set by StubServer.stop(): wakes sleeping slow/hang handlers and ends streams early.
+        self.stopping = threading.Event()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(obj), status=status, mimetype="application/json",
+                    headers=headers)
+
+
+def _error(status: int, message: str, *, type_: str = "invalid_request_error",
+           param: str | None = None, code: str | None = None,
+           headers: dict[str, str] | None = None) -> Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return _json_response(body, status, headers)
+
+
+class _BadRequest(Exception):
+    """Raised by validation; turned into a 400 OpenAI error object."""
+
+    def __init__(self, message: str, param: str | None, code: str | None = "invalid_value"):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def _missing(param: str) -> _BadRequest:
+    return _BadRequest(f"Missing required parameter: '{param}'.", param,
+                       "missing_required_parameter")
+
+
+def _digest(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _pieces(text: str) -> list[str]:
+    """Split ``text`` into one piece per word (leading whitespace kept); "".join() restores it."""
+    return _PIECE_RE.findall(text)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int | None = None) -> dict[str, int]:
+    if completion_tokens is None:
+        return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message's content: a string, or the text parts of a list joined by spaces."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+        return " ".join(texts)
+    return ""
+
+
+def _model(body: dict[str, Any], *, required: bool = True, default: str | None = None) -> str:
+    model = body.get("model")
+    if model is None or model == "":
+        if required:
+            raise _BadRequest("you must provide a model parameter", "model",
+                              "missing_required_parameter")
+        return default or ""
+    if not isinstance(model, str):
+        raise _BadRequest("'model' must be a string.", "model")
+    return model
+
+
+def _int_param(body: dict[str, Any], name: str, default: int | None, lo: int,
+               hi: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _BadRequest(f"'{name}' must be an integer between {lo} and {hi}.", name)
+    return value
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
+        else "max_tokens"
+    return _int_param(body, name, None, 1, 1_000_000)
+
+
+def _truncate(text: str, max_tokens: int | None) -> tuple[list[str], str]:
+    """The reply's pieces, cut to ``max_tokens`` words, and the finish reason."""
+    pieces = _pieces(text)
+    if max_tokens is not None and len(pieces) > max_tokens:
+        return pieces[:max_tokens], "length"
+    return pieces, "stop"
+
+
+def _stream(body: dict[str, Any]) -> bool:
+    value = body.get("stream")
+    if value is not None and not isinstance(value, bool):
+        raise _BadRequest("'stream' must be a boolean.", "stream", "invalid_type")
+    return bool(value)
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _f32(value: float) -> float:
+    """Round to the nearest float32, so float and base64 encodings carry identical numbers."""
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def _embedding_vector(text: str, dimensions: int) -> list[float]:
+    raw: list[float] = []
+    counter = 0
+    while len(raw) < dimensions:
+        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        for i in range(0, len(digest), 4):
+            raw.append(int.from_bytes(digest[i:i + 4], "little") / 0xFFFFFFFF * 2.0 - 1.0)
+        counter += 1
+    raw = raw[:dimensions]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [_f32(v / norm) for v in raw]
+
+
+def _fault_from_header() -> str | None:
+    value = request.headers.get("X-Stub-Fault")
+    if value is None or not value.strip():
+        return None
+    fault = value.strip().lower().removeprefix("stub-")
+    if fault not in _FAULTS:
+        raise _BadRequest(
+            f"Unknown X-Stub-Fault {value.strip()!r}; expected one of {sorted(_FAULTS)}.",
+            "X-Stub-Fault")
+    return fault
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
+                    stream_delay: float = 0.02, stream_slow_delay: float = 0.5,
+                    retry_after_ms: int | None = None, log_limit: int = 1000) -> flask.Flask:
+    """Build the stub Flask app.
+
+    slow_seconds: how long ``stub-slow`` sleeps before answering normally.
+    hang_seconds: how long ``stub-hang`` sleeps (effectively never, for a client timeout).
+    stream_delay: sleep between consecutive SSE events of a normal stream.
+    stream_slow_delay: the same for ``stub-stream-slow``.
+    retry_after_ms: if set, the 429 and 500 faults also send ``retry-after-ms: N``, which the
+        openai SDK obeys instead of its 0.5 s, 1 s, ... backoff (``Retry-After: 0`` alone does
+        not shorten it). A test-speed knob; real OpenAI 500s carry no such header.
+    log_limit: how many requests the request log keeps (the oldest are dropped).
+    """
+    app = flask.Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
+    state = _StubState(slow_seconds=slow_seconds, hang_seconds=hang_seconds,
+                       stream_delay=stream_delay, stream_slow_delay=stream_slow_delay,
+                       retry_after_ms=retry_after_ms, log_limit=log_limit)
+    app.extensions[_STATE_KEY] = state
+
+    # ---- request log, auth, request id
+
+    @app.before_request
+    def _record_and_authenticate() -> Response | None:
+        if request.path.startswith("/_stub/"):
+            return None
+        raw = request.get_data(cache=True)
+        body: Any = None
+        body_text: str | None = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body_text = raw[:_MAX_BODY_TEXT].decode("utf-8", errors="replace")
+        g.stub_body = body
+        g.stub_body_is_json = body_text is None
+        g.stub_seq = state.log.record({
+            "method": request.method,
+            "path": request.path,
+            "query_string": request.query_string.decode("latin-1"),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+            "body_text": body_text,
+            "received_at": time.time(),
+        })
+        if request.url_rule is None:
+            return None  # routing raises 404/405 next
+        auth = request.headers.get("Authorization", "")
+        scheme, _, key = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return _error(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                code="invalid_api_key")
+        return None
+
+    @app.after_request
+    def _request_id(response: Response) -> Response:
+        seq = g.get("stub_seq")
+        if seq is not None:
+            response.headers["x-request-id"] = f"req_stub_{seq}"
+        return response
+
+    @app.errorhandler(_BadRequest)
+    def _bad_request(err: _BadRequest) -> Response:
+        return _error(400, err.message, param=err.param, code=err.code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        if status == 404:
+            message = f"Invalid URL ({request.method} {request.path})"
+        elif status == 405:
+            message = f"Method {request.method} is not allowed for {request.path}"
+        else:
+            message = err.description or err.name
+        type_ = "server_error" if status >= 500 else "invalid_request_error"
+        response = _error(status, message, type_=type_)
+        if status == 405 and err.get_headers():
+            for name, value in err.get_headers():
+                if name.lower() == "allow":
+                    response.headers["Allow"] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> Response:
+        log.exception("stub upstream: unexpected error on %s %s", request.method, request.path)
+        return _error(500, "The stub upstream failed unexpectedly.", type_="server_error")
+
+    # ---- faults
+
+    def _body() -> dict[str, Any]:
+        if not g.get("stub_body_is_json", True):
+            raise _BadRequest(
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly.)", None, None)
+        body = g.get("stub_body")
+        if not isinstance(body, dict):
+            raise _BadRequest("The request body must be a JSON object.", None, None)
+        return body
+
+    def _fault(body: dict[str, Any] | None) -> str | None:
+        header_fault = _fault_from_header()
+        if header_fault is not None:
+            return header_fault
+        model = body.get("model") if body else None
+        return FAULT_MODELS.get(model) if isinstance(model, str) else None
+
+    def _pre_fault(fault: str | None, *, stream: bool) -> Response | None:
+        """The response a fault replaces the answer with, or None to answer (maybe late)."""
+        retry_hint = ({} if state.retry_after_ms is None
+                      else {"retry-after-ms": str(state.retry_after_ms)})
+        if fault == "500":
+            return _error(500, "The server had an error while processing your request. "
+                               "Sorry about that!", type_="server_error", headers=retry_hint)
+        if fault == "429":
+            return _error(429, "Rate limit reached for requests (stub-429).", type_="requests",
+                          code="rate_limit_exceeded",
+                          headers={"Retry-After": "0", "x-ratelimit-remaining-requests": "0",
+                                   **retry_hint})
+        if fault == "garbage":
+            if stream:
+                return Response(_GARBAGE_SSE, status=200, mimetype="text/event-stream")
+            return Response(_GARBAGE_JSON, status=200, mimetype="application/json")
+        if fault in ("slow", "hang"):
+            seconds = state.slow_seconds if fault == "slow" else state.hang_seconds
+            if state.stopping.wait(seconds):
+                return _error(503, "The stub upstream is shutting down.", type_="server_error")
+        return None
+
+    def _sse(events: list[dict[str, Any]], fault: str | None) -> Response:
+        delay = state.stream_slow_delay if fault == "stream-slow" else state.stream_delay
+        payloads = [json.dumps(event) for event in events] + ["[DONE]"]
+
+        def generate():
+            for i, payload in enumerate(payloads):
+                if i and delay > 0 and state.stopping.wait(delay):
+                    return  # shutting down: cut the stream, as a dropped upstream would
+                yield f"data: {payload}\n\n".encode()
+
+        return Response(generate(), status=200, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # ---- models
+
+    def _model_object(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": CREATED, "owned_by": "stub"}
+
+    @app.get("/v1/models")
+    def list_models() -> Response:
+        fault = _fault(None)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+        data = [] if fault == "empty" else [_model_object(m) for m in MODEL_IDS]
+        return _json_response({"object": "list", "data": data})
+
+    @app.get("/v1/models/<path:model_id>")
+    def retrieve_model(model_id: str) -> Response:
+        early = _pre_fault(_fault(None), stream=False)
+        if early is not None:
+            return early
+        if model_id not in MODEL_IDS:
+            return _error(404, f"The model '{model_id}' does not exist",
+                          param="model", code="model_not_found")
+        return _json_response(_model_object(model_id))
+
+    # ---- chat completions
+
+    @app.post("/v1/chat/completions")
+    def chat_completions() -> Response:
+        body = _body()
+        fault = _fault(body)
+        stream = _stream(body)
+        early = _pre_fault(fault, stream=stream)
+        if early is not None:
+            return early
+
+        model = _model(body)
+        messages = body.get("messages")
+        if messages is None:
+            raise _missing("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest("'messages' must be a non-empty array.", "messages",
+                              "invalid_value" if isinstance(messages, list) else "invalid_type")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise _BadRequest(f"'messages[{i}]' must be an object with a 'role'.",
+                                  f"messages[{i}]")
+        n = _int_param(body, "n", 1, 1, 128)
+        max_tokens = _max_tokens(body)
+
+        users = [m for m in messages if m["role"] == "user"]
+        last = (users or messages)[-1]
+        reply = CHAT_REPLY_PREFIX + _content_text(last.get("content"))
+        pieces, finish = _truncate(reply, max_tokens)
+        content = "".join(pieces)
+        prompt_tokens = max(1, sum(_words(_content_text(m.get("content"))) for m in messages))
+        choice_ids = [] if fault == "empty" else list(range(n))
+        usage = _usage(prompt_tokens, _words(content) * len(choice_ids))
+        completion_id = "chatcmpl-stub-" + _digest(body)
+
+        if not stream:
+            return _json_response({
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "choices": [
+                    {"index": i,
+                     "message": {"role": "assistant", "content": content, "refusal": None,
+                                 "annotations": []},
+                     "logprobs": None,
+                     "finish_reason": finish}
+                    for i in choice_ids
+                ],
+                "usage": usage,
+            })
+
+        with_usage = _include_usage(body)
+
+        def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
+            obj = {"id": completion_id, "object": "chat.completion.chunk", "created": CREATED,
+                   "model": model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
+            if with_usage:
+                obj["usage"] = None
+            return obj
+
+        def delta(i: int, d: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            return {"index": i, "delta": d, "logprobs": None, "finish_reason": finish_reason}
+
+        events = []
+        for i in choice_ids:
+            events.append(chunk([delta(i, {"role": "assistant", "content": "",
+                                           "refusal": None})]))
+            events.extend(chunk([delta(i, {"content": piece})]) for piece in pieces)
+            events.append(chunk([delta(i, {}, finish)]))
+        if with_usage:
+            events.append({**chunk([]), "usage": usage})
+        return _sse(events, fault)
+
+    # ---- legacy completions
+
+    def _prompts(body: dict[str, Any]) -> list[str]:
+        prompt = body.get("prompt")
+        if prompt is None:
+            raise _missing("prompt")
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt, list) and prompt:
+            if all(isinstance(p, str) for p in prompt):
+                return list(prompt)
+            if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+                return [" ".join(map(str, prompt))]
+            if all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompt):
+                return [" ".join(map(str, p)) for p in prompt]
+        raise _BadRequest("'prompt' must be a string, an array of strings, or token arrays.",
+                          "prompt")
+
+    @app.post("/v1/completions")
+    def completions() -> Response:
+        body = _body()
+        fault = _fault(body)
+        stream = _stream(body)
+        early = _pre_fault(fault, stream=stream)
+        if early is not None:
+            return early
+
+        model = _model(body)
+        prompts = _prompts(body)
+        n = _int_param(body, "n", 1, 1, 128)
+        max_tokens = _max_tokens(body)
+        completion_id = "cmpl-stub-" + _digest(body)
+
+        # OpenAI orders choices prompt by prompt: index = prompt_index * n + j.
+        results: list[tuple[int, list[str], str]] = []
+        if fault != "empty":
+            for p_index, prompt in enumerate(prompts):
+                pieces, finish = _truncate(COMPLETION_PREFIX + prompt, max_tokens)
+                results.extend((p_index * n + j, pieces, finish) for j in range(n))
+        prompt_tokens = max(1, sum(_words(p) for p in prompts))
+        usage = _usage(prompt_tokens, sum(_words("".join(p)) for _, p, _ in results))
+
+        if not stream:
+            return _json_response({
+                "id": completion_id,
+                "object": "text_completion",
+                "created": CREATED,
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "choices": [
+                    {"index": index, "text": "".join(pieces), "logprobs": None,
+                     "finish_reason": finish}
+                    for index, pieces, finish in results
+                ],
+                "usage": usage,
+            })
+
+        with_usage = _include_usage(body)
+
+        def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
+            obj = {"id": completion_id, "object": "text_completion", "created": CREATED,
+                   "model": model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
+            if with_usage:
+                obj["usage"] = None
+            return obj
+
+        events = []
+        for index, pieces, finish in results:
+            events.extend(chunk([{"index": index, "text": piece, "logprobs": None,
+                                  "finish_reason": None}]) for piece in pieces)
+            events.append(chunk([{"index": index, "text": "", "logprobs": None,
+                                  "finish_reason": finish}]))
+        if with_usage:
+            events.append({**chunk([]), "usage": usage})
+        return _sse(events, fault)
+
+    # ---- embeddings
+
+    def _embedding_inputs(body: dict[str, Any]) -> list[tuple[str, int]]:
+        """(text to hash, token count) for each input."""
+        value = body.get("input")
+        if value is None:
+            raise _missing("input")
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and value:
+            if all(isinstance(v, str) for v in value):
+                if any(v == "" for v in value):
+                    raise _BadRequest("'input' must not contain empty strings.", "input")
+                return [(v, _words(v)) for v in value]
+            if all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+                return [(" ".join(map(str, value)), len(value))]
+            if all(isinstance(v, list) and v and all(isinstance(t, int) for t in v)
+                   for v in value):
+                return [(" ".join(map(str, v)), len(v)) for v in value]
+        raise _BadRequest("'input' must be a non-empty string, an array of strings, or token "
+                          "arrays.", "input")
+
+    @app.post("/v1/embeddings")
+    def embeddings() -> Response:
+        body = _body()
+        fault = _fault(body)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        model = _model(body)
+        inputs = _embedding_inputs(body)
+        dimensions = _int_param(body, "dimensions", DEFAULT_EMBEDDING_DIMENSIONS, 1, 4096)
+        encoding = body.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise _BadRequest("'encoding_format' must be 'float' or 'base64'.",
+                              "encoding_format")
+
+        data = []
+        if fault != "empty":
+            for index, (text, _tokens) in enumerate(inputs):
+                vector = _embedding_vector(text, dimensions)
+                embedding: Any = vector
+                if encoding == "base64":
+                    packed = struct.pack(f"<{len(vector)}f", *vector)
+                    embedding = base64.b64encode(packed).decode("ascii")
+                data.append({"object": "embedding", "index": index, "embedding": embedding})
+        prompt_tokens = max(1, sum(tokens for _, tokens in inputs))
+        return _json_response({"object": "list", "data": data, "model": model,
+                               "usage": _usage(prompt_tokens)})
+
+    # ---- moderations
+
+    def _moderation_texts(body: dict[str, Any]) -> list[str]:
+        value = body.get("input")
+        if value is None:
+            raise _missing("input")
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and value:
+            if all(isinstance(v, str) for v in value):
+                return list(value)
+            if all(isinstance(v, dict) for v in value):
+                return [_content_text(value)]  # multimodal parts: one combined result
+        raise _BadRequest("'input' must be a string, an array of strings, or an array of "
+                          "content parts.", "input")
+
+    def _moderation_result(text: str) -> dict[str, Any]:
+        flagged = bool(_FLAG_RE.search(text))
+        categories = {name: False for name in _MODERATION_CATEGORIES}
+        scores = {name: 0.0001 for name in _MODERATION_CATEGORIES}
+        if flagged:
+            categories["violence"] = True
+            scores["violence"] = 0.9
+        return {
+            "flagged": flagged,
+            "categories": categories,
+            "category_scores": scores,
+            "category_applied_input_types": {name: ["text"] for name in _MODERATION_CATEGORIES},
+        }
+
+    @app.post("/v1/moderations")
+    def moderations() -> Response:
+        body = _body()
+        fault = _fault(body)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        model = _model(body, required=False, default=DEFAULT_MODERATION_MODEL)
+        texts = _moderation_texts(body)
+        results = [] if fault == "empty" else [_moderation_result(t) for t in texts]
+        return _json_response({"id": "modr-stub-" + _digest(body), "model": model,
+                               "results": results})
+
+    # ---- control plane (not logged, no auth)
+
+    @app.get("/_stub/requests")
+    def stub_requests() -> Response:
+        return _json_response(state.log.entries(request.args.get("path")))
+
+    @app.post("/_stub/reset")
+    def stub_reset() -> Response:
+        state.log.clear()
+        return _json_response({"ok": True})
+
+    return app
+
+
+def _state(app: flask.Flask) -> _StubState:
+    return app.extensions[_STATE_KEY]
+
+
+# --------------------------------------------------------------------------- serving
+
+_QUERY_RE = re.compile(r"\?[^\s\"']*")
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+def _redact(text: str) -> str:
+    """Drop query strings and bearer tokens; replace control characters (no log injection)."""
+    text = _BEARER_RE.sub(r"\1[redacted]", _QUERY_RE.sub("", text))
+    return "".join(c if c.isprintable() or c == "\n" else "?" for c in text)
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """Logs one line per request, without the query string or any Authorization value."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # SSE: each small event must leave at once
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = (getattr(self, "path", None) or "-").split("?", 1)[0].split("#", 1)[0]
+        method = getattr(self, "command", None) or "-"
+        log.info('%s "%s %s" %s', self.address_string(), _redact(method), _redact(path), code)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        try:
+            text = message % args if args else message
+        except (TypeError, ValueError):
+            text = message
+        level = logging.ERROR if type == "error" else logging.INFO
+        log.log(level, "%s %s", self.address_string(), _redact(str(text)).rstrip())
+
+
+def _make_server(host: str, port: int, app: flask.Flask) -> BaseWSGIServer:
+    return make_server(host, port, app, threaded=True, request_handler=_RequestHandler)
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class StubServer:
+    """The stub app on a real socket, served from a daemon thread.
+
+    ``StubServer(port=0, slow_seconds=0.2).start()`` picks a free port; ``stop()`` returns
+    promptly even with requests still sleeping (they are woken and answered 503). Also a
+    context manager: ``with StubServer() as stub: ...``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **app_options: Any):
+        self.host = host
+        self.port = port
+        self.app = create_stub_app(**app_options)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle
+
+    def start(self) -> StubServer:
+        if self._server is not None:
+            raise RuntimeError("StubServer is already running")
+        _state(self.app).stopping.clear()
+        server = _make_server(self.host, self.port, self.app)
+        self._server = server
+        self.port = server.server_port
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"stub-upstream-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        _state(self.app).stopping.set()  # wake slow/hang handlers, cut streams
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=2)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # ---- addresses
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (known once started when port 0 was asked for)."""
+        if self.port == 0:
+            raise RuntimeError("StubServer has no port yet: call start() first")
+        return f"http://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/v1``: what to give the SDK as ``base_url``."""
+        return self.url + "/v1"
+
+    # ---- request log
+
+    def requests_seen(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Copies of the logged requests, oldest first (only those for ``path`` if given)."""
+        return _state(self.app).log.entries(path)
+
+    def reset(self) -> None:
+        """Forget every logged request."""
+        _state(self.app).log.clear()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the stub until killed: ``python -m proxy.stub_upstream --port 8001``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy.stub_upstream",
+        description="Deterministic OpenAI-compatible stub upstream (see docs/stub-upstream.md).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
+    parser.add_argument("--slow-seconds", type=float, default=2.0)
+    parser.add_argument("--hang-seconds", type=float, default=300.0)
+    parser.add_argument("--stream-delay", type=float, default=0.02)
+    parser.add_argument("--stream-slow-delay", type=float, default=0.5)
+    parser.add_argument("--retry-after-ms", type=int, default=None,
+                        help="also send retry-after-ms on the 429/500 faults")
+    parser.add_argument("--log-limit", type=int, default=1000)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_stub_app(slow_seconds=args.slow_seconds, hang_seconds=args.hang_seconds,
+                          stream_delay=args.stream_delay,
+                          stream_slow_delay=args.stream_slow_delay,
+                          retry_after_ms=args.retry_after_ms, log_limit=args.log_limit)
+    server = _make_server(args.host, args.port, app)
+    log.info("stub upstream serving on http://%s:%d/v1", _url_host(args.host),
+             server.server_port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
