@@ -493,3 +493,35 @@ def test_unexpected_exception_is_5000_without_trace(app, call, monkeypatch):
     assert envelope["error_code"] == "5000"
     assert "Traceback" not in json.dumps(envelope) and "boom" not in json.dumps(envelope)
     assert envelope["request_id"] in envelope["reason"]
+
+
+# --- JSONP -----------------------------------------------------------------------------------
+
+
+def test_jsonp_callback_wraps_the_json_envelope(client, account):
+    response = client.get(
+        "/api",
+        query_string={
+            **_creds(account),
+            "method": "v1/models",
+            "callback": "jQuery1830_1699999999",
+        },
+    )
+    body = response.get_data(as_text=True)
+    assert body.startswith("/**/jQuery1830_1699999999({") and body.endswith("});")
+    assert response.content_type == "application/javascript; charset=utf-8"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("callback", ["alert(1)//", "a;b", "<script>", "function", "a" * 65])
+def test_hostile_callback_is_4003_and_not_echoed_as_code(client, account, callback):
+    response = client.get(
+        "/api", query_string={**_creds(account), "method": "v1/models", "callback": callback}
+    )
+    assert response.content_type == "application/json; charset=utf-8"
+    assert response.get_json()["error_code"] == "4003"
+
+
+def test_callback_with_php_format_is_4003(call):
+    envelope = call("v1/models", callback="cb", result_type="serialize")
+    assert envelope["error_code"] == "4003" and "callback" in envelope["reason"]
