@@ -20,20 +20,34 @@ def stub():
 
 
 @pytest.fixture
-def app(tmp_path, stub):
+def make_app(tmp_path, stub):
+    """Build an app through the factory with config overrides; each gets its own database."""
     stub.reset()
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
-            "OPENAI_BASE_URL": stub.base_url,
-            "OPENAI_API_KEY": "sk-upstream-secret",
-            "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,
-            "UPSTREAM_MAX_RETRIES": 0,
-        }
-    )
-    yield app
-    app.extensions["gateway"].engine.dispose()
+    built = []
+
+    def _make_app(**overrides):
+        app = create_app(
+            {
+                "TESTING": True,
+                "DATABASE_URL": f"sqlite:///{tmp_path / f'gateway{len(built)}.sqlite3'}",
+                "OPENAI_BASE_URL": stub.base_url,
+                "OPENAI_API_KEY": "sk-upstream-secret",
+                "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,
+                "UPSTREAM_MAX_RETRIES": 0,
+                **overrides,
+            }
+        )
+        built.append(app)
+        return app
+
+    yield _make_app
+    for app in built:
+        app.extensions["gateway"].engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture

@@ -14,7 +14,12 @@ import pytest
 
 # Pin the settings the formats depend on, whatever php.ini says.
 PHP_FLAGS = (
-    "-d", "serialize_precision=-1", "-d", "display_errors=stderr", "-d", "error_reporting=-1",
+    "-d",
+    "serialize_precision=-1",
+    "-d",
+    "display_errors=stderr",
+    "-d",
+    "error_reporting=-1",
 )
 
 # The client-side decoder documented in docs/formats.md (a test checks the two stay identical).
@@ -140,8 +145,11 @@ def php_binary() -> str:
     """Path of the php CLI; fails the calling test (never skips) when it is missing."""
     path = shutil.which("php")
     if path is None:
-        pytest.fail("php CLI not found on PATH: the formats tests need real PHP as the judge "
-                    "(`make test` installs php-cli and php-xml)", pytrace=False)
+        pytest.fail(
+            "php CLI not found on PATH: the formats tests need real PHP as the judge "
+            "(`make test` installs php-cli and php-xml)",
+            pytrace=False,
+        )
     return path
 
 
@@ -149,7 +157,10 @@ def run_php(script: str, stdin: bytes = b"", *args: str) -> subprocess.Completed
     """Run a PHP script given as source text; return the completed process (bytes output)."""
     return subprocess.run(
         [php_binary(), *PHP_FLAGS, "-r", script.removeprefix("<?php"), *args],
-        input=stdin, capture_output=True, timeout=120, check=False,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import pytest
 from sqlalchemy import select
 
 from proxy import storage
 from proxy.envelope import FIELD_ORDER
-from tests.conftest import CHAT_ARGS
+from tests.conftest import CHAT_ARGS, create_account
 
 SEED_O_ARGS = '{"prompt":"中国队什么时候进世界杯","max_tokens":200}'
 
@@ -125,19 +126,8 @@ def test_api_info_counts_todays_charged_calls(call, account):
     assert envelope["api_info"] == "today:2 max:30000 all[2=2+0+0];expires:never"
 
 
-def test_client_ip_behind_one_trusted_proxy_is_the_forwarded_address(tmp_path, stub):
-    from proxy import create_app
-    from tests.conftest import create_account
-
-    app = create_app(
-        {
-            "TESTING": True,
-            "TRUSTED_PROXY_HOPS": 1,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'ip.sqlite3'}",
-            "OPENAI_BASE_URL": stub.base_url,
-            "OPENAI_API_KEY": "sk-x",
-        }
-    )
+def test_client_ip_behind_one_trusted_proxy_is_the_forwarded_address(make_app):
+    app = make_app(TRUSTED_PROXY_HOPS=1)
     creds = create_account(app.test_cli_runner())
     envelope = (
         app.test_client()
@@ -319,19 +309,8 @@ def test_message_without_role_is_4003_naming_the_path(call):
     assert envelope["error_code"] == "4003" and "_o_args.messages[0].role" in envelope["reason"]
 
 
-def test_model_required_when_method_has_no_default(tmp_path, stub):
-    from proxy import create_app
-    from tests.conftest import create_account
-
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'm.sqlite3'}",
-            "OPENAI_BASE_URL": stub.base_url,
-            "OPENAI_API_KEY": "sk-x",
-            "DEFAULT_MODELS": {},
-        }
-    )
+def test_model_required_when_method_has_no_default(make_app):
+    app = make_app(DEFAULT_MODELS={})
     creds = create_account(app.test_cli_runner())
     envelope = (
         app.test_client()
@@ -364,19 +343,8 @@ def test_stream_on_api_is_4003_until_supported(call):
     assert envelope["error_code"] == "4003" and "stream" in envelope["reason"]
 
 
-def test_too_many_messages_is_4003(tmp_path, stub):
-    from proxy import create_app
-    from tests.conftest import create_account
-
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'n.sqlite3'}",
-            "OPENAI_BASE_URL": stub.base_url,
-            "OPENAI_API_KEY": "sk-x",
-            "MAX_MESSAGES": 2,
-        }
-    )
+def test_too_many_messages_is_4003(make_app):
+    app = make_app(MAX_MESSAGES=2)
     creds = create_account(app.test_cli_runner())
     o_args = json.dumps({"messages": [{"role": "user", "content": "x"}] * 3})
     envelope = (
@@ -438,24 +406,11 @@ def test_upstream_hang_is_4017(call):
     assert envelope["error_code"] == "4017"
 
 
-def test_unreachable_upstream_is_4001(tmp_path):
-    import socket
-
-    from proxy import create_app
-    from tests.conftest import create_account
-
+def test_unreachable_upstream_is_4001(make_app):
     with socket.socket() as probe:  # a port that nobody listens on
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}",
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{dead_port}/v1",
-            "OPENAI_API_KEY": "sk-x",
-            "UPSTREAM_MAX_RETRIES": 0,
-        }
-    )
+    app = make_app(OPENAI_BASE_URL=f"http://127.0.0.1:{dead_port}/v1")
     creds = create_account(app.test_cli_runner())
     envelope = (
         app.test_client().get("/api", query_string={**creds, "method": "v1/models"}).get_json()

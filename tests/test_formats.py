@@ -84,8 +84,12 @@ def test_json_escapes_non_bmp_as_surrogate_pair():
 def test_json_escapes_control_characters_like_php():
     assert_php_agrees(
         "json",
-        [("\x00\x01\x08\x0c\n\r\t\x1f\x7f\"\\",
-          '"\\u0000\\u0001\\b\\f\\n\\r\\t\\u001f\x7f\\"\\\\"')],
+        [
+            (
+                '\x00\x01\x08\x0c\n\r\t\x1f\x7f"\\',
+                '"\\u0000\\u0001\\b\\f\\n\\r\\t\\u001f\x7f\\"\\\\"',
+            )
+        ],
     )
 
 
@@ -118,13 +122,21 @@ FLOAT_CASES = [
     (1e16, "10000000000000000", "d:10000000000000000;", "10000000000000000.0"),
     (1e17, "1.0e+17", "d:1.0E+17;", "1.0E+17"),
     (1.5e15, "1500000000000000", "d:1500000000000000;", "1500000000000000.0"),
-    (123456789012345678.0, "1.2345678901234568e+17", "d:1.2345678901234568E+17;",
-     "1.2345678901234568E+17"),
+    (
+        123456789012345678.0,
+        "1.2345678901234568e+17",
+        "d:1.2345678901234568E+17;",
+        "1.2345678901234568E+17",
+    ),
     (12345678901234567.0, "12345678901234568", "d:12345678901234568;", "12345678901234568.0"),
     (1e25, "1.0e+25", "d:1.0E+25;", "1.0E+25"),
     (5e-324, "5.0e-324", "d:5.0E-324;", "5.0E-324"),
-    (1.7976931348623157e308, "1.7976931348623157e+308", "d:1.7976931348623157E+308;",
-     "1.7976931348623157E+308"),
+    (
+        1.7976931348623157e308,
+        "1.7976931348623157e+308",
+        "d:1.7976931348623157E+308;",
+        "1.7976931348623157E+308",
+    ),
     (2.5e-100, "2.5e-100", "d:2.5E-100;", "2.5E-100"),
     (0.1 + 0.2, "0.30000000000000004", "d:0.30000000000000004;", "0.30000000000000004"),
 ]
@@ -177,18 +189,32 @@ def test_serialize_counts_utf8_bytes():
 
 def test_serialize_turns_canonical_numeric_string_keys_into_int_keys():
     value = {
-        "123": 1, "-5": 2, "0": 3, "9223372036854775807": 4, "-9223372036854775808": 5,
+        "123": 1,
+        "-5": 2,
+        "0": 3,
+        "9223372036854775807": 4,
+        "-9223372036854775808": 5,
     }
     expected = (
-        "a:5:{i:123;i:1;i:-5;i:2;i:0;i:3;i:9223372036854775807;i:4;"
-        "i:-9223372036854775808;i:5;}"
+        "a:5:{i:123;i:1;i:-5;i:2;i:0;i:3;i:9223372036854775807;i:4;i:-9223372036854775808;i:5;}"
     )
     assert_php_agrees("serialize", [(value, expected)])
 
 
 def test_serialize_keeps_non_canonical_numeric_keys_as_strings():
-    keys = ["05", "1.5", "-0", " 1", "1 ", "+1", "9223372036854775808", "-9223372036854775809",
-            "", "1e3", "0x1"]
+    keys = [
+        "05",
+        "1.5",
+        "-0",
+        " 1",
+        "1 ",
+        "+1",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "",
+        "1e3",
+        "0x1",
+    ]
     value = {key: 0 for key in keys}
     expected = f"a:{len(keys)}:{{" + "".join(f's:{len(k)}:"{k}";i:0;' for k in keys) + "}"
     assert_php_agrees("serialize", [(value, expected)])
@@ -199,8 +225,9 @@ def test_serialize_prints_floats_like_php():
 
 
 def test_serialize_prints_big_integers_as_floats():
-    assert_php_agrees("serialize", [(2**64, "d:1.8446744073709552E+19;"), (2**63 - 1,
-                                                                            "i:9223372036854775807;")])
+    assert_php_agrees(
+        "serialize", [(2**64, "d:1.8446744073709552E+19;"), (2**63 - 1, "i:9223372036854775807;")]
+    )
 
 
 def test_serialize_prints_null_and_booleans():
@@ -210,8 +237,12 @@ def test_serialize_prints_null_and_booleans():
 def test_serialize_prints_lists_and_objects_as_arrays():
     assert_php_agrees(
         "serialize",
-        [({"l": ["x"], "o": {"k": []}},
-          'a:2:{s:1:"l";a:1:{i:0;s:1:"x";}s:1:"o";a:1:{s:1:"k";a:0:{}}}')],
+        [
+            (
+                {"l": ["x"], "o": {"k": []}},
+                'a:2:{s:1:"l";a:1:{i:0;s:1:"x";}s:1:"o";a:1:{s:1:"k";a:0:{}}}',
+            )
+        ],
     )
 
 
@@ -254,8 +285,11 @@ def test_var_export_escapes_quote_and_backslash():
 def test_var_export_splices_nul_bytes_as_double_quoted_strings():
     assert_php_agrees(
         "var_export",
-        [("a\x00b", "'a' . \"\\0\" . 'b'"), ("\x00", "'' . \"\\0\" . ''"),
-         ({"\x00": 1}, "array (\n  '' . \"\\0\" . '' => 1,\n)")],
+        [
+            ("a\x00b", "'a' . \"\\0\" . 'b'"),
+            ("\x00", "'' . \"\\0\" . ''"),
+            ({"\x00": 1}, "array (\n  '' . \"\\0\" . '' => 1,\n)"),
+        ],
     )
 
 
@@ -268,8 +302,13 @@ def test_var_export_prints_floats_with_a_fraction():
 
 
 def test_var_export_prints_php_int_min_as_an_expression():
-    assert_php_agrees("var_export", [(-(2**63), "-9223372036854775807-1"),
-                                     ([-(2**63)], "array (\n  0 => -9223372036854775807-1,\n)")])
+    assert_php_agrees(
+        "var_export",
+        [
+            (-(2**63), "-9223372036854775807-1"),
+            ([-(2**63)], "array (\n  0 => -9223372036854775807-1,\n)"),
+        ],
+    )
 
 
 def test_var_export_prints_null_and_booleans():
@@ -397,8 +436,23 @@ def test_xml_keeps_string_one_apart_from_int_one_and_empty_string_apart_from_nul
 
 @pytest.mark.parametrize(
     "key",
-    ["a b", "1a", "xml", "xmlfoo", "XmLx", "a:b", "a-b", "a.b", "<x>", "é", "", "a" * 65,
-     "a\n", "item key", "x\"y"],
+    [
+        "a b",
+        "1a",
+        "xml",
+        "xmlfoo",
+        "XmLx",
+        "a:b",
+        "a-b",
+        "a.b",
+        "<x>",
+        "é",
+        "",
+        "a" * 65,
+        "a\n",
+        "item key",
+        'x"y',
+    ],
 )
 def test_xml_writes_unsafe_keys_only_inside_a_key_attribute(key):
     body = render_xml({key: 1})
@@ -448,8 +502,23 @@ def test_xml_prints_big_integers_as_floats():
 
 
 def test_xml_round_trips_through_simplexml_and_the_documented_decoder():
-    cases = [NASTY, "x", "", None, 1, 1.0, -0.0, [], {}, {"a": "\r\n \t"}, {"\x00": "\x00"},
-             "  ", {"item": [{"item": 1}]}, {"l": [], "o": {}}, "\ufffe\U0010ffff\x85"]
+    cases = [
+        NASTY,
+        "x",
+        "",
+        None,
+        1,
+        1.0,
+        -0.0,
+        [],
+        {},
+        {"a": "\r\n \t"},
+        {"\x00": "\x00"},
+        "  ",
+        {"item": [{"item": 1}]},
+        {"l": [], "o": {}},
+        "\ufffe\U0010ffff\x85",
+    ]
     verdicts = judge([(canonical(value), {"xml": render_xml(value)}) for value in cases])
     assert [verdict["xml_ok"] for verdict in verdicts] == [True] * len(cases)
 
@@ -464,7 +533,8 @@ def test_docs_contain_the_xml_decoder_verbatim():
 
 
 @pytest.mark.parametrize(
-    "name", ["cb", "jQuery1830123_1699999999", "$.x", "a.b.c", "_", "$", "A" * 64, "x.classy"],
+    "name",
+    ["cb", "jQuery1830123_1699999999", "$.x", "a.b.c", "_", "$", "A" * 64, "x.classy"],
 )
 def test_valid_callback_names_are_accepted(name):
     assert is_valid_callback(name)
@@ -472,9 +542,29 @@ def test_valid_callback_names_are_accepted(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["alert(1)//", "a;b", "<script>", "a..b", "1abc", "function", "a.function", "a" * 65, "",
-     "é", "caf\u00e9", "ｃｂ", "a.", ".a", "a b", "cb\n", "a-b", "a[0]", "new", "this.x",
-     "constructor\u200b"],
+    [
+        "alert(1)//",
+        "a;b",
+        "<script>",
+        "a..b",
+        "1abc",
+        "function",
+        "a.function",
+        "a" * 65,
+        "",
+        "é",
+        "caf\u00e9",
+        "ｃｂ",
+        "a.",
+        ".a",
+        "a b",
+        "cb\n",
+        "a-b",
+        "a[0]",
+        "new",
+        "this.x",
+        "constructor\u200b",
+    ],
 )
 def test_hostile_callback_names_are_rejected(name):
     assert not is_valid_callback(name)
@@ -538,10 +628,15 @@ def test_render_rejects_invalid_callback():
 
 def test_formats_module_imports_only_the_standard_library():
     tree = ast.parse(Path(formats.__file__).read_text())
-    modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-               for alias in node.names}
-    modules |= {node.module for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.module}
+    modules = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    modules |= {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert {name.split(".")[0] for name in modules} <= set(sys.stdlib_module_names)
 
 
@@ -549,15 +644,67 @@ def test_formats_module_imports_only_the_standard_library():
 # Property tests: generated payloads, judged by php in one batch
 # ---------------------------------------------------------------------------
 
-TRICKY = list("/\\\"'<>&]\r\n\t\x00\x01\x08\x0b\x0c\x1f\x7f\x85\u2028\u2029\ufeff\ufffe\uffff"
-              "中文日本語한국😀𝄞é \U0010ffff")
-TRICKY_STRINGS = ["]]>", "</x>", "&amp;", "<![CDATA[", "\r\n", " ", "", "?>", "' . \"",
-                  "<?xml", "\\u0000", "${x}"]
-SPECIAL_KEYS = ["", "0", "05", "-0", "1.5", " 1", "+1", "-5", "123", "9223372036854775807",
-                "9223372036854775808", "-9223372036854775808", "-9223372036854775809", "xml",
-                "xmlns", "item", "key", "type", "encoding", "_", "a" * 64, "a" * 65]
-SPECIAL_NUMBERS = [1e-7, 1.0, -0.25, -0.0, 0.0, 1e15, 1e16, 1e17, 1e25, 5e-324, 0.1,
-                   123456789012345678.0, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**30]
+TRICKY = list(
+    "/\\\"'<>&]\r\n\t\x00\x01\x08\x0b\x0c\x1f\x7f\x85\u2028\u2029\ufeff\ufffe\uffff"
+    "中文日本語한국😀𝄞é \U0010ffff"
+)
+TRICKY_STRINGS = [
+    "]]>",
+    "</x>",
+    "&amp;",
+    "<![CDATA[",
+    "\r\n",
+    " ",
+    "",
+    "?>",
+    "' . \"",
+    "<?xml",
+    "\\u0000",
+    "${x}",
+]
+SPECIAL_KEYS = [
+    "",
+    "0",
+    "05",
+    "-0",
+    "1.5",
+    " 1",
+    "+1",
+    "-5",
+    "123",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "-9223372036854775809",
+    "xml",
+    "xmlns",
+    "item",
+    "key",
+    "type",
+    "encoding",
+    "_",
+    "a" * 64,
+    "a" * 65,
+]
+SPECIAL_NUMBERS = [
+    1e-7,
+    1.0,
+    -0.25,
+    -0.0,
+    0.0,
+    1e15,
+    1e16,
+    1e17,
+    1e25,
+    5e-324,
+    0.1,
+    123456789012345678.0,
+    2**63 - 1,
+    -(2**63),
+    2**63,
+    -(2**63) - 1,
+    10**30,
+]
 
 texts = st.one_of(
     st.text(st.one_of(st.sampled_from(TRICKY), st.characters(codec="utf-8")), max_size=24),
@@ -579,8 +726,9 @@ leaves = st.one_of(st.none(), st.booleans(), numbers, texts)
 payloads = st.one_of(
     st.recursive(
         leaves,
-        lambda children: st.lists(children, max_size=6)
-        | st.dictionaries(keys, children, max_size=6),
+        lambda children: (
+            st.lists(children, max_size=6) | st.dictionaries(keys, children, max_size=6)
+        ),
         max_leaves=40,
     ),
     st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20),
@@ -594,8 +742,16 @@ def _deep(levels: int):
     return value
 
 
-FIXED_PAYLOADS = [NASTY, _deep(20), {"": {}, "0": [], "l": [[]], "o": [{}]}, "中文😀",
-                  SPECIAL_NUMBERS, dict.fromkeys(SPECIAL_KEYS, 1), TRICKY_STRINGS, "".join(TRICKY)]
+FIXED_PAYLOADS = [
+    NASTY,
+    _deep(20),
+    {"": {}, "0": [], "l": [[]], "o": [{}]},
+    "中文😀",
+    SPECIAL_NUMBERS,
+    dict.fromkeys(SPECIAL_KEYS, 1),
+    TRICKY_STRINGS,
+    "".join(TRICKY),
+]
 
 
 @pytest.fixture(scope="module")
@@ -603,22 +759,30 @@ def judged_payloads() -> list[tuple[object, dict[str, str], dict]]:
     """(payload, our outputs, php's verdict) for 200 generated payloads plus fixed ones."""
     collected = list(FIXED_PAYLOADS)
 
-    @settings(max_examples=200, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(payloads)
     def collect(value):
         collected.append(value)
 
     collect()
     ours = [
-        {"json": render_json(value), "jsonu": render_json(value, unescaped_unicode=True),
-         "serialize": render_serialize(value), "var_export": render_var_export(value),
-         "xml": render_xml(value)}
+        {
+            "json": render_json(value),
+            "jsonu": render_json(value, unescaped_unicode=True),
+            "serialize": render_serialize(value),
+            "var_export": render_var_export(value),
+            "xml": render_xml(value),
+        }
         for value in collected
     ]
-    verdicts = judge([(canonical(value), {fmt: out[fmt] for fmt in ("serialize", "var_export",
-                                                                      "xml")})
-                      for value, out in zip(collected, ours, strict=True)])
+    verdicts = judge(
+        [
+            (canonical(value), {fmt: out[fmt] for fmt in ("serialize", "var_export", "xml")})
+            for value, out in zip(collected, ours, strict=True)
+        ]
+    )
     return list(zip(collected, ours, verdicts, strict=True))
 
 
@@ -631,8 +795,11 @@ def _has_nul_leading_key(value) -> bool:
 
 
 def _mismatches(judged, fmt: str) -> list:
-    return [(value, out[fmt], verdict[fmt]) for value, out, verdict in judged
-            if verdict[fmt] != out[fmt]]
+    return [
+        (value, out[fmt], verdict[fmt])
+        for value, out, verdict in judged
+        if verdict[fmt] != out[fmt]
+    ]
 
 
 def test_generated_payloads_are_many(judged_payloads):
@@ -642,8 +809,7 @@ def test_generated_payloads_are_many(judged_payloads):
 @pytest.mark.parametrize("fmt", ["json", "jsonu"])
 def test_json_matches_php_on_generated_payloads(judged_payloads, fmt):
     decodable = [case for case in judged_payloads if case[2][fmt] is not None]
-    assert all(_has_nul_leading_key(case[0]) for case in judged_payloads
-               if case[2][fmt] is None)
+    assert all(_has_nul_leading_key(case[0]) for case in judged_payloads if case[2][fmt] is None)
     assert _mismatches(decodable, fmt) == []
 
 

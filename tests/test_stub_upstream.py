@@ -34,8 +34,9 @@ USER_HI = [{"role": "user", "content": "hello there"}]
 def server():
     # stream_delay=0: normal streams need no pacing here, and every timed sleep on a small VM
     # can overshoot; stub-stream-slow keeps its pacing for the time-to-first-chunk test.
-    with StubServer(slow_seconds=SLOW_SECONDS, stream_delay=0,
-                    stream_slow_delay=STREAM_SLOW_DELAY) as stub:
+    with StubServer(
+        slow_seconds=SLOW_SECONDS, stream_delay=0, stream_slow_delay=STREAM_SLOW_DELAY
+    ) as stub:
         yield stub
 
 
@@ -51,7 +52,7 @@ def _auth(key: str = "sk-test") -> dict[str, str]:
 def _sse_payloads(text: str) -> list[str]:
     events = [e for e in text.split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events), events
-    return [e[len("data: "):] for e in events]
+    return [e[len("data: ") :] for e in events]
 
 
 # --------------------------------------------------------------------------- server basics
@@ -66,9 +67,14 @@ def test_server_urls_name_the_bound_port(server):
 def test_unknown_path_is_404_openai_error(server):
     response = requests.post(server.url + "/v1/nope", headers=_auth(), json={}, timeout=5)
     assert response.status_code == 404
-    assert response.json() == {"error": {"message": "Invalid URL (POST /v1/nope)",
-                                         "type": "invalid_request_error", "param": None,
-                                         "code": None}}
+    assert response.json() == {
+        "error": {
+            "message": "Invalid URL (POST /v1/nope)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def test_missing_authorization_is_401_invalid_api_key(server):
@@ -94,8 +100,13 @@ def test_sdk_without_authorization_raises_authentication_error(client):
 def test_models_list_is_the_fixed_catalogue(client):
     models = client.models.list().data
     ids = [m.id for m in models]
-    for expected in ("gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small",
-                     "omni-moderation-latest", *FAULT_MODELS):
+    for expected in (
+        "gpt-4o-mini",
+        "gpt-3.5-turbo-instruct",
+        "text-embedding-3-small",
+        "omni-moderation-latest",
+        *FAULT_MODELS,
+    ):
         assert expected in ids
     assert {(m.object, m.created, m.owned_by) for m in models} == {("model", CREATED, "stub")}
 
@@ -112,10 +123,13 @@ def test_models_retrieve_unknown_model_is_not_found(client):
 def test_chat_completion_echoes_last_user_message(client):
     completion = client.chat.completions.create(
         model="gpt-4o-mini",
-        messages=[{"role": "system", "content": "be brief"},
-                  {"role": "user", "content": "first"},
-                  {"role": "assistant", "content": "ok"},
-                  {"role": "user", "content": "hello there"}])
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "hello there"},
+        ],
+    )
     assert completion.object == "chat.completion"
     assert completion.id.startswith("chatcmpl-stub-")
     assert completion.created == CREATED
@@ -127,15 +141,19 @@ def test_chat_completion_echoes_last_user_message(client):
     assert choice.message.role == "assistant"
     assert choice.message.content == "stub reply: hello there"
     # prompt: 2 + 1 + 1 + 2 words; completion: "stub reply: hello there" = 4 words
-    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens,
-            completion.usage.total_tokens) == (6, 4, 10)
+    assert (
+        completion.usage.prompt_tokens,
+        completion.usage.completion_tokens,
+        completion.usage.total_tokens,
+    ) == (6, 4, 10)
 
 
 def test_chat_completion_is_deterministic(client):
     first = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI)
     second = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI)
-    other = client.chat.completions.create(model="gpt-4o-mini",
-                                           messages=[{"role": "user", "content": "bye"}])
+    other = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "bye"}]
+    )
     assert first.id == second.id
     assert first.choices[0].message.content == second.choices[0].message.content
     assert other.id != first.id
@@ -144,10 +162,17 @@ def test_chat_completion_is_deterministic(client):
 def test_chat_completion_joins_text_content_parts(client):
     completion = client.chat.completions.create(
         model="gpt-4o-mini",
-        messages=[{"role": "user", "content": [{"type": "text", "text": "look"},
-                                               {"type": "image_url",
-                                                "image_url": {"url": "data:,x"}},
-                                               {"type": "text", "text": "here"}]}])
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:,x"}},
+                    {"type": "text", "text": "here"},
+                ],
+            }
+        ],
+    )
     assert completion.choices[0].message.content == "stub reply: look here"
 
 
@@ -159,16 +184,16 @@ def test_chat_completion_honours_n(client):
 
 
 def test_chat_completion_max_tokens_truncates_with_length(client):
-    completion = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI,
-                                                max_tokens=2)
+    completion = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI, max_tokens=2)
     assert completion.choices[0].message.content == "stub reply:"
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 2
 
 
 def test_chat_completion_minimum_prompt_tokens_is_one(client):
-    completion = client.chat.completions.create(model="gpt-4o-mini",
-                                                messages=[{"role": "user", "content": ""}])
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": ""}]
+    )
     assert completion.usage.prompt_tokens == 1
 
 
@@ -180,25 +205,39 @@ def test_chat_empty_messages_is_400_naming_messages(client):
 
 
 def test_chat_missing_messages_is_400_missing_required_parameter(server):
-    response = requests.post(server.base_url + "/chat/completions", headers=_auth(),
-                             json={"model": "gpt-4o-mini"}, timeout=5)
+    response = requests.post(
+        server.base_url + "/chat/completions",
+        headers=_auth(),
+        json={"model": "gpt-4o-mini"},
+        timeout=5,
+    )
     assert response.status_code == 400
     assert response.json()["error"] == {
-        "message": "Missing required parameter: 'messages'.", "type": "invalid_request_error",
-        "param": "messages", "code": "missing_required_parameter"}
+        "message": "Missing required parameter: 'messages'.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "missing_required_parameter",
+    }
 
 
 def test_chat_missing_model_is_400_naming_model(server):
-    response = requests.post(server.base_url + "/chat/completions", headers=_auth(),
-                             json={"messages": USER_HI}, timeout=5)
+    response = requests.post(
+        server.base_url + "/chat/completions",
+        headers=_auth(),
+        json={"messages": USER_HI},
+        timeout=5,
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "model"
 
 
 def test_non_json_body_is_400(server):
-    response = requests.post(server.base_url + "/chat/completions",
-                             headers={**_auth(), "Content-Type": "application/json"},
-                             data=b"{nope", timeout=5)
+    response = requests.post(
+        server.base_url + "/chat/completions",
+        headers={**_auth(), "Content-Type": "application/json"},
+        data=b"{nope",
+        timeout=5,
+    )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
 
@@ -208,8 +247,9 @@ def test_non_json_body_is_400(server):
 
 def test_streaming_deltas_join_to_the_non_streaming_content(client):
     expected = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI)
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI,
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI, stream=True)
+    )
     contents = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert len(contents) == 4  # one chunk per word
     assert "".join(contents) == expected.choices[0].message.content
@@ -220,20 +260,31 @@ def test_streaming_deltas_join_to_the_non_streaming_content(client):
 
 
 def test_streaming_include_usage_sends_final_usage_chunk(client):
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=USER_HI, stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=USER_HI,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     last = chunks[-1]
     assert last.choices == []
-    assert (last.usage.prompt_tokens, last.usage.completion_tokens,
-            last.usage.total_tokens) == (2, 4, 6)
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (
+        2,
+        4,
+        6,
+    )
     assert all(c.usage is None for c in chunks[:-1])
 
 
 def test_streaming_wire_format_is_sse_ending_with_done(server):
-    response = requests.post(server.base_url + "/chat/completions", headers=_auth(),
-                             json={"model": "gpt-4o-mini", "messages": USER_HI,
-                                   "stream": True}, timeout=5)
+    response = requests.post(
+        server.base_url + "/chat/completions",
+        headers=_auth(),
+        json={"model": "gpt-4o-mini", "messages": USER_HI, "stream": True},
+        timeout=5,
+    )
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     payloads = _sse_payloads(response.text)
@@ -245,8 +296,9 @@ def test_streaming_wire_format_is_sse_ending_with_done(server):
 
 
 def test_completion_with_string_prompt(client):
-    completion = client.completions.create(model="gpt-3.5-turbo-instruct",
-                                           prompt="once upon a time")
+    completion = client.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="once upon a time"
+    )
     assert completion.object == "text_completion"
     assert completion.id.startswith("cmpl-stub-")
     assert completion.created == CREATED
@@ -254,23 +306,33 @@ def test_completion_with_string_prompt(client):
     assert len(completion.choices) == 1
     choice = completion.choices[0]
     assert (choice.index, choice.text, choice.finish_reason, choice.logprobs) == (
-        0, "stub completion: once upon a time", "stop", None)
-    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens,
-            completion.usage.total_tokens) == (4, 6, 10)
+        0,
+        "stub completion: once upon a time",
+        "stop",
+        None,
+    )
+    assert (
+        completion.usage.prompt_tokens,
+        completion.usage.completion_tokens,
+        completion.usage.total_tokens,
+    ) == (4, 6, 10)
 
 
 def test_completion_with_list_prompt_orders_choices_prompt_by_prompt(client):
-    completion = client.completions.create(model="gpt-3.5-turbo-instruct",
-                                           prompt=["a", "b"], n=2)
+    completion = client.completions.create(model="gpt-3.5-turbo-instruct", prompt=["a", "b"], n=2)
     assert [(c.index, c.text) for c in completion.choices] == [
-        (0, "stub completion: a"), (1, "stub completion: a"),
-        (2, "stub completion: b"), (3, "stub completion: b")]
+        (0, "stub completion: a"),
+        (1, "stub completion: a"),
+        (2, "stub completion: b"),
+        (3, "stub completion: b"),
+    ]
 
 
 def test_completion_stream_text_joins_to_the_non_streaming_text(client):
     expected = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="go on")
-    chunks = list(client.completions.create(model="gpt-3.5-turbo-instruct", prompt="go on",
-                                            stream=True))
+    chunks = list(
+        client.completions.create(model="gpt-3.5-turbo-instruct", prompt="go on", stream=True)
+    )
     assert "".join(c.choices[0].text for c in chunks) == expected.choices[0].text
     assert chunks[-1].choices[0].finish_reason == "stop"
 
@@ -281,8 +343,9 @@ def test_completion_stream_text_joins_to_the_non_streaming_text(client):
 def test_embeddings_sdk_default_encoding_returns_floats(client, server):
     server.reset()
     default = client.embeddings.create(model="text-embedding-3-small", input="hello")
-    as_float = client.embeddings.create(model="text-embedding-3-small", input="hello",
-                                        encoding_format="float")
+    as_float = client.embeddings.create(
+        model="text-embedding-3-small", input="hello", encoding_format="float"
+    )
     # openai 3.54 asks for base64 on the wire when no encoding_format is given
     assert server.requests_seen()[0]["body"]["encoding_format"] == "base64"
     vector = default.data[0].embedding
@@ -291,24 +354,34 @@ def test_embeddings_sdk_default_encoding_returns_floats(client, server):
     assert vector == as_float.data[0].embedding
     assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-5)
     assert (default.object, default.model, default.data[0].index) == (
-        "list", "text-embedding-3-small", 0)
+        "list",
+        "text-embedding-3-small",
+        0,
+    )
     assert (default.usage.prompt_tokens, default.usage.total_tokens) == (1, 1)
 
 
 def test_embeddings_base64_wire_format_is_little_endian_float32(server):
-    response = requests.post(server.base_url + "/embeddings", headers=_auth(),
-                             json={"model": "text-embedding-3-small", "input": "hello",
-                                   "encoding_format": "base64"}, timeout=5)
+    response = requests.post(
+        server.base_url + "/embeddings",
+        headers=_auth(),
+        json={"model": "text-embedding-3-small", "input": "hello", "encoding_format": "base64"},
+        timeout=5,
+    )
     encoded = response.json()["data"][0]["embedding"]
-    floats = requests.post(server.base_url + "/embeddings", headers=_auth(),
-                           json={"model": "text-embedding-3-small", "input": "hello"},
-                           timeout=5).json()["data"][0]["embedding"]
+    floats = requests.post(
+        server.base_url + "/embeddings",
+        headers=_auth(),
+        json={"model": "text-embedding-3-small", "input": "hello"},
+        timeout=5,
+    ).json()["data"][0]["embedding"]
     assert list(struct.unpack("<8f", base64.b64decode(encoded))) == floats
 
 
 def test_embeddings_list_input_and_dimensions(client):
-    result = client.embeddings.create(model="text-embedding-3-small", input=["a", "b c"],
-                                      dimensions=16)
+    result = client.embeddings.create(
+        model="text-embedding-3-small", input=["a", "b c"], dimensions=16
+    )
     assert [d.index for d in result.data] == [0, 1]
     assert [len(d.embedding) for d in result.data] == [16, 16]
     assert result.data[0].embedding != result.data[1].embedding
@@ -359,8 +432,7 @@ def test_fault_429_raises_rate_limit_error_with_retry_after_zero(client):
 def sdk_retry_sleeps(monkeypatch):
     """Record (and skip) the SDK's retry sleeps: openai._base_client calls time.sleep()."""
     sleeps: list[float] = []
-    fake_time = types.SimpleNamespace(sleep=sleeps.append, time=time.time,
-                                      monotonic=time.monotonic)
+    fake_time = types.SimpleNamespace(sleep=sleeps.append, time=time.time, monotonic=time.monotonic)
     monkeypatch.setattr(openai._base_client, "time", fake_time)
     return sleeps
 
@@ -389,8 +461,12 @@ def test_retry_after_ms_option_sets_the_sdk_retry_delay(sdk_retry_sleeps):
 
 
 def test_fault_garbage_makes_the_sdk_raise_json_decode_error(client, server):
-    response = requests.post(server.base_url + "/chat/completions", headers=_auth(),
-                             json={"model": "stub-garbage", "messages": USER_HI}, timeout=5)
+    response = requests.post(
+        server.base_url + "/chat/completions",
+        headers=_auth(),
+        json={"model": "stub-garbage", "messages": USER_HI},
+        timeout=5,
+    )
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     # The SDK does not wrap this: a non-JSON 200 surfaces as a plain ValueError subclass.
@@ -399,8 +475,7 @@ def test_fault_garbage_makes_the_sdk_raise_json_decode_error(client, server):
 
 
 def test_fault_garbage_stream_raises_json_decode_error_while_iterating(client):
-    stream = client.chat.completions.create(model="stub-garbage", messages=USER_HI,
-                                            stream=True)
+    stream = client.chat.completions.create(model="stub-garbage", messages=USER_HI, stream=True)
     with pytest.raises(json.JSONDecodeError):
         next(iter(stream))
 
@@ -408,8 +483,9 @@ def test_fault_garbage_stream_raises_json_decode_error_while_iterating(client):
 def test_fault_hang_raises_api_timeout_error(client):
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
-        client.with_options(timeout=0.5).chat.completions.create(model="stub-hang",
-                                                                 messages=USER_HI)
+        client.with_options(timeout=0.5).chat.completions.create(
+            model="stub-hang", messages=USER_HI
+        )
     assert time.monotonic() - started < 3
 
 
@@ -425,8 +501,9 @@ def test_fault_stream_slow_sends_first_chunk_long_before_the_last(client):
     started = time.monotonic()
     arrivals = []
     # max_tokens=1 keeps it short: role chunk, "stub", finish chunk, then [DONE]
-    for _chunk in client.chat.completions.create(model="stub-stream-slow", messages=USER_HI,
-                                                 max_tokens=1, stream=True):
+    for _chunk in client.chat.completions.create(
+        model="stub-stream-slow", messages=USER_HI, max_tokens=1, stream=True
+    ):
         arrivals.append(time.monotonic() - started)
     assert len(arrivals) == 3
     # each event after the first waits STREAM_SLOW_DELAY; the first is sent at once
@@ -453,8 +530,9 @@ def test_fault_header_on_models_list_raises_internal_server_error(client):
 
 
 def test_fault_header_unknown_value_is_400(server):
-    response = requests.get(server.base_url + "/models",
-                            headers={**_auth(), "X-Stub-Fault": "explode"}, timeout=5)
+    response = requests.get(
+        server.base_url + "/models", headers={**_auth(), "X-Stub-Fault": "explode"}, timeout=5
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "X-Stub-Fault"
 
@@ -464,8 +542,9 @@ def test_fault_header_unknown_value_is_400(server):
 
 def test_request_log_records_method_path_body_and_authorization(client, server):
     server.reset()
-    client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI,
-                                   extra_query={"trace": "1"})
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=USER_HI, extra_query={"trace": "1"}
+    )
     (entry,) = server.requests_seen()
     assert entry["method"] == "POST"
     assert entry["path"] == "/v1/chat/completions"
@@ -484,8 +563,7 @@ def test_request_log_is_served_over_http_and_reset_clears_it(client, server):
 
 
 def test_request_id_header_matches_log_sequence(client, server):
-    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini",
-                                                           messages=USER_HI)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=USER_HI)
     assert raw.headers["x-request-id"] == f"req_stub_{server.requests_seen()[-1]['seq']}"
 
 
@@ -507,9 +585,14 @@ def test_stop_returns_promptly_while_a_hang_request_is_pending():
 
     def call() -> None:
         try:
-            outcome.append(requests.post(stub.base_url + "/chat/completions", headers=_auth(),
-                                         json={"model": "stub-hang", "messages": USER_HI},
-                                         timeout=10).status_code)
+            outcome.append(
+                requests.post(
+                    stub.base_url + "/chat/completions",
+                    headers=_auth(),
+                    json={"model": "stub-hang", "messages": USER_HI},
+                    timeout=10,
+                ).status_code
+            )
         except requests.RequestException as exc:
             outcome.append(exc)
 
@@ -529,17 +612,21 @@ def test_stop_returns_promptly_while_a_hang_request_is_pending():
 
 def test_main_serves_and_logs_requests_without_query_or_key():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.stub_upstream", "--port", "0"], cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "proxy.stub_upstream", "--port", "0"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr],
-                     daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
     try:
         match = None
         while match is None:
             match = re.search(r"serving on (http://\S+/v1)", lines.get(timeout=10))
-        response = requests.get(match.group(1) + "/models?secret=s3cr3t",
-                                headers=_auth("sk-very-secret"), timeout=5)
+        response = requests.get(
+            match.group(1) + "/models?secret=s3cr3t", headers=_auth("sk-very-secret"), timeout=5
+        )
         assert response.status_code == 200
         line = lines.get(timeout=5)
         assert '"GET /v1/models" 200' in line
