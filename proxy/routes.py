@@ -21,6 +21,7 @@ from proxy.dispatcher import Call
 from proxy.envelope import EnvelopeFacts, build_envelope, format_api_info, server_now
 from proxy.errors import (
     ERROR_CODES,
+    INTERNAL_ERROR,
     PARAM_ERROR,
     UNKNOWN_ERROR,
     GatewayError,
@@ -135,24 +136,33 @@ def handle_call(platform: str | None) -> Response:
         outcome_code, response_payload, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
 
     elapsed = time.perf_counter() - started
-    charged = ERROR_CODES[outcome_code].charged
-    last_id = gateway.usage.record(
-        UsageRecord(
-            request_id=request_id,
-            error_code=outcome_code,
-            charged=charged,
-            account_id=account.id if account else None,
-            platform=platform or "openai",
-            method=method_name,
-            cached=cached,
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            total_tokens=_int(usage.get("total_tokens")),
-            latency_ms=int(elapsed * 1000),
-            client_ip=request.remote_addr or "",
-        )
-    )
     now = server_now(current_app.config["SERVER_TIMEZONE"])
+    last_id, api_info = "", ""
+    try:
+        last_id = str(
+            gateway.usage.record(
+                UsageRecord(
+                    request_id=request_id,
+                    error_code=outcome_code,
+                    charged=ERROR_CODES[outcome_code].charged,
+                    account_id=account.id if account else None,
+                    platform=platform or "openai",
+                    method=method_name,
+                    cached=cached,
+                    prompt_tokens=_int(usage.get("prompt_tokens")),
+                    completion_tokens=_int(usage.get("completion_tokens")),
+                    total_tokens=_int(usage.get("total_tokens")),
+                    latency_ms=int(elapsed * 1000),
+                    client_ip=request.remote_addr or "",
+                )
+            )
+        )
+        if account:
+            api_info = _api_info(account, now)
+    except Exception:  # an unmetered answer is not handed out as a success
+        log.exception("usage ledger failed in request %s", request_id)
+        outcome_code, response_payload, cached = INTERNAL_ERROR, [], False
+        detail = f"the call could not be recorded; see log of {request_id}"
     envelope = build_envelope(
         EnvelopeFacts(
             code=outcome_code,
@@ -160,7 +170,7 @@ def handle_call(platform: str | None) -> Response:
             lang=lang,
             detail=detail,
             cached=cached,
-            api_info=_api_info(account, now) if account else "",
+            api_info=api_info,
             elapsed_seconds=elapsed,
             now=now,
             time_label=current_app.config["SERVER_TIME_LABEL"],
@@ -168,7 +178,7 @@ def handle_call(platform: str | None) -> Response:
             call_args=echo_call_args(raw),
             api_type=platform or _platform_of(method_name),
             request_id=request_id,
-            last_id=str(last_id),
+            last_id=last_id,
         )
     )
     return render_envelope(envelope, result_type, callback, outcome_code)

@@ -480,3 +480,13 @@ def test_hostile_callback_is_4003_and_not_echoed_as_code(client, account, callba
 def test_callback_with_php_format_is_4003(call):
     envelope = call("v1/models", callback="cb", result_type="serialize")
     assert envelope["error_code"] == "4003" and "callback" in envelope["reason"]
+
+
+def test_failed_usage_write_is_4000_envelope_not_a_500(app, call, monkeypatch):
+    def refuse(_entry):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(app.extensions["gateway"].usage, "record", refuse)
+    envelope = call("v1/models")
+    assert envelope["error_code"] == "4000" and envelope["response"] == []
+    assert envelope["last_id"] == "" and envelope["request_id"] in envelope["reason"]
