@@ -79,7 +79,9 @@ def test_cache_hit_is_recorded_as_cached_in_api_info(call):
     assert envelope["api_info"] == "today:2 max:30000 all[2=1+1+0];expires:never"
 
 
-def test_identical_concurrent_misses_make_one_upstream_call(app, stub):
+def test_identical_concurrent_misses_make_one_upstream_call(make_app, stub):
+    # A generous timeout: a loaded machine must not turn the slow answer into a 4017.
+    app = make_app(UPSTREAM_TIMEOUT_SECONDS=20.0)
     dispatcher = app.extensions["gateway"].dispatcher
     args = {**CHAT_ARGS, "model": "stub-slow"}  # the stub holds each answer 0.3 s
     results = []
