@@ -305,6 +305,13 @@ def _fault_from_header() -> str | None:
 # --------------------------------------------------------------------------- the app
 
 
+def _completion_object(kind: str, completion_id: str, model: str,
+                       choices: list[dict[str, Any]], **tail: Any) -> dict[str, Any]:
+    """The head every chat/completion answer and stream chunk shares, in OpenAI's key order."""
+    return {"id": completion_id, "object": kind, "created": CREATED, "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices, **tail}
+
+
 def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                     stream_delay: float = 0.02, stream_slow_delay: float = 0.5,
                     retry_after_ms: int | None = None, log_limit: int = 1000) -> flask.Flask:
@@ -510,13 +517,9 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         completion_id = "chatcmpl-stub-" + _digest(body)
 
         if not stream:
-            return _json_response({
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": CREATED,
-                "model": model,
-                "system_fingerprint": SYSTEM_FINGERPRINT,
-                "choices": [
+            return _json_response(_completion_object(
+                "chat.completion", completion_id, model,
+                [
                     {"index": i,
                      "message": {"role": "assistant", "content": content, "refusal": None,
                                  "annotations": []},
@@ -524,17 +527,15 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                      "finish_reason": finish}
                     for i in choice_ids
                 ],
-                "usage": usage,
-            })
+                usage=usage,
+            ))
 
         with_usage = _include_usage(body)
 
         def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            obj = {"id": completion_id, "object": "chat.completion.chunk", "created": CREATED,
-                   "model": model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
-            if with_usage:
-                obj["usage"] = None
-            return obj
+            tail = {"usage": None} if with_usage else {}
+            return _completion_object("chat.completion.chunk", completion_id, model, choices,
+                                      **tail)
 
         def delta(i: int, d: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {"index": i, "delta": d, "logprobs": None, "finish_reason": finish_reason}
@@ -592,28 +593,21 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         usage = _usage(prompt_tokens, sum(_words("".join(p)) for _, p, _ in results))
 
         if not stream:
-            return _json_response({
-                "id": completion_id,
-                "object": "text_completion",
-                "created": CREATED,
-                "model": model,
-                "system_fingerprint": SYSTEM_FINGERPRINT,
-                "choices": [
+            return _json_response(_completion_object(
+                "text_completion", completion_id, model,
+                [
                     {"index": index, "text": "".join(pieces), "logprobs": None,
                      "finish_reason": finish}
                     for index, pieces, finish in results
                 ],
-                "usage": usage,
-            })
+                usage=usage,
+            ))
 
         with_usage = _include_usage(body)
 
         def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            obj = {"id": completion_id, "object": "text_completion", "created": CREATED,
-                   "model": model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
-            if with_usage:
-                obj["usage"] = None
-            return obj
+            tail = {"usage": None} if with_usage else {}
+            return _completion_object("text_completion", completion_id, model, choices, **tail)
 
         events = []
         for index, pieces, finish in results:
