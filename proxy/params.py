@@ -23,7 +23,6 @@ ECHOED_PARAMS = (
     "callback",
     "dateline",
 )
-CREDENTIAL_PARAMS = ("key", "secret", "sign")
 
 
 class CommonParams(Schema):

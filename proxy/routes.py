@@ -137,6 +137,7 @@ def handle_call(platform: str | None) -> Response:
 
     elapsed = time.perf_counter() - started
     now = server_now(current_app.config["SERVER_TIMEZONE"])
+    client_ip = request.remote_addr or ""  # the caller's address once ProxyFix has applied hops
     last_id, api_info = "", ""
     try:
         last_id = str(
@@ -153,7 +154,7 @@ def handle_call(platform: str | None) -> Response:
                     completion_tokens=_int(usage.get("completion_tokens")),
                     total_tokens=_int(usage.get("total_tokens")),
                     latency_ms=int(elapsed * 1000),
-                    client_ip=request.remote_addr or "",
+                    client_ip=client_ip,
                 )
             )
         )
@@ -174,7 +175,7 @@ def handle_call(platform: str | None) -> Response:
             elapsed_seconds=elapsed,
             now=now,
             time_label=current_app.config["SERVER_TIME_LABEL"],
-            client_ip=request.remote_addr or "",
+            client_ip=client_ip,
             call_args=echo_call_args(raw),
             api_type=platform or _platform_of(method_name),
             request_id=request_id,

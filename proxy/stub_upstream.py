@@ -144,8 +144,16 @@ class RequestLog:
 
 
 class _StubState:
-    def __init__(self, *, slow_seconds: float, hang_seconds: float, stream_delay: float,
-                 stream_slow_delay: float, retry_after_ms: int | None, log_limit: int):
+    def __init__(
+        self,
+        *,
+        slow_seconds: float,
+        hang_seconds: float,
+        stream_delay: float,
+        stream_slow_delay: float,
+        retry_after_ms: int | None,
+        log_limit: int,
+    ):
         self.slow_seconds = slow_seconds
         self.hang_seconds = hang_seconds
         self.stream_delay = stream_delay
@@ -160,13 +168,18 @@ class _StubState:
 
 
 def _json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(obj), status=status, mimetype="application/json",
-                    headers=headers)
+    return Response(json.dumps(obj), status=status, mimetype="application/json", headers=headers)
 
 
-def _error(status: int, message: str, *, type_: str = "invalid_request_error",
-           param: str | None = None, code: str | None = None,
-           headers: dict[str, str] | None = None) -> Response:
+def _error(
+    status: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return _json_response(body, status, headers)
 
@@ -182,8 +195,9 @@ class _BadRequest(Exception):
 
 
 def _missing(param: str) -> _BadRequest:
-    return _BadRequest(f"Missing required parameter: '{param}'.", param,
-                       "missing_required_parameter")
+    return _BadRequest(
+        f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+    )
 
 
 def _digest(body: Any) -> str:
@@ -203,8 +217,11 @@ def _pieces(text: str) -> list[str]:
 def _usage(prompt_tokens: int, completion_tokens: int | None = None) -> dict[str, int]:
     if completion_tokens is None:
         return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def _content_text(content: Any) -> str:
@@ -228,16 +245,18 @@ def _model(body: dict[str, Any], *, required: bool = True, default: str | None =
     model = body.get("model")
     if model is None or model == "":
         if required:
-            raise _BadRequest("you must provide a model parameter", "model",
-                              "missing_required_parameter")
+            raise _BadRequest(
+                "you must provide a model parameter", "model", "missing_required_parameter"
+            )
         return default or ""
     if not isinstance(model, str):
         raise _BadRequest("'model' must be a string.", "model")
     return model
 
 
-def _int_param(body: dict[str, Any], name: str, default: int | None, lo: int,
-               hi: int) -> int | None:
+def _int_param(
+    body: dict[str, Any], name: str, default: int | None, lo: int, hi: int
+) -> int | None:
     value = body.get(name)
     if value is None:
         return default
@@ -247,8 +266,9 @@ def _int_param(body: dict[str, Any], name: str, default: int | None, lo: int,
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
-    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
-        else "max_tokens"
+    name = (
+        "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    )
     return _int_param(body, name, None, 1, 1_000_000)
 
 
@@ -283,7 +303,7 @@ def _embedding_vector(text: str, dimensions: int) -> list[float]:
     while len(raw) < dimensions:
         digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
         for i in range(0, len(digest), 4):
-            raw.append(int.from_bytes(digest[i:i + 4], "little") / 0xFFFFFFFF * 2.0 - 1.0)
+            raw.append(int.from_bytes(digest[i : i + 4], "little") / 0xFFFFFFFF * 2.0 - 1.0)
         counter += 1
     raw = raw[:dimensions]
     norm = math.sqrt(sum(v * v for v in raw)) or 1.0
@@ -298,23 +318,38 @@ def _fault_from_header() -> str | None:
     if fault not in _FAULTS:
         raise _BadRequest(
             f"Unknown X-Stub-Fault {value.strip()!r}; expected one of {sorted(_FAULTS)}.",
-            "X-Stub-Fault")
+            "X-Stub-Fault",
+        )
     return fault
 
 
 # --------------------------------------------------------------------------- the app
 
 
-def _completion_object(kind: str, completion_id: str, model: str,
-                       choices: list[dict[str, Any]], **tail: Any) -> dict[str, Any]:
+def _completion_object(
+    kind: str, completion_id: str, model: str, choices: list[dict[str, Any]], **tail: Any
+) -> dict[str, Any]:
     """The head every chat/completion answer and stream chunk shares, in OpenAI's key order."""
-    return {"id": completion_id, "object": kind, "created": CREATED, "model": model,
-            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices, **tail}
+    return {
+        "id": completion_id,
+        "object": kind,
+        "created": CREATED,
+        "model": model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "choices": choices,
+        **tail,
+    }
 
 
-def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
-                    stream_delay: float = 0.02, stream_slow_delay: float = 0.5,
-                    retry_after_ms: int | None = None, log_limit: int = 1000) -> flask.Flask:
+def create_stub_app(
+    *,
+    slow_seconds: float = 2.0,
+    hang_seconds: float = 300.0,
+    stream_delay: float = 0.02,
+    stream_slow_delay: float = 0.5,
+    retry_after_ms: int | None = None,
+    log_limit: int = 1000,
+) -> flask.Flask:
     """Build the stub Flask app.
 
     slow_seconds: how long ``stub-slow`` sleeps before answering normally.
@@ -328,9 +363,14 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
     """
     app = flask.Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
-    state = _StubState(slow_seconds=slow_seconds, hang_seconds=hang_seconds,
-                       stream_delay=stream_delay, stream_slow_delay=stream_slow_delay,
-                       retry_after_ms=retry_after_ms, log_limit=log_limit)
+    state = _StubState(
+        slow_seconds=slow_seconds,
+        hang_seconds=hang_seconds,
+        stream_delay=stream_delay,
+        stream_slow_delay=stream_slow_delay,
+        retry_after_ms=retry_after_ms,
+        log_limit=log_limit,
+    )
     app.extensions[_STATE_KEY] = state
 
     # ---- request log, auth, request id
@@ -349,15 +389,17 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                 body_text = raw[:_MAX_BODY_TEXT].decode("utf-8", errors="replace")
         g.stub_body = body
         g.stub_body_is_json = body_text is None
-        g.stub_seq = state.log.record({
-            "method": request.method,
-            "path": request.path,
-            "query_string": request.query_string.decode("latin-1"),
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "body": body,
-            "body_text": body_text,
-            "received_at": time.time(),
-        })
+        g.stub_seq = state.log.record(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query_string": request.query_string.decode("latin-1"),
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+                "body_text": body_text,
+                "received_at": time.time(),
+            }
+        )
         if request.url_rule is None:
             return None  # routing raises 404/405 next
         auth = request.headers.get("Authorization", "")
@@ -367,7 +409,8 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                 401,
                 "You didn't provide an API key. You need to provide your API key in an "
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                code="invalid_api_key")
+                code="invalid_api_key",
+            )
         return None
 
     @app.after_request
@@ -409,7 +452,10 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         if not g.get("stub_body_is_json", True):
             raise _BadRequest(
                 "We could not parse the JSON body of your request. (HINT: This likely means "
-                "you aren't using your HTTP library correctly.)", None, None)
+                "you aren't using your HTTP library correctly.)",
+                None,
+                None,
+            )
         body = g.get("stub_body")
         if not isinstance(body, dict):
             raise _BadRequest("The request body must be a JSON object.", None, None)
@@ -424,16 +470,24 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
 
     def _pre_fault(fault: str | None, *, stream: bool) -> Response | None:
         """The response a fault replaces the answer with, or None to answer (maybe late)."""
-        retry_hint = ({} if state.retry_after_ms is None
-                      else {"retry-after-ms": str(state.retry_after_ms)})
+        retry_hint = (
+            {} if state.retry_after_ms is None else {"retry-after-ms": str(state.retry_after_ms)}
+        )
         if fault == "500":
-            return _error(500, "The server had an error while processing your request. "
-                               "Sorry about that!", type_="server_error", headers=retry_hint)
+            return _error(
+                500,
+                "The server had an error while processing your request. Sorry about that!",
+                type_="server_error",
+                headers=retry_hint,
+            )
         if fault == "429":
-            return _error(429, "Rate limit reached for requests (stub-429).", type_="requests",
-                          code="rate_limit_exceeded",
-                          headers={"Retry-After": "0", "x-ratelimit-remaining-requests": "0",
-                                   **retry_hint})
+            return _error(
+                429,
+                "Rate limit reached for requests (stub-429).",
+                type_="requests",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "0", "x-ratelimit-remaining-requests": "0", **retry_hint},
+            )
         if fault == "garbage":
             if stream:
                 return Response(_GARBAGE_SSE, status=200, mimetype="text/event-stream")
@@ -454,8 +508,12 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                     return  # shutting down: cut the stream, as a dropped upstream would
                 yield f"data: {payload}\n\n".encode()
 
-        return Response(generate(), status=200, mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return Response(
+            generate(),
+            status=200,
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     # ---- models
 
@@ -477,8 +535,9 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         if early is not None:
             return early
         if model_id not in MODEL_IDS:
-            return _error(404, f"The model '{model_id}' does not exist",
-                          param="model", code="model_not_found")
+            return _error(
+                404, f"The model '{model_id}' does not exist", param="model", code="model_not_found"
+            )
         return _json_response(_model_object(model_id))
 
     # ---- chat completions
@@ -497,12 +556,16 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         if messages is None:
             raise _missing("messages")
         if not isinstance(messages, list) or not messages:
-            raise _BadRequest("'messages' must be a non-empty array.", "messages",
-                              "invalid_value" if isinstance(messages, list) else "invalid_type")
+            raise _BadRequest(
+                "'messages' must be a non-empty array.",
+                "messages",
+                "invalid_value" if isinstance(messages, list) else "invalid_type",
+            )
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise _BadRequest(f"'messages[{i}]' must be an object with a 'role'.",
-                                  f"messages[{i}]")
+                raise _BadRequest(
+                    f"'messages[{i}]' must be an object with a 'role'.", f"messages[{i}]"
+                )
         n = _int_param(body, "n", 1, 1, 128)
         max_tokens = _max_tokens(body)
 
@@ -517,33 +580,43 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         completion_id = "chatcmpl-stub-" + _digest(body)
 
         if not stream:
-            return _json_response(_completion_object(
-                "chat.completion", completion_id, model,
-                [
-                    {"index": i,
-                     "message": {"role": "assistant", "content": content, "refusal": None,
-                                 "annotations": []},
-                     "logprobs": None,
-                     "finish_reason": finish}
-                    for i in choice_ids
-                ],
-                usage=usage,
-            ))
+            return _json_response(
+                _completion_object(
+                    "chat.completion",
+                    completion_id,
+                    model,
+                    [
+                        {
+                            "index": i,
+                            "message": {
+                                "role": "assistant",
+                                "content": content,
+                                "refusal": None,
+                                "annotations": [],
+                            },
+                            "logprobs": None,
+                            "finish_reason": finish,
+                        }
+                        for i in choice_ids
+                    ],
+                    usage=usage,
+                )
+            )
 
         with_usage = _include_usage(body)
 
         def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
             tail = {"usage": None} if with_usage else {}
-            return _completion_object("chat.completion.chunk", completion_id, model, choices,
-                                      **tail)
+            return _completion_object(
+                "chat.completion.chunk", completion_id, model, choices, **tail
+            )
 
         def delta(i: int, d: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {"index": i, "delta": d, "logprobs": None, "finish_reason": finish_reason}
 
         events = []
         for i in choice_ids:
-            events.append(chunk([delta(i, {"role": "assistant", "content": "",
-                                           "refusal": None})]))
+            events.append(chunk([delta(i, {"role": "assistant", "content": "", "refusal": None})]))
             events.extend(chunk([delta(i, {"content": piece})]) for piece in pieces)
             events.append(chunk([delta(i, {}, finish)]))
         if with_usage:
@@ -565,8 +638,9 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                 return [" ".join(map(str, prompt))]
             if all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompt):
                 return [" ".join(map(str, p)) for p in prompt]
-        raise _BadRequest("'prompt' must be a string, an array of strings, or token arrays.",
-                          "prompt")
+        raise _BadRequest(
+            "'prompt' must be a string, an array of strings, or token arrays.", "prompt"
+        )
 
     @app.post("/v1/completions")
     def completions() -> Response:
@@ -593,15 +667,23 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         usage = _usage(prompt_tokens, sum(_words("".join(p)) for _, p, _ in results))
 
         if not stream:
-            return _json_response(_completion_object(
-                "text_completion", completion_id, model,
-                [
-                    {"index": index, "text": "".join(pieces), "logprobs": None,
-                     "finish_reason": finish}
-                    for index, pieces, finish in results
-                ],
-                usage=usage,
-            ))
+            return _json_response(
+                _completion_object(
+                    "text_completion",
+                    completion_id,
+                    model,
+                    [
+                        {
+                            "index": index,
+                            "text": "".join(pieces),
+                            "logprobs": None,
+                            "finish_reason": finish,
+                        }
+                        for index, pieces, finish in results
+                    ],
+                    usage=usage,
+                )
+            )
 
         with_usage = _include_usage(body)
 
@@ -611,10 +693,13 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
 
         events = []
         for index, pieces, finish in results:
-            events.extend(chunk([{"index": index, "text": piece, "logprobs": None,
-                                  "finish_reason": None}]) for piece in pieces)
-            events.append(chunk([{"index": index, "text": "", "logprobs": None,
-                                  "finish_reason": finish}]))
+            events.extend(
+                chunk([{"index": index, "text": piece, "logprobs": None, "finish_reason": None}])
+                for piece in pieces
+            )
+            events.append(
+                chunk([{"index": index, "text": "", "logprobs": None, "finish_reason": finish}])
+            )
         if with_usage:
             events.append({**chunk([]), "usage": usage})
         return _sse(events, fault)
@@ -635,11 +720,11 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                 return [(v, _words(v)) for v in value]
             if all(isinstance(t, int) and not isinstance(t, bool) for t in value):
                 return [(" ".join(map(str, value)), len(value))]
-            if all(isinstance(v, list) and v and all(isinstance(t, int) for t in v)
-                   for v in value):
+            if all(isinstance(v, list) and v and all(isinstance(t, int) for t in v) for v in value):
                 return [(" ".join(map(str, v)), len(v)) for v in value]
-        raise _BadRequest("'input' must be a non-empty string, an array of strings, or token "
-                          "arrays.", "input")
+        raise _BadRequest(
+            "'input' must be a non-empty string, an array of strings, or token arrays.", "input"
+        )
 
     @app.post("/v1/embeddings")
     def embeddings() -> Response:
@@ -654,8 +739,7 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         dimensions = _int_param(body, "dimensions", DEFAULT_EMBEDDING_DIMENSIONS, 1, 4096)
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
-            raise _BadRequest("'encoding_format' must be 'float' or 'base64'.",
-                              "encoding_format")
+            raise _BadRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
 
         data = []
         if fault != "empty":
@@ -667,8 +751,9 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                     embedding = base64.b64encode(packed).decode("ascii")
                 data.append({"object": "embedding", "index": index, "embedding": embedding})
         prompt_tokens = max(1, sum(tokens for _, tokens in inputs))
-        return _json_response({"object": "list", "data": data, "model": model,
-                               "usage": _usage(prompt_tokens)})
+        return _json_response(
+            {"object": "list", "data": data, "model": model, "usage": _usage(prompt_tokens)}
+        )
 
     # ---- moderations
 
@@ -683,8 +768,9 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
                 return list(value)
             if all(isinstance(v, dict) for v in value):
                 return [_content_text(value)]  # multimodal parts: one combined result
-        raise _BadRequest("'input' must be a string, an array of strings, or an array of "
-                          "content parts.", "input")
+        raise _BadRequest(
+            "'input' must be a string, an array of strings, or an array of content parts.", "input"
+        )
 
     def _moderation_result(text: str) -> dict[str, Any]:
         flagged = bool(_FLAG_RE.search(text))
@@ -711,8 +797,9 @@ def create_stub_app(*, slow_seconds: float = 2.0, hang_seconds: float = 300.0,
         model = _model(body, required=False, default=DEFAULT_MODERATION_MODEL)
         texts = _moderation_texts(body)
         results = [] if fault == "empty" else [_moderation_result(t) for t in texts]
-        return _json_response({"id": "modr-stub-" + _digest(body), "model": model,
-                               "results": results})
+        return _json_response(
+            {"id": "modr-stub-" + _digest(body), "model": model, "results": results}
+        )
 
     # ---- control plane (not logged, no auth)
 
@@ -800,8 +887,12 @@ class StubServer:
         server = _make_server(self.host, self.port, self.app)
         self._server = server
         self.port = server.server_port
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"stub-upstream-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"stub-upstream-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -852,28 +943,37 @@ def main(argv: list[str] | None = None) -> None:
     """Serve the stub until killed: ``python -m proxy.stub_upstream --port 8001``."""
     parser = argparse.ArgumentParser(
         prog="python -m proxy.stub_upstream",
-        description="Deterministic OpenAI-compatible stub upstream (see docs/stub-upstream.md).")
+        description="Deterministic OpenAI-compatible stub upstream (see docs/stub-upstream.md).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
     parser.add_argument("--slow-seconds", type=float, default=2.0)
     parser.add_argument("--hang-seconds", type=float, default=300.0)
     parser.add_argument("--stream-delay", type=float, default=0.02)
     parser.add_argument("--stream-slow-delay", type=float, default=0.5)
-    parser.add_argument("--retry-after-ms", type=int, default=None,
-                        help="also send retry-after-ms on the 429/500 faults")
+    parser.add_argument(
+        "--retry-after-ms",
+        type=int,
+        default=None,
+        help="also send retry-after-ms on the 429/500 faults",
+    )
     parser.add_argument("--log-limit", type=int, default=1000)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_stub_app(slow_seconds=args.slow_seconds, hang_seconds=args.hang_seconds,
-                          stream_delay=args.stream_delay,
-                          stream_slow_delay=args.stream_slow_delay,
-                          retry_after_ms=args.retry_after_ms, log_limit=args.log_limit)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_stub_app(
+        slow_seconds=args.slow_seconds,
+        hang_seconds=args.hang_seconds,
+        stream_delay=args.stream_delay,
+        stream_slow_delay=args.stream_slow_delay,
+        retry_after_ms=args.retry_after_ms,
+        log_limit=args.log_limit,
+    )
     server = _make_server(args.host, args.port, app)
-    log.info("stub upstream serving on http://%s:%d/v1", _url_host(args.host),
-             server.server_port)
+    log.info("stub upstream serving on http://%s:%d/v1", _url_host(args.host), server.server_port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

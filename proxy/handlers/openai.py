@@ -72,37 +72,36 @@ class NoArgs(Schema):
 
 
 def list_models(client: openai.OpenAI, args: dict) -> dict:
-    return _call(client.models.with_raw_response.list, client.models.list, args)
+    return _call(client.models.with_raw_response.list, args)
 
 
 def create_chat_completion(client: openai.OpenAI, args: dict) -> dict:
-    return _call(
-        client.chat.completions.with_raw_response.create, client.chat.completions.create, args
-    )
+    return _call(client.chat.completions.with_raw_response.create, args)
 
 
 def create_completion(client: openai.OpenAI, args: dict) -> dict:
-    return _call(client.completions.with_raw_response.create, client.completions.create, args)
+    return _call(client.completions.with_raw_response.create, args)
 
 
 def create_embedding(client: openai.OpenAI, args: dict) -> dict:
     # The SDK asks for base64 and decodes it itself; the raw payload must stay plain floats.
     args = {"encoding_format": "float", **args}
-    return _call(client.embeddings.with_raw_response.create, client.embeddings.create, args)
+    return _call(client.embeddings.with_raw_response.create, args)
 
 
 def create_moderation(client: openai.OpenAI, args: dict) -> dict:
-    return _call(client.moderations.with_raw_response.create, client.moderations.create, args)
+    return _call(client.moderations.with_raw_response.create, args)
 
 
 @cache
-def _sdk_parameters(resource_call: Callable) -> frozenset[str]:
-    return frozenset(inspect.signature(resource_call).parameters)
+def _sdk_parameters(raw_call: Callable) -> frozenset[str]:
+    # The raw-response wrapper keeps the resource method's signature (functools.wraps).
+    return frozenset(inspect.signature(raw_call).parameters)
 
 
-def _call(raw_call: Callable, resource_call: Callable, args: dict) -> dict:
+def _call(raw_call: Callable, args: dict) -> dict:
     """Call an SDK resource method, keeping the upstream's own JSON payload."""
-    known = _sdk_parameters(resource_call)
+    known = _sdk_parameters(raw_call)
     kwargs = {name: value for name, value in args.items() if name in known}
     extra = {name: value for name, value in args.items() if name not in known}
     if extra:
