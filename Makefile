@@ -13,10 +13,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-# Real PHP judges the PHP formats in the tests.
+# Real PHP judges the PHP formats; real PostgreSQL and redis-server (started by the tests on
+# loopback, in temporary directories) hold the limits across workers and hosts.
 system-packages:
-	@if ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx curl || ! php -m 2>/dev/null | grep -qx SimpleXML; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl php-xml; fi
+	@if ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx curl || ! php -m 2>/dev/null | grep -qx SimpleXML \
+		|| ! command -v redis-server >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			php-cli php-curl php-xml postgresql redis-server; fi
 
 run: $(STAMP)
 	@bash bin/run

@@ -87,3 +87,23 @@ def call(client, account):
 
 
 CHAT_ARGS = {"messages": [{"role": "user", "content": "你好 world"}]}
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL cluster on loopback for the whole run (see tests/servers.py)."""
+    from tests.servers import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private redis-server on loopback for the whole run (see tests/servers.py)."""
+    from tests.servers import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.close()
