@@ -5,6 +5,7 @@ Imports nothing from proxy. `create_app(test_config)` applies test overrides on 
 
 from __future__ import annotations
 
+import json
 import os
 
 
@@ -28,6 +29,23 @@ def _env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+
+
+def _env_prices(name: str) -> dict[str, int]:
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return {}
+    try:
+        prices = json.loads(raw)
+    except ValueError:
+        prices = None
+    if not isinstance(prices, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in prices.values()
+    ):
+        raise ValueError(
+            f'{name} must be a JSON object of whole credits, e.g. {{"v1/chat/completions": 2}}'
+        )
+    return prices
 
 
 # Timeouts are ordered: upstream (x attempts) < gunicorn worker timeout < nginx proxy_read_timeout.
@@ -79,6 +97,23 @@ class Config:
         self.MAX_MESSAGES = _env_int("MAX_MESSAGES", 512)
         # Accounts.
         self.DEFAULT_DAILY_QUOTA = _env_int("DEFAULT_DAILY_QUOTA", 30000)
+        # Credits a charged call costs a prepaid account: METHOD_PRICES (JSON) per method,
+        # DEFAULT_METHOD_PRICE for the others. Listing models is free.
+        self.DEFAULT_METHOD_PRICE = _env_int("DEFAULT_METHOD_PRICE", 1)
+        self.METHOD_PRICES = {"v1/models": 0, **_env_prices("METHOD_PRICES")}
+        # A call's reservation (quota, credits, slot) is refunded when its worker died: after
+        # this long, longer than any live call (gunicorn kills a worker at its timeout).
+        self.RESERVATION_TTL_SECONDS = _env_float(
+            "RESERVATION_TTL_SECONDS", GUNICORN_TIMEOUT_SECONDS + 30
+        )
+        # Signed requests: `dateline` within this many seconds of the server's clock.
+        self.SIGN_WINDOW_SECONDS = _env_int("SIGN_WINDOW_SECONDS", 300)
+        # Fernet key sealing account secrets at rest (empty: instance/sealing.key, made once).
+        # Hosts sharing one database must share this key.
+        self.ACCOUNT_SEALING_KEY = env("ACCOUNT_SEALING_KEY", "")
+        # Redis (redis://host:port/db): concurrency slots and the answer cache shared by every
+        # worker and host. Empty: slots in the database, cache in each process.
+        self.REDIS_URL = env("REDIS_URL", "")
         # flask-smorest / OpenAPI
         self.API_TITLE = "onebound-style API gateway"
         self.API_VERSION = "1"

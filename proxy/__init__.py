@@ -19,10 +19,12 @@ class Gateway:
     """The per-app services the routes use (kept in app.extensions["gateway"])."""
 
     engine: Engine
-    accounts: object
-    usage: object
-    dispatcher: object
+    accounts: object  # proxy.accounts.AccountStore
+    meter: object  # proxy.metering.Meter
+    api_states: object  # proxy.api_states.ApiStates
+    dispatcher: object  # proxy.dispatcher.Dispatcher
     api: Api
+    redis: object = None  # redis.Redis when REDIS_URL is set
 
     def ping_database(self) -> None:
         from proxy.storage import ping
@@ -33,11 +35,12 @@ class Gateway:
 def create_app(test_config: dict | None = None) -> Flask:
     from proxy import cli, routes, storage
     from proxy.accounts import AccountStore
-    from proxy.cache import AnswerCache
+    from proxy.api_states import ApiStates
     from proxy.dispatcher import Dispatcher
+    from proxy.metering import Meter
     from proxy.openapi_docs import register_method_schemas
+    from proxy.sealing import SecretSealer
     from proxy.upstreams import UpstreamRouter
-    from proxy.usage import UsageLedger
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_object(Config())
@@ -57,23 +60,56 @@ def create_app(test_config: dict | None = None) -> Flask:
     api.register_blueprint(routes.service_blp)
     register_method_schemas(api)
     _serve_swagger_assets(app)
+    redis_client, slots, cache = _shared_state(app.config)
     app.extensions["gateway"] = Gateway(
         engine=engine,
-        accounts=AccountStore(engine, app.config["DEFAULT_DAILY_QUOTA"]),
-        usage=UsageLedger(engine),
+        accounts=AccountStore(
+            engine,
+            default_daily_quota=app.config["DEFAULT_DAILY_QUOTA"],
+            sealer=SecretSealer.from_config(app.config["ACCOUNT_SEALING_KEY"], app.instance_path),
+            sign_window_seconds=app.config["SIGN_WINDOW_SECONDS"],
+        ),
+        meter=Meter(
+            engine,
+            timezone=app.config["SERVER_TIMEZONE"],
+            reservation_ttl_seconds=app.config["RESERVATION_TTL_SECONDS"],
+            prices=app.config["METHOD_PRICES"],
+            default_price=app.config["DEFAULT_METHOD_PRICE"],
+            slots=slots,
+        ),
+        api_states=ApiStates(engine),
         dispatcher=Dispatcher(
             router=UpstreamRouter.from_config(app.config),
-            cache=AnswerCache(
-                ttl_seconds=app.config["CACHE_TTL_SECONDS"], max_bytes=app.config["CACHE_MAX_BYTES"]
-            ),
+            cache=cache,
             default_models=app.config["DEFAULT_MODELS"],
             max_messages=app.config["MAX_MESSAGES"],
             shared_cache=app.config["CACHE_SHARED_ACROSS_ACCOUNTS"],
         ),
         api=api,
+        redis=redis_client,
     )
     cli.init_app(app)
     return app
+
+
+def _shared_state(config) -> tuple:
+    """(redis client, concurrency slots, answer cache): Redis-backed when REDIS_URL is set,
+    else (None, None: slots in the database, in-process cache)."""
+    from proxy.cache import AnswerCache
+
+    if not config["REDIS_URL"]:
+        cache = AnswerCache(
+            ttl_seconds=config["CACHE_TTL_SECONDS"], max_bytes=config["CACHE_MAX_BYTES"]
+        )
+        return None, None, cache
+    from proxy.redis_store import RedisAnswerCache, RedisConcurrency, make_redis_client
+
+    client = make_redis_client(config["REDIS_URL"])
+    slots = RedisConcurrency(client, slot_ttl_seconds=config["RESERVATION_TTL_SECONDS"])
+    cache = RedisAnswerCache(
+        client, ttl_seconds=config["CACHE_TTL_SECONDS"], max_entry_bytes=config["CACHE_MAX_BYTES"]
+    )
+    return client, slots, cache
 
 
 def _serve_swagger_assets(app: Flask) -> None:

@@ -1,4 +1,8 @@
-"""Accounts: keys, hashed secrets, constant-time authentication."""
+"""Accounts: keys, hashed (and sealed) secrets, authentication by secret or by `sign`.
+
+An account's limits live here as data (quota, balance, concurrency, enabled APIs, expiry);
+proxy/metering.py enforces the counted ones atomically.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,21 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from proxy import storage
-from proxy.errors import ACCOUNT_NOT_FOUND, ACCOUNT_STOPPED, AUTH_FAILED, GatewayError
+from proxy.errors import (
+    ACCOUNT_NOT_FOUND,
+    ACCOUNT_STOPPED,
+    AUTH_FAILED,
+    GatewayError,
+)
+from proxy.sealing import SealError, SecretSealer
+from proxy.signing import parse_dateline, sign_matches
 
 # Secrets are 128 random bits, so a salted SHA-256 is as strong as a slow hash here and keeps
 # each API call fast; the salt stops equal secrets from sharing a hash.
@@ -33,6 +44,9 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
 
 # Compared against when the key is unknown, so an unknown key and a wrong secret cost the same.
 _DECOY_HASH = hash_secret(secrets.token_hex(16))
+_DECOY_SECRET = secrets.token_hex(16)
+
+ACTIVE, STOPPED = "active", "stopped"
 
 
 @dataclass(frozen=True)
@@ -43,21 +57,61 @@ class Account:
     status: str
     daily_quota: int
     expires_on: date | None
+    balance: int | None = None  # prepaid credits; None: not prepaid
+    concurrency_limit: int | None = None  # None: no limit
+    apis: tuple[str, ...] | None = None  # enabled platforms/methods; None: all
+
+    def may_call(self, method: str, platform: str) -> bool:
+        return self.apis is None or method in self.apis or platform in self.apis
 
 
 @dataclass(frozen=True)
 class NewAccount:
     account: Account
-    secret: str  # shown once, never stored
+    secret: str  # shown once, never stored in clear
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the caller proved itself with: `secret`, or `sign` over `signed_params`."""
+
+    key: str
+    secret: str = ""
+    sign: str = ""
+    signed_params: dict | None = None
+
+
+def parse_apis(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(sorted({part.strip() for part in text.split(",") if part.strip()}))
 
 
 class AccountStore:
-    def __init__(self, engine: Engine, default_daily_quota: int):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        default_daily_quota: int,
+        sealer: SecretSealer,
+        sign_window_seconds: int,
+    ):
         self.engine = engine
         self.default_daily_quota = default_daily_quota
+        self.sealer = sealer
+        self.sign_window_seconds = sign_window_seconds
+
+    # -- administration -------------------------------------------------------------------
 
     def create(
-        self, name: str, *, daily_quota: int | None = None, expires_on: date | None = None
+        self,
+        name: str,
+        *,
+        daily_quota: int | None = None,
+        expires_on: date | None = None,
+        balance: int | None = None,
+        concurrency_limit: int | None = None,
+        apis: tuple[str, ...] | None = None,
     ) -> NewAccount:
         secret = secrets.token_hex(16)
         quota = self.default_daily_quota if daily_quota is None else daily_quota
@@ -65,21 +119,25 @@ class AccountStore:
             key = secrets.token_hex(12)
             try:
                 with self.engine.begin() as connection:
-                    account_id = connection.execute(
+                    connection.execute(
                         insert(storage.accounts).values(
                             key=key,
                             secret_hash=hash_secret(secret),
+                            secret_sealed=self.sealer.seal(secret),
                             name=name,
-                            status="active",
+                            status=ACTIVE,
                             daily_quota=quota,
                             expires_on=expires_on,
-                            created_at=datetime.now(UTC).replace(tzinfo=None),
+                            balance=balance,
+                            concurrency_limit=concurrency_limit,
+                            apis=",".join(apis) if apis is not None else None,
+                            in_flight=0,
+                            created_at=_utc_now(),
                         )
-                    ).inserted_primary_key[0]
+                    )
             except IntegrityError:  # key collision: astronomically rare, draw again
                 continue
-            account = Account(account_id, key, name, "active", quota, expires_on)
-            return NewAccount(account, secret)
+            return NewAccount(self.get(key), secret)
         raise RuntimeError("could not draw a unique account key")
 
     def list(self) -> list[Account]:
@@ -87,22 +145,134 @@ class AccountStore:
             rows = connection.execute(select(storage.accounts).order_by(storage.accounts.c.id))
             return [_account_from_row(row) for row in rows]
 
-    def authenticate(self, key: str, secret: str) -> Account:
-        """The account for key+secret, or GatewayError 4004 / 4005 / 4007."""
+    def get(self, key: str) -> Account:
+        """The account of `key`; LookupError when there is none."""
         with self.engine.connect() as connection:
             row = connection.execute(
                 select(storage.accounts).where(storage.accounts.c.key == key)
             ).first()
         if row is None:
-            secret_matches(secret, _DECOY_HASH)
+            raise LookupError(f"no account has the key {key!r}")
+        return _account_from_row(row)
+
+    def set_status(self, key: str, status: str) -> Account:
+        self._update(key, status=status)
+        return self.get(key)
+
+    def top_up_credits(self, key: str, credits: int) -> Account:
+        """Add prepaid credits (an account that was not prepaid becomes prepaid)."""
+        balance = storage.accounts.c.balance
+        self._update(key, balance=func.coalesce(balance, 0) + credits)
+        return self.get(key)
+
+    def rotate_secret(self, key: str) -> NewAccount:
+        secret = secrets.token_hex(16)
+        self._update(key, secret_hash=hash_secret(secret), secret_sealed=self.sealer.seal(secret))
+        return NewAccount(self.get(key), secret)
+
+    def _update(self, key: str, **values) -> None:
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(storage.accounts).where(storage.accounts.c.key == key).values(**values)
+            )
+        if result.rowcount == 0:
+            raise LookupError(f"no account has the key {key!r}")
+
+    # -- the call ---------------------------------------------------------------------------
+
+    def authenticate(self, credentials: Credentials, *, today: date, now: float) -> Account:
+        """The account the credentials prove, or GatewayError 4004 / 4005 / 4007.
+
+        `today` is the quota day (expiry is checked against it), `now` unix time (the sign's
+        dateline window)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(storage.accounts).where(storage.accounts.c.key == credentials.key)
+            ).first()
+        if row is None:
+            self._spend_decoy_time(credentials)
             raise GatewayError(ACCOUNT_NOT_FOUND, "no account has this key; check `key`")
-        if not secret_matches(secret, row.secret_hash):
-            raise GatewayError(AUTH_FAILED, "the secret does not match this key; check `secret`")
+        if credentials.secret:
+            if not secret_matches(credentials.secret, row.secret_hash):
+                raise GatewayError(
+                    AUTH_FAILED, "the secret does not match this key; check `secret`"
+                )
+        else:
+            self._check_signature(row, credentials, now)
         account = _account_from_row(row)
-        if account.status != "active":
+        if account.status != ACTIVE:
             raise GatewayError(ACCOUNT_STOPPED, "this account is stopped; contact the operator")
+        if account.expires_on is not None and today > account.expires_on:
+            raise GatewayError(
+                AUTH_FAILED,
+                f"this account expired on {account.expires_on.isoformat()}; "
+                "ask the operator to renew it",
+            )
         return account
+
+    def _spend_decoy_time(self, credentials: Credentials) -> None:
+        if credentials.secret:
+            secret_matches(credentials.secret, _DECOY_HASH)
+        else:
+            sign_matches(_DECOY_SECRET, credentials.signed_params or {}, credentials.sign)
+
+    def _check_signature(self, row, credentials: Credentials, now: float) -> None:
+        if not row.secret_sealed:
+            raise GatewayError(
+                AUTH_FAILED,
+                "this account cannot use `sign` until its secret is rotated "
+                "(flask accounts rotate-secret KEY); send `secret` meanwhile",
+            )
+        try:
+            secret = self.sealer.unseal(row.secret_sealed)
+        except SealError:
+            raise GatewayError(
+                AUTH_FAILED,
+                "the gateway cannot verify `sign` for this account (its sealing key changed); "
+                "send `secret`, or ask the operator to rotate the secret",
+            ) from None
+        if not sign_matches(secret, credentials.signed_params or {}, credentials.sign):
+            raise GatewayError(
+                AUTH_FAILED,
+                "`sign` does not match: it must be the upper-case MD5 of secret + the "
+                "parameters sorted by name as name+value + secret (see docs/signing.md)",
+            )
+        dateline = (credentials.signed_params or {}).get("dateline")
+        parse_dateline(dateline, now=now, window_seconds=self.sign_window_seconds)
+        self._remember_signature(row.id, credentials.sign.upper(), now)
+
+    def _remember_signature(self, account_id: int, sign: str, now: float) -> None:
+        """A sign is accepted once: the unique key refuses a replay, on every worker and host."""
+        now_utc = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
+        keep_until = now_utc + timedelta(seconds=2 * self.sign_window_seconds + 1)
+        table = storage.used_signatures
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(delete(table).where(table.c.expires_at < now_utc))
+                connection.execute(
+                    insert(table).values(account_id=account_id, sign=sign, expires_at=keep_until)
+                )
+        except IntegrityError:
+            raise GatewayError(
+                AUTH_FAILED,
+                "this `sign` was already used; sign every request anew "
+                "(a new `dateline`, or add a `nonce` parameter)",
+            ) from None
 
 
 def _account_from_row(row) -> Account:
-    return Account(row.id, row.key, row.name, row.status, row.daily_quota, row.expires_on)
+    return Account(
+        id=row.id,
+        key=row.key,
+        name=row.name,
+        status=row.status,
+        daily_quota=row.daily_quota,
+        expires_on=row.expires_on,
+        balance=row.balance,
+        concurrency_limit=row.concurrency_limit,
+        apis=parse_apis(row.apis),
+    )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -31,6 +31,29 @@ class _KeyLock:
         self.waiters = 0
 
 
+class SingleFlight:
+    """Per-key turns: callers of the same key run one at a time, so the first fills the cache
+    and the others read it. A key's lock exists only while someone holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._key_locks: dict[str, _KeyLock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, key: str):
+        with self._guard:
+            entry = self._key_locks.setdefault(key, _KeyLock())
+            entry.waiters += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._guard:
+                entry.waiters -= 1
+                if entry.waiters == 0:
+                    del self._key_locks[key]
+
+
 class AnswerCache:
     """Serialized successful answers (0000/2000); the dispatcher never stores an error."""
 
@@ -39,8 +62,7 @@ class AnswerCache:
             maxsize=max_bytes, ttl=ttl_seconds, getsizeof=len
         )
         self._lock = threading.Lock()
-        self._key_locks: dict[str, _KeyLock] = {}
-        self._key_locks_guard = threading.Lock()
+        self._flights = SingleFlight()
         self.max_bytes = max_bytes
 
     def get(self, key: str):
@@ -55,20 +77,9 @@ class AnswerCache:
         with self._lock:
             self._entries[key] = blob
 
-    @contextmanager
     def single_flight(self, key: str):
         """Serialise callers of the same key, so one fills the cache and the others read it."""
-        with self._key_locks_guard:
-            entry = self._key_locks.setdefault(key, _KeyLock())
-            entry.waiters += 1
-        try:
-            with entry.lock:
-                yield
-        finally:
-            with self._key_locks_guard:
-                entry.waiters -= 1
-                if entry.waiters == 0:
-                    del self._key_locks[key]
+        return self._flights.hold(key)
 
     def get_or_compute(self, key: str, compute: Callable[[], tuple[object, bool]]):
         """(value, hit). `compute` returns (value, cacheable)."""

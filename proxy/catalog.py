@@ -18,8 +18,7 @@ class MethodSpec:
     handler: Callable[..., dict]
     args_schema: type[Schema]
     cacheable: bool  # never true for uploads or job submission
-    charged: bool  # whether a successful call counts against quota and balance
-    price: int  # credits per charged call (the accounts issue meters balance with it)
+    charged: bool  # whether a successful call counts against quota and balance (price: config)
     summary: str
     takes_model: bool = True  # the method routes by `model` and has a configured default
 
@@ -32,7 +31,6 @@ METHODS: tuple[MethodSpec, ...] = (
         openai_handlers.NoArgs,
         cacheable=True,
         charged=True,
-        price=0,
         summary="List the available models.",
         takes_model=False,
     ),
@@ -43,7 +41,6 @@ METHODS: tuple[MethodSpec, ...] = (
         openai_handlers.ChatCompletionArgs,
         cacheable=True,
         charged=True,
-        price=1,
         summary="Chat: answer a conversation.",
     ),
     MethodSpec(
@@ -53,7 +50,6 @@ METHODS: tuple[MethodSpec, ...] = (
         openai_handlers.CompletionArgs,
         cacheable=True,
         charged=True,
-        price=1,
         summary="Complete a text prompt (the seed's AI question-and-answer).",
     ),
     MethodSpec(
@@ -63,7 +59,6 @@ METHODS: tuple[MethodSpec, ...] = (
         openai_handlers.EmbeddingArgs,
         cacheable=True,
         charged=True,
-        price=1,
         summary="Embedding vectors of texts.",
     ),
     MethodSpec(
@@ -73,7 +68,6 @@ METHODS: tuple[MethodSpec, ...] = (
         openai_handlers.ModerationArgs,
         cacheable=True,
         charged=True,
-        price=1,
         summary="Classify texts for policy violations.",
     ),
 )

@@ -1,20 +1,84 @@
-"""Admin command line: `flask accounts create|list`, `flask init-db`."""
+"""Admin command line: `flask accounts ...`, `flask apis ...`, `flask usage`, `flask init-db`.
+
+Every command takes `--json` and then prints exactly one JSON document, for scripts.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from proxy import storage
+from proxy.accounts import ACTIVE, STOPPED, Account
+from proxy.api_states import ALL_APIS, EVERY_ACCOUNT, MAINTENANCE
+from proxy.api_states import STOPPED as API_STOPPED_STATE
+from proxy.catalog import CATALOG, PLATFORMS
+from proxy.usage import usage_report
 
-accounts_cli = AppGroup("accounts", help="Create and list accounts.")
+accounts_cli = AppGroup("accounts", help="Create, show, stop, start and top up accounts.")
+apis_cli = AppGroup("apis", help="Stop, start or put APIs in maintenance.")
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document for scripts."
+)
 
 
 def _gateway():
     return current_app.extensions["gateway"]
+
+
+def _api_names(value: str | None) -> tuple[str, ...] | None:
+    """`openai,v1/embeddings` -> the platforms and methods named, each checked."""
+    if value is None:
+        return None
+    names = tuple(sorted({part.strip() for part in value.split(",") if part.strip()}))
+    unknown = [name for name in names if name not in PLATFORMS and name not in CATALOG]
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)} is neither a platform ({', '.join(sorted(PLATFORMS))}) "
+            "nor a catalog method (GET /api/methods)"
+        )
+    return names
+
+
+def _account(key: str) -> Account:
+    try:
+        return _gateway().accounts.get(key)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _account_document(account: Account) -> dict:
+    return {
+        "id": account.id,
+        "key": account.key,
+        "name": account.name,
+        "status": account.status,
+        "daily_quota": account.daily_quota,
+        "balance": account.balance,
+        "concurrency": account.concurrency_limit,
+        "apis": list(account.apis) if account.apis is not None else None,
+        "expires": account.expires_on.isoformat() if account.expires_on else None,
+        "today": _gateway().meter.today_figures(account.id),
+    }
+
+
+def _print_account(account: Account, as_json: bool, secret: str | None = None) -> None:
+    document = _account_document(account)
+    if secret is not None:  # key and secret first: what the operator hands to the client
+        document = {"key": account.key, "secret": secret, **document}
+    if as_json:
+        click.echo(json.dumps(document, ensure_ascii=False))
+        return
+    for name, value in document.items():
+        click.echo(f"{name + ':':13} {value if value is not None else '-'}")
+    if secret is not None:
+        click.echo("The secret is shown only now; store it safely.")
 
 
 @accounts_cli.command("create")
@@ -23,56 +87,179 @@ def _gateway():
     "--daily-quota",
     type=click.IntRange(min=0),
     default=None,
-    help="Calls per day (default: DEFAULT_DAILY_QUOTA).",
+    help="Charged calls per day (default: DEFAULT_DAILY_QUOTA).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
-def create_account(name: str, daily_quota: int | None, as_json: bool) -> None:
+@click.option(
+    "--balance",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Prepaid credits (default: not prepaid, only the quota applies).",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=None, help="Calls in flight at once."
+)
+@click.option("--apis", default=None, help="Enabled platforms/methods, e.g. openai (default all).")
+@click.option(
+    "--expires", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="YYYY-MM-DD."
+)
+@json_option
+def create_account(name, daily_quota, balance, concurrency, apis, expires, as_json) -> None:
     """Create an account; its secret is printed once and never stored in clear."""
-    created = _gateway().accounts.create(name, daily_quota=daily_quota)
-    account = created.account
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "key": account.key,
-                    "secret": created.secret,
-                    "name": account.name,
-                    "id": account.id,
-                    "daily_quota": account.daily_quota,
-                    "status": account.status,
-                }
-            )
-        )
-        return
-    click.echo(f"account {account.name!r} created (id {account.id})")
-    click.echo(f"key:    {account.key}")
-    click.echo(f"secret: {created.secret}")
-    click.echo("The secret is shown only now; store it safely.")
+    created = _gateway().accounts.create(
+        name,
+        daily_quota=daily_quota,
+        balance=balance,
+        concurrency_limit=concurrency,
+        apis=_api_names(apis),
+        expires_on=expires.date() if expires else None,
+    )
+    _print_account(created.account, as_json, secret=created.secret)
 
 
 @accounts_cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list for scripts.")
+@json_option
 def list_accounts(as_json: bool) -> None:
     """List accounts (keys, never secrets)."""
     rows = _gateway().accounts.list()
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "id": a.id,
-                        "key": a.key,
-                        "name": a.name,
-                        "status": a.status,
-                        "daily_quota": a.daily_quota,
-                    }
-                    for a in rows
-                ]
-            )
-        )
+        click.echo(json.dumps([_account_document(a) for a in rows], ensure_ascii=False))
         return
     for a in rows:
-        click.echo(f"{a.id}\t{a.key}\t{a.status}\t{a.daily_quota}\t{a.name}")
+        balance = "-" if a.balance is None else a.balance
+        click.echo(f"{a.id}\t{a.key}\t{a.status}\t{a.daily_quota}\t{balance}\t{a.name}")
+
+
+@accounts_cli.command("show")
+@click.argument("key")
+@json_option
+def show_account(key: str, as_json: bool) -> None:
+    """An account's settings and today's figures."""
+    _print_account(_account(key), as_json)
+
+
+@accounts_cli.command("stop")
+@click.argument("key")
+@json_option
+def stop_account(key: str, as_json: bool) -> None:
+    """Stop an account: its calls answer 4007 until it is started."""
+    _account(key)
+    _print_account(_gateway().accounts.set_status(key, STOPPED), as_json)
+
+
+@accounts_cli.command("start")
+@click.argument("key")
+@json_option
+def start_account(key: str, as_json: bool) -> None:
+    """Start a stopped account."""
+    _account(key)
+    _print_account(_gateway().accounts.set_status(key, ACTIVE), as_json)
+
+
+@accounts_cli.command("topup")
+@click.argument("key")
+@click.option("--credits", type=click.IntRange(min=1), default=None, help="Add prepaid credits.")
+@click.option(
+    "--calls", type=click.IntRange(min=1), default=None, help="Add calls to today's quota."
+)
+@json_option
+def top_up(key: str, credits: int | None, calls: int | None, as_json: bool) -> None:
+    """Top up: --credits to the balance, --calls to today's quota (both may be given)."""
+    if credits is None and calls is None:
+        raise click.UsageError("say what to add: --credits N and/or --calls N")
+    account = _account(key)
+    if credits is not None:
+        account = _gateway().accounts.top_up_credits(key, credits)
+    if calls is not None:
+        _gateway().meter.add_calls_today(account.id, calls)
+    _print_account(account, as_json)
+
+
+@accounts_cli.command("rotate-secret")
+@click.argument("key")
+@json_option
+def rotate_secret(key: str, as_json: bool) -> None:
+    """Draw a new secret (printed once); the old one stops working at once."""
+    _account(key)
+    renewed = _gateway().accounts.rotate_secret(key)
+    _print_account(renewed.account, as_json, secret=renewed.secret)
+
+
+def _api_state_command(state: str | None):
+    def command(target: str, account_key: str | None, as_json: bool) -> None:
+        if target != ALL_APIS and target not in PLATFORMS and target not in CATALOG:
+            raise click.BadParameter(
+                f"{target!r} is not a catalog method, a platform or `{ALL_APIS}`",
+                param_hint="METHOD_OR_PLATFORM",
+            )
+        account_id = _account(account_key).id if account_key else EVERY_ACCOUNT
+        states = _gateway().api_states
+        if state is None:
+            states.clear(target, account_id)
+        else:
+            states.set(target, state, account_id)
+        document = {"target": target, "account": account_key, "state": state or "running"}
+        if as_json:
+            click.echo(json.dumps(document))
+        else:
+            whom = f"account {account_key}" if account_key else "all accounts"
+            click.echo(f"{target}: {document['state']} for {whom}")
+
+    return command
+
+
+for _name, _state, _help in (
+    ("stop", API_STOPPED_STATE, "Stop a method or platform (`all`: every API): calls get 4006."),
+    ("start", None, "Put a stopped or maintained method or platform back in service."),
+    ("maintenance", MAINTENANCE, "Put a method or platform in maintenance: calls get 4009."),
+):
+    apis_cli.command(_name, help=_help)(
+        click.argument("target", metavar="METHOD_OR_PLATFORM")(
+            click.option("--account", "account_key", default=None, help="Only this key.")(
+                json_option(_api_state_command(_state))
+            )
+        )
+    )
+
+
+@apis_cli.command("list")
+@json_option
+def list_api_states(as_json: bool) -> None:
+    """Stopped and maintained APIs."""
+    states = _gateway().api_states.list()
+    if as_json:
+        click.echo(json.dumps(states))
+        return
+    for s in states:
+        whom = "all accounts" if s["account_id"] == EVERY_ACCOUNT else f"account {s['account_id']}"
+        click.echo(f"{s['target']}\t{s['state']}\t{whom}")
+
+
+@click.command("usage")
+@click.argument("key", required=False)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="From this day's midnight in SERVER_TIMEZONE (default: all time).",
+)
+@json_option
+@with_appcontext
+def usage(key: str | None, since: datetime | None, as_json: bool) -> None:
+    """Calls, charges, cache hits, calls per code and tokens, for one key or all."""
+    account_id = _account(key).id if key else None
+    since_utc = _local_midnight_utc(since.date()) if since else None
+    report = usage_report(_gateway().engine, account_id=account_id, since_utc=since_utc)
+    report = {"key": key, "since": since.date().isoformat() if since else None, **report}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for name, value in report.items():
+        click.echo(f"{name + ':':11} {value if value is not None else '-'}")
+
+
+def _local_midnight_utc(day: date) -> datetime:
+    zone = ZoneInfo(current_app.config["SERVER_TIMEZONE"])
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
 
 
 @click.command("init-db")
@@ -85,4 +272,6 @@ def init_db() -> None:
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(accounts_cli)
+    app.cli.add_command(apis_cli)
+    app.cli.add_command(usage)
     app.cli.add_command(init_db)

@@ -90,7 +90,10 @@ class Dispatcher:
 
     def dispatch(self, call: Call) -> Outcome:
         spec = self.lookup(call.method, call.platform)
-        args = self.validate_args(spec, call.o_args)
+        return self.execute(spec, self.validate_args(spec, call.o_args), call)
+
+    def execute(self, spec: MethodSpec, args: dict, call: Call) -> Outcome:
+        """Answer validated `args` (from validate_args) from the cache or the upstream."""
         upstream = self.router.route_model(args.get("model"))
         client = self.router.client_for(upstream)
 

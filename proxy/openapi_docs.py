@@ -106,7 +106,8 @@ def register_method_schemas(api) -> None:
             api.spec.components.schema(name, schema=spec.args_schema)
 
 
-def method_catalog_entries(api) -> list[dict]:
+def method_catalog_entries(api, price_of) -> list[dict]:
+    """The catalog for GET /api/methods; `price_of(method)` gives the configured credits."""
     converter = api.ma_plugin.converter
     return [
         {
@@ -115,7 +116,7 @@ def method_catalog_entries(api) -> list[dict]:
             "summary": spec.summary,
             "cacheable": spec.cacheable,
             "charged": spec.charged,
-            "price": spec.price,
+            "price": price_of(spec.name) if spec.charged else 0,
             "o_args_schema": converter.schema2jsonschema(spec.args_schema),
         }
         for spec in METHODS

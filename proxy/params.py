@@ -33,7 +33,22 @@ class CommonParams(Schema):
         ordered = True
 
     key = fields.String(metadata={"description": "Account key (or header X-API-KEY)."})
-    secret = fields.String(metadata={"description": "Account secret (or header X-API-SECRET)."})
+    secret = fields.String(
+        metadata={"description": "Account secret (or header X-API-SECRET), or sign instead."}
+    )
+    sign = fields.String(
+        metadata={
+            "description": "Instead of secret: upper-case MD5 of secret + the parameters sorted "
+            "by name as name+value + secret (docs/signing.md)."
+        }
+    )
+    dateline = fields.Raw(
+        metadata={
+            "description": "Unix time in seconds; required with sign (within "
+            "SIGN_WINDOW_SECONDS of the server's clock).",
+            "type": "string",
+        }
+    )
     method = fields.String(metadata={"description": "Catalog method, e.g. v1/chat/completions."})
     api_name = fields.String(metadata={"description": "Synonym of method, used when it is absent."})
     _o_args = fields.Raw(
@@ -108,9 +123,15 @@ def load_common(raw: dict, known_versions: tuple[str, ...]) -> dict:
         raise GatewayError(
             MISSING_PARAM, "key is missing; add key=... to the URL or send header X-API-KEY"
         )
-    if not params.get("secret"):
+    if not params.get("secret") and not params.get("sign"):
         raise GatewayError(
-            MISSING_PARAM, "secret is missing; add secret=... or send header X-API-SECRET"
+            MISSING_PARAM,
+            "secret is missing; add secret=... (or header X-API-SECRET), or sign the request "
+            "with sign=... and dateline=...",
+        )
+    if not params.get("secret") and not params.get("dateline"):
+        raise GatewayError(
+            MISSING_PARAM, "dateline is missing; a signed request needs dateline=<unix seconds>"
         )
     if not params["method"]:
         raise GatewayError(MISSING_PARAM, "method is missing; e.g. method=v1/chat/completions")

@@ -7,8 +7,6 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
-from datetime import time as clock_time
 
 from flask import Response, current_app, g, jsonify, request
 from flask.views import MethodView
@@ -16,11 +14,12 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from proxy import formats
+from proxy.accounts import Credentials
 from proxy.catalog import PLATFORMS, find_method
 from proxy.dispatcher import Call
-from proxy.envelope import EnvelopeFacts, build_envelope, format_api_info, server_now
+from proxy.envelope import EnvelopeFacts, build_envelope, server_now
 from proxy.errors import (
-    ERROR_CODES,
+    API_NOT_ADDED,
     INTERNAL_ERROR,
     PARAM_ERROR,
     UNKNOWN_ERROR,
@@ -83,11 +82,17 @@ def collect_raw_params() -> dict:
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
-    if not raw.get("key") and request.headers.get("X-API-KEY"):
-        raw["key"] = request.headers["X-API-KEY"]
-    if not raw.get("secret") and request.headers.get("X-API-SECRET"):
-        raw["secret"] = request.headers["X-API-SECRET"]
     return raw
+
+
+def with_header_credentials(raw: dict) -> dict:
+    """The parameters plus key and secret from X-API-KEY / X-API-SECRET when not sent as such."""
+    merged = dict(raw)
+    if not merged.get("key") and request.headers.get("X-API-KEY"):
+        merged["key"] = request.headers["X-API-KEY"]
+    if not merged.get("secret") and request.headers.get("X-API-SECRET"):
+        merged["secret"] = request.headers["X-API-SECRET"]
+    return merged
 
 
 def handle_call(platform: str | None) -> Response:
@@ -98,21 +103,43 @@ def handle_call(platform: str | None) -> Response:
     result_type, lang, callback = "json", "cn", ""
     raw: dict = {}
     account = None
+    admission = None
     method_name = ""
     outcome_code, response_payload, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
     try:
         raw = collect_raw_params()
         result_type, lang, callback = parse_presentation(raw)
-        params = load_common(raw, current_app.config["API_VERSIONS"])
+        params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
         method_name = params["method"]
-        account = gateway.accounts.authenticate(params["key"], params["secret"])
+        account = gateway.accounts.authenticate(
+            Credentials(
+                key=params["key"],
+                secret=params.get("secret", ""),
+                sign=params.get("sign", ""),
+                signed_params=raw,
+            ),
+            today=gateway.meter.today(),
+            now=time.time(),
+        )
         spec = gateway.dispatcher.lookup(method_name, platform)
+        method_name = spec.name
+        gateway.api_states.check(spec.name, spec.platform, account.id)
+        if not account.may_call(spec.name, spec.platform):
+            raise GatewayError(
+                API_NOT_ADDED,
+                f"{spec.name} is not enabled for this account; ask the operator to add "
+                f"{spec.platform} or {spec.name} to its APIs",
+            )
         o_args = parse_o_args(
             params.get("o_args"),
             max_bytes=current_app.config["MAX_O_ARGS_BYTES"],
             max_depth=current_app.config["MAX_O_ARGS_DEPTH"],
         )
-        outcome = gateway.dispatcher.dispatch(
+        args = gateway.dispatcher.validate_args(spec, o_args)  # 4003 before anything is held
+        admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+        outcome = gateway.dispatcher.execute(
+            spec,
+            args,
             Call(
                 method=spec.name,
                 o_args=o_args,
@@ -120,7 +147,7 @@ def handle_call(platform: str | None) -> Response:
                 version=params["version"],
                 use_cache=params["cache"] == "yes",
                 platform=platform,
-            )
+            ),
         )
         outcome_code, response_payload, cached, usage = (
             outcome.code,
@@ -128,7 +155,6 @@ def handle_call(platform: str | None) -> Response:
             outcome.cached,
             outcome.usage,
         )
-        method_name = spec.name
     except GatewayError as exc:
         outcome_code, response_payload, detail = exc.code, exc.response, exc.detail
     except Exception:  # never a trace or a secret in the answer; the request id finds the log
@@ -140,26 +166,23 @@ def handle_call(platform: str | None) -> Response:
     client_ip = request.remote_addr or ""  # the caller's address once ProxyFix has applied hops
     last_id, api_info = "", ""
     try:
-        last_id = str(
-            gateway.usage.record(
-                UsageRecord(
-                    request_id=request_id,
-                    error_code=outcome_code,
-                    charged=ERROR_CODES[outcome_code].charged,
-                    account_id=account.id if account else None,
-                    platform=platform or "openai",
-                    method=method_name,
-                    cached=cached,
-                    prompt_tokens=_int(usage.get("prompt_tokens")),
-                    completion_tokens=_int(usage.get("completion_tokens")),
-                    total_tokens=_int(usage.get("total_tokens")),
-                    latency_ms=int(elapsed * 1000),
-                    client_ip=client_ip,
-                )
-            )
+        settlement = gateway.meter.settle(
+            admission,
+            UsageRecord(
+                request_id=request_id,
+                error_code=outcome_code,
+                account_id=account.id if account else None,
+                platform=platform or "openai",
+                method=method_name,
+                cached=cached,
+                prompt_tokens=_int(usage.get("prompt_tokens")),
+                completion_tokens=_int(usage.get("completion_tokens")),
+                total_tokens=_int(usage.get("total_tokens")),
+                latency_ms=int(elapsed * 1000),
+                client_ip=client_ip,
+            ),
         )
-        if account:
-            api_info = _api_info(account, now)
+        last_id, api_info = str(settlement.usage_id), settlement.api_info
     except Exception:  # an unmetered answer is not handed out as a success
         log.exception("usage ledger failed in request %s", request_id)
         outcome_code, response_payload, cached = INTERNAL_ERROR, [], False
@@ -193,20 +216,6 @@ def render_envelope(envelope: dict, result_type: str, callback: str, code: str) 
     if callback:
         response.headers["X-Content-Type-Options"] = "nosniff"
     return response
-
-
-def _api_info(account, now) -> str:
-    day_start_local = datetime.combine(now.date(), clock_time(0), tzinfo=now.tzinfo)
-    day_start_utc = day_start_local.astimezone(UTC).replace(tzinfo=None)
-    totals = _gateway().usage.totals(account.id, day_start_utc)
-    return format_api_info(
-        today=totals.today,
-        daily_quota=account.daily_quota,
-        upstream=totals.upstream,
-        cache_hits=totals.cache_hits,
-        uncharged=totals.uncharged,
-        expires_on=account.expires_on,
-    )
 
 
 def _platform_of(method_name: str) -> str:
@@ -253,7 +262,8 @@ def _known_platform(platform: str) -> str:
 class MethodCatalog(MethodView):
     def get(self):
         """The method catalog: each method's platform, flags, price and `_o_args` schema."""
-        return jsonify({"methods": method_catalog_entries(current_app.extensions["gateway"].api)})
+        gateway = _gateway()
+        return jsonify({"methods": method_catalog_entries(gateway.api, gateway.meter.price_of)})
 
 
 @service_blp.route("/health")

@@ -10,12 +10,14 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -34,6 +36,67 @@ accounts = Table(
     Column("daily_quota", Integer, nullable=False),
     Column("expires_on", Date, nullable=True),
     Column("created_at", DateTime, nullable=False),
+    # The secret sealed with the instance's sealing key: `sign` verification needs the secret.
+    Column("secret_sealed", String(400), nullable=True),
+    # Prepaid credits; NULL means the account is not prepaid (only its daily quota applies).
+    Column("balance", BigInteger, nullable=True),
+    # Calls in flight at once; NULL means no limit.
+    Column("concurrency_limit", Integer, nullable=True),
+    # Comma-separated platforms and methods the account may call; NULL means all.
+    Column("apis", String(2000), nullable=True),
+    # Calls holding a slot now (database-held slots; Redis holds them when REDIS_URL is set).
+    Column("in_flight", Integer, nullable=False, default=0, server_default="0"),
+)
+
+# One row per account and quota day (the day in SERVER_TIMEZONE). `used` counts charged and
+# reserved calls and is what the quota is checked against; the other counters are settled calls.
+account_days = Table(
+    "account_days",
+    metadata,
+    Column("account_id", Integer, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("used", Integer, nullable=False, default=0, server_default="0"),
+    Column("extra_calls", Integer, nullable=False, default=0, server_default="0"),
+    Column("upstream_calls", Integer, nullable=False, default=0, server_default="0"),
+    Column("cache_hits", Integer, nullable=False, default=0, server_default="0"),
+    Column("uncharged", Integer, nullable=False, default=0, server_default="0"),
+)
+
+# What a call in flight holds: one quota unit, its price in credits, maybe a database slot.
+# Settling deletes the row; a row past `expires_at` (its worker died) is refunded by a sweep.
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("account_id", Integer, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("calls", Integer, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("holds_slot", Boolean, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_reservations_account_expiry", "account_id", "expires_at"),
+    # Never reuse an id: a late settlement must not delete a newer reservation.
+    sqlite_autoincrement=True,
+)
+
+# Stops and maintenance of a method or platform, for everyone (account_id 0) or one account.
+api_states = Table(
+    "api_states",
+    metadata,
+    Column("target", String(200), primary_key=True),
+    Column("account_id", Integer, primary_key=True),
+    Column("state", String(16), nullable=False),  # "stopped" or "maintenance"
+    Column("created_at", DateTime, nullable=False),
+)
+
+# Signatures already accepted, kept for the dateline window so that a replay is refused.
+used_signatures = Table(
+    "used_signatures",
+    metadata,
+    Column("account_id", Integer, primary_key=True),
+    Column("sign", String(32), primary_key=True),
+    Column("expires_at", DateTime, nullable=False, index=True),
 )
 
 usage = Table(
@@ -82,13 +145,36 @@ def make_engine(url: str) -> Engine:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables; safe when several workers start at once."""
-    try:
-        metadata.create_all(engine, checkfirst=True)
-    except (OperationalError, ProgrammingError) as exc:  # another worker created it first
-        if "already exists" not in str(exc):
-            raise
-        metadata.create_all(engine, checkfirst=True)
+    """Create missing tables and add missing nullable or defaulted columns to older tables;
+    safe when several workers start at once."""
+    for _attempt in range(3):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            _add_missing_columns(engine)
+            return
+        except (OperationalError, ProgrammingError) as exc:  # another worker was first
+            if "already exists" not in str(exc) and "duplicate column" not in str(exc):
+                raise
+    metadata.create_all(engine, checkfirst=True)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """A database made by an older version gains the columns added since (no data changes)."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                column_type = column.type.compile(dialect=engine.dialect)
+                default = (
+                    f" NOT NULL DEFAULT {column.server_default.arg}"
+                    if column.server_default is not None
+                    else ""
+                )
+                statement = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'
+                connection.execute(text(statement + default))
 
 
 def ping(engine: Engine) -> None:

@@ -1,11 +1,13 @@
-"""The usage ledger: one row per call, failures included; its id is the envelope's `last_id`."""
+"""Usage: the record each call writes (its id is the envelope's `last_id`) and the report that
+`flask usage` prints. proxy/metering.py writes the records, in the transaction that settles the
+call's charge."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import Integer, func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from proxy import storage
@@ -15,7 +17,6 @@ from proxy import storage
 class UsageRecord:
     request_id: str
     error_code: str
-    charged: bool
     account_id: int | None = None
     platform: str = ""
     method: str = ""
@@ -25,53 +26,43 @@ class UsageRecord:
     total_tokens: int = 0
     latency_ms: int = 0
     client_ip: str = ""
+    charged: bool = False  # decided by the meter when it settles the call
 
 
-@dataclass(frozen=True)
-class AccountTotals:
-    """The figures of `api_info`: all = charged upstream calls + charged cache hits + uncharged."""
-
-    today: int
-    upstream: int
-    cache_hits: int
-    uncharged: int
-
-    @property
-    def all(self) -> int:
-        return self.upstream + self.cache_hits + self.uncharged
-
-
-class UsageLedger:
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def record(self, entry: UsageRecord) -> int:
-        values = dict(
-            entry.__dict__,
-            method=entry.method[:200],
-            client_ip=entry.client_ip[:64],
-            created_at=datetime.now(UTC).replace(tzinfo=None),
-        )
-        with self.engine.begin() as connection:
-            return connection.execute(insert(storage.usage).values(**values)).inserted_primary_key[
-                0
-            ]
-
-    def totals(self, account_id: int, day_start_utc: datetime) -> AccountTotals:
-        u = storage.usage.c
-        charged_upstream = func.sum(func.cast((u.charged == True) & (u.cached == False), Integer))  # noqa: E712
-        charged_cache = func.sum(func.cast((u.charged == True) & (u.cached == True), Integer))  # noqa: E712
-        uncharged = func.sum(func.cast(u.charged == False, Integer))  # noqa: E712
-        today = func.sum(
-            func.cast(
-                (u.charged == True) & (u.created_at >= day_start_utc),  # noqa: E712
-                Integer,
+def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime | None) -> dict:
+    """Calls, charges, cache hits, calls per code and upstream tokens, from the usage rows."""
+    u = storage.usage.c
+    conditions = []
+    if account_id is not None:
+        conditions.append(u.account_id == account_id)
+    if since_utc is not None:
+        conditions.append(u.created_at >= since_utc)
+    with engine.connect() as connection:
+        by_code = {
+            code: count
+            for code, count in connection.execute(
+                select(u.error_code, func.count())
+                .where(*conditions)
+                .group_by(u.error_code)
+                .order_by(u.error_code)
             )
-        )
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                select(today, charged_upstream, charged_cache, uncharged).where(
-                    u.account_id == account_id
-                )
-            ).one()
-        return AccountTotals(*(int(value or 0) for value in row))
+        }
+        totals = connection.execute(
+            select(
+                func.count(),
+                func.count().filter(u.charged.is_(True)),
+                func.count().filter(u.charged.is_(True), u.cached.is_(True)),
+                func.coalesce(func.sum(u.prompt_tokens), 0),
+                func.coalesce(func.sum(u.completion_tokens), 0),
+                func.coalesce(func.sum(u.total_tokens), 0),
+            ).where(*conditions)
+        ).one()
+    calls, charged, cache_hits, prompt, completion, total = (int(v) for v in totals)
+    return {
+        "calls": calls,
+        "charged": charged,
+        "cache_hits": cache_hits,
+        "uncharged": calls - charged,
+        "by_code": by_code,
+        "tokens": {"prompt": prompt, "completion": completion, "total": total},
+    }

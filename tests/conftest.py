@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography.fernet import Fernet
 
 from proxy import create_app
 from proxy.stub_upstream import StubServer
 
 UPSTREAM_TIMEOUT = 1.0  # seconds: the `stub-hang` model outlasts it, `stub-slow` does not
+# The tests' own sealing key, so that no test writes instance/sealing.key in the work tree.
+SEALING_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +37,7 @@ def make_app(tmp_path, stub):
                 "OPENAI_API_KEY": "sk-upstream-secret",
                 "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,
                 "UPSTREAM_MAX_RETRIES": 0,
+                "ACCOUNT_SEALING_KEY": SEALING_KEY,
                 **overrides,
             }
         )

@@ -37,9 +37,7 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
 
 
 def _postgres_bin_dir() -> str:
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2])
-    )
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
     if not candidates or not os.path.exists(os.path.join(candidates[-1], "initdb")):
         raise RuntimeError("PostgreSQL is not installed; `make test` installs it (apt postgresql)")
     return candidates[-1]

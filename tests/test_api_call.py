@@ -443,7 +443,7 @@ def test_unexpected_exception_is_5000_without_trace(app, call, monkeypatch):
     def explode(*_args, **_kwargs):
         raise RuntimeError("boom with sk-upstream-secret inside")
 
-    monkeypatch.setattr(app.extensions["gateway"].dispatcher, "dispatch", explode)
+    monkeypatch.setattr(app.extensions["gateway"].dispatcher, "execute", explode)
     envelope = call("v1/models")
     assert envelope["error_code"] == "5000"
     assert "Traceback" not in json.dumps(envelope) and "boom" not in json.dumps(envelope)
@@ -483,10 +483,21 @@ def test_callback_with_php_format_is_4003(call):
 
 
 def test_failed_usage_write_is_4000_envelope_not_a_500(app, call, monkeypatch):
-    def refuse(_entry):
+    def refuse(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(app.extensions["gateway"].usage, "record", refuse)
+    monkeypatch.setattr("proxy.metering._insert_usage", refuse)
     envelope = call("v1/models")
     assert envelope["error_code"] == "4000" and envelope["response"] == []
     assert envelope["last_id"] == "" and envelope["request_id"] in envelope["reason"]
+
+
+def test_failed_usage_write_leaves_the_reservation_for_refund(app, call, monkeypatch):
+    monkeypatch.setattr("proxy.metering._insert_usage", lambda *a, **k: 1 / 0)
+    call("v1/chat/completions", CHAT_ARGS)
+    with app.extensions["gateway"].engine.connect() as connection:
+        reservations = connection.execute(select(storage.reservations)).all()
+        usage_rows = connection.execute(select(storage.usage)).all()
+    # The settle transaction rolled back whole: no usage row, the reservation still held, so
+    # the expiry sweep refunds it rather than the call being charged unrecorded.
+    assert (len(reservations), len(usage_rows)) == (1, 0)

@@ -4,20 +4,15 @@ upstream, and a PHP 8 curl client decoding all five formats; the access log hold
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import SEALING_KEY
 from tests.php_judge import XML_DECODER_PHP, run_php
-
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from tests.served import ServedGateway
 
 PHP_CLIENT = r"""<?php
 __DECODER__
@@ -49,56 +44,21 @@ echo json_encode($out, JSON_UNESCAPED_UNICODE);
 """.replace("__DECODER__", XML_DECODER_PHP)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, stub):
     workdir = tmp_path_factory.mktemp("served")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'gateway.sqlite3'}",
-        "OPENAI_BASE_URL": stub.base_url,
-        "OPENAI_API_KEY": "sk-upstream-secret",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "FLASK_APP": "wsgi",
-    }
-    created = subprocess.run(
-        [str(BIN / "flask"), "accounts", "create", "php", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+    gateway = ServedGateway(
+        workdir,
+        workers=2,
+        DATABASE_URL=f"sqlite:///{workdir / 'gateway.sqlite3'}",
+        OPENAI_BASE_URL=stub.base_url,
+        OPENAI_API_KEY="sk-upstream-secret",
+        ACCOUNT_SEALING_KEY=SEALING_KEY,
     )
-    account = json.loads(created.stdout)
-    log_path = workdir / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        server = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
-            cwd=REPO,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(base + "/health", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:  # not listening yet, or still booting
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.2)
-    yield {"base": base, "account": account, "log": log_path}
-    server.terminate()
-    server.wait(timeout=30)
+    account = gateway.flask_json("accounts", "create", "php")
+    gateway.start()
+    yield {"base": gateway.base, "account": account, "log": gateway.log_path}
+    gateway.stop()
 
 
 def test_php_curl_client_reads_the_same_envelope_in_all_five_formats(served):

@@ -1,0 +1,386 @@
+"""Metering: reserve before the upstream call, settle after, in the database.
+
+A call is admitted by one transaction of conditional updates (quota, balance, and the
+concurrency slot when no Redis holds slots) plus a reservation row. Settling deletes the
+reservation and, in the same transaction, either keeps the charge (0000, 2000, cache hits) or
+refunds it, and writes the call's usage row. A reservation whose worker died is found past its
+expiry by the next admission of that account and refunded, exactly once: whoever deletes the
+row applies its refund or charge, and nobody else can.
+
+Conditional updates (`... WHERE used < quota`) are atomic on SQLite (one writer at a time) and
+on PostgreSQL (the row lock re-checks the condition), so limits hold across gunicorn workers
+and hosts without a lock of our own.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from proxy import storage
+from proxy.accounts import Account
+from proxy.envelope import format_api_info
+from proxy.errors import (
+    CALLS_EXCEEDED,
+    ERROR_CODES,
+    INSUFFICIENT_BALANCE,
+    INTERNAL_ERROR,
+    RATE_LIMITED,
+    GatewayError,
+)
+from proxy.usage import UsageRecord
+
+log = logging.getLogger("proxy")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What an admitted call holds until it is settled."""
+
+    reservation_id: int
+    account_id: int
+    day: date
+    calls: int  # quota units held: 1, or 0 for a method that is not charged
+    credits: int  # balance held
+    holds_db_slot: bool
+    slot_token: str = ""  # the Redis slot, when Redis holds concurrency slots
+
+
+@dataclass(frozen=True)
+class Settlement:
+    usage_id: int
+    api_info: str  # "" when the caller was not identified
+
+
+class Meter:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        timezone: str,
+        reservation_ttl_seconds: float,
+        prices: Mapping[str, int],
+        default_price: int,
+        slots=None,  # proxy.redis_store.RedisConcurrency, or None: slots in the database
+    ):
+        self.engine = engine
+        self.zone = ZoneInfo(timezone)
+        self.reservation_ttl = timedelta(seconds=reservation_ttl_seconds)
+        self.prices = dict(prices)
+        self.default_price = default_price
+        self.slots = slots
+
+    def today(self) -> date:
+        return datetime.now(self.zone).date()
+
+    def price_of(self, method: str) -> int:
+        return self.prices.get(method, self.default_price)
+
+    # -- admission --------------------------------------------------------------------------
+
+    def admit(self, account: Account, method: str, *, charged: bool) -> Admission:
+        """Reserve one call of `method`, or GatewayError 4013 / 4016 / 4008 (nothing held)."""
+        slot_token = ""
+        if self.slots is not None and account.concurrency_limit is not None:
+            slot_token = self._take_redis_slot(account)
+        try:
+            return self._reserve(account, method, charged=charged, slot_token=slot_token)
+        except BaseException:
+            if slot_token:
+                self.slots.release(account.id, slot_token)
+            raise
+
+    def _take_redis_slot(self, account: Account) -> str:
+        from proxy.redis_store import LimiterUnavailable
+
+        token = uuid.uuid4().hex
+        try:
+            taken = self.slots.acquire(account.id, account.concurrency_limit, token)
+        except LimiterUnavailable:
+            log.warning("concurrency limiter unreachable; refusing a limited account's call")
+            raise GatewayError(
+                INTERNAL_ERROR,
+                "the concurrency limiter (Redis) is unreachable, so this account's concurrency "
+                "limit cannot be checked; nothing was called or charged: retry shortly",
+            ) from None
+        if not taken:
+            raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
+        return token
+
+    def _reserve(self, account: Account, method: str, *, charged: bool, slot_token: str):
+        today = self.today()
+        now = _utc_now()
+        calls = 1 if charged else 0
+        credits = self.price_of(method) if charged and account.balance is not None else 0
+        holds_db_slot = self.slots is None and account.concurrency_limit is not None
+        days, accounts = storage.account_days.c, storage.accounts.c
+        with self.engine.begin() as connection:
+            self._sweep_expired(connection, account.id, now)
+            _ensure_day_row(connection, account.id, today)
+            if calls:
+                taken = connection.execute(
+                    update(storage.account_days)
+                    .where(days.account_id == account.id, days.day == today)
+                    .where(days.used < account.daily_quota + days.extra_calls)
+                    .values(used=days.used + 1)
+                ).rowcount
+                if not taken:
+                    raise GatewayError(CALLS_EXCEEDED, _quota_reason(account.daily_quota))
+            if credits:
+                paid = connection.execute(
+                    update(storage.accounts)
+                    .where(accounts.id == account.id, accounts.balance >= credits)
+                    .values(balance=accounts.balance - credits)
+                ).rowcount
+                if not paid:
+                    raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
+            if holds_db_slot:
+                slotted = connection.execute(
+                    update(storage.accounts)
+                    .where(
+                        accounts.id == account.id,
+                        accounts.in_flight < account.concurrency_limit,
+                    )
+                    .values(in_flight=accounts.in_flight + 1)
+                ).rowcount
+                if not slotted:
+                    raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
+            reservation_id = connection.execute(
+                insert(storage.reservations).values(
+                    account_id=account.id,
+                    day=today,
+                    calls=calls,
+                    credits=credits,
+                    holds_slot=holds_db_slot,
+                    expires_at=now + self.reservation_ttl,
+                    created_at=now,
+                )
+            ).inserted_primary_key[0]
+        return Admission(
+            reservation_id=reservation_id,
+            account_id=account.id,
+            day=today,
+            calls=calls,
+            credits=credits,
+            holds_db_slot=holds_db_slot,
+            slot_token=slot_token,
+        )
+
+    def _sweep_expired(self, connection: Connection, account_id: int, now: datetime) -> None:
+        """Refund the reservations of calls whose worker died (they outlived their expiry)."""
+        table = storage.reservations
+        expired = connection.execute(
+            delete(table)
+            .where(table.c.account_id == account_id, table.c.expires_at < now)
+            .returning(table.c.day, table.c.calls, table.c.credits, table.c.holds_slot)
+        ).all()
+        for row in expired:
+            log.warning("refunding an expired reservation of account %s", account_id)
+            _refund(connection, account_id, row.day, row.calls, row.credits, row.holds_slot)
+            _count_settled(connection, account_id, row.day, "uncharged")
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    def settle(self, admission: Admission | None, record: UsageRecord) -> Settlement:
+        """Keep or refund what the call held, write its usage row, all in one transaction.
+
+        `record.charged` is decided here: only 0000 and 2000 of an admitted, charged call."""
+        try:
+            return self._settle(admission, record)
+        finally:
+            if admission is not None and admission.slot_token:
+                self.slots.release(admission.account_id, admission.slot_token)
+
+    def _settle(self, admission: Admission | None, record: UsageRecord) -> Settlement:
+        success = ERROR_CODES[record.error_code].charged
+        with self.engine.begin() as connection:
+            charged = False
+            if admission is not None:
+                held = connection.execute(
+                    delete(storage.reservations).where(
+                        storage.reservations.c.id == admission.reservation_id
+                    )
+                ).rowcount
+                if not held:  # outlived its reservation: already refunded by a sweep
+                    log.warning("settling a call whose reservation had expired; not charged")
+                elif success and admission.calls:
+                    charged = True
+                    if admission.holds_db_slot:
+                        _release_db_slot(connection, admission.account_id)
+                    column = "cache_hits" if record.cached else "upstream_calls"
+                    _count_settled(connection, admission.account_id, admission.day, column)
+                else:
+                    _refund(
+                        connection,
+                        admission.account_id,
+                        admission.day,
+                        admission.calls,
+                        admission.credits,
+                        admission.holds_db_slot,
+                    )
+                    _count_settled(connection, admission.account_id, admission.day, "uncharged")
+            elif record.account_id is not None:
+                today = self.today()
+                _ensure_day_row(connection, record.account_id, today)
+                _count_settled(connection, record.account_id, today, "uncharged")
+            usage_id = _insert_usage(connection, record, charged=charged)
+            api_info = ""
+            if record.account_id is not None:
+                api_info = self._api_info(connection, record.account_id)
+        return Settlement(usage_id=usage_id, api_info=api_info)
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def _api_info(self, connection: Connection, account_id: int) -> str:
+        days, accounts = storage.account_days.c, storage.accounts.c
+        account = connection.execute(
+            select(accounts.daily_quota, accounts.expires_on).where(accounts.id == account_id)
+        ).one()
+        today_row = connection.execute(
+            select(days.used, days.extra_calls).where(
+                days.account_id == account_id, days.day == self.today()
+            )
+        ).first()
+        lifetime = connection.execute(
+            select(
+                func.coalesce(func.sum(days.upstream_calls), 0),
+                func.coalesce(func.sum(days.cache_hits), 0),
+                func.coalesce(func.sum(days.uncharged), 0),
+            ).where(days.account_id == account_id)
+        ).one()
+        used, extra = (today_row.used, today_row.extra_calls) if today_row else (0, 0)
+        return format_api_info(
+            today=used,
+            daily_quota=account.daily_quota + extra,
+            upstream=int(lifetime[0]),
+            cache_hits=int(lifetime[1]),
+            uncharged=int(lifetime[2]),
+            expires_on=account.expires_on,
+        )
+
+    def add_calls_today(self, account_id: int, calls: int) -> None:
+        """A top-up of today's quota: `calls` more charged calls until the day ends."""
+        days = storage.account_days.c
+        today = self.today()
+        with self.engine.begin() as connection:
+            _ensure_day_row(connection, account_id, today)
+            connection.execute(
+                update(storage.account_days)
+                .where(days.account_id == account_id, days.day == today)
+                .values(extra_calls=days.extra_calls + calls)
+            )
+
+    def today_figures(self, account_id: int) -> dict:
+        days = storage.account_days.c
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(days.used, days.extra_calls).where(
+                    days.account_id == account_id, days.day == self.today()
+                )
+            ).first()
+            in_flight = connection.execute(
+                select(func.count())
+                .select_from(storage.reservations)
+                .where(storage.reservations.c.account_id == account_id)
+            ).scalar_one()
+        used, extra = (row.used, row.extra_calls) if row else (0, 0)
+        return {
+            "day": self.today().isoformat(),
+            "used": used,
+            "extra_calls": extra,
+            "in_flight": in_flight,
+        }
+
+
+def _ensure_day_row(connection: Connection, account_id: int, day: date) -> None:
+    dialect = connection.dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    connection.execute(
+        insert_fn(storage.account_days)
+        .values(
+            account_id=account_id,
+            day=day,
+            used=0,
+            extra_calls=0,
+            upstream_calls=0,
+            cache_hits=0,
+            uncharged=0,
+        )
+        .on_conflict_do_nothing(index_elements=["account_id", "day"])
+    )
+
+
+def _count_settled(connection: Connection, account_id: int, day: date, column: str) -> None:
+    days = storage.account_days.c
+    connection.execute(
+        update(storage.account_days)
+        .where(days.account_id == account_id, days.day == day)
+        .values({column: days[column] + 1})
+    )
+
+
+def _refund(
+    connection: Connection, account_id: int, day: date, calls: int, credits: int, slot: bool
+) -> None:
+    days, accounts = storage.account_days.c, storage.accounts.c
+    if calls:
+        connection.execute(
+            update(storage.account_days)
+            .where(days.account_id == account_id, days.day == day)
+            .values(used=days.used - calls)
+        )
+    if credits:
+        connection.execute(
+            update(storage.accounts)
+            .where(accounts.id == account_id)
+            .values(balance=accounts.balance + credits)
+        )
+    if slot:
+        _release_db_slot(connection, account_id)
+
+
+def _release_db_slot(connection: Connection, account_id: int) -> None:
+    accounts = storage.accounts.c
+    connection.execute(
+        update(storage.accounts)
+        .where(accounts.id == account_id, accounts.in_flight > 0)
+        .values(in_flight=accounts.in_flight - 1)
+    )
+
+
+def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool) -> int:
+    values = dict(
+        record.__dict__,
+        charged=charged,
+        method=record.method[:200],
+        client_ip=record.client_ip[:64],
+        created_at=_utc_now(),
+    )
+    return connection.execute(insert(storage.usage).values(**values)).inserted_primary_key[0]
+
+
+def _quota_reason(daily_quota: int) -> str:
+    return (
+        f"the daily quota of {daily_quota} calls is used up; it renews at midnight "
+        "(SERVER_TIMEZONE), or ask the operator to top up"
+    )
+
+
+def _balance_reason(method: str, credits: int) -> str:
+    return f"{method} costs {credits} credits and the balance is lower; top up the account"
+
+
+def _concurrency_reason(limit: int) -> str:
+    return f"this key already has {limit} calls in flight (its limit); retry when one ends"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -1,0 +1,411 @@
+"""State shared through Redis by every gunicorn worker on every host: per-account concurrency
+slots (exact, fail closed) and the answer cache (fail open).
+
+Both take a `redis.Redis` made by `make_redis_client`, whose short timeouts bound what an
+outage costs a call. Needs Redis 5 or later (scripts that read TIME before writing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    ReadOnlyError,
+    RedisError,
+    TimeoutError,
+    TryAgainError,
+)
+from redis.maint_notifications import MaintNotificationsConfig
+from redis.retry import Retry
+
+from proxy.cache import SingleFlight
+
+log = logging.getLogger("proxy")
+
+SOCKET_TIMEOUT_SECONDS = 0.5
+HEALTH_CHECK_INTERVAL_SECONDS = 10
+
+# Redis cannot be reached or cannot serve yet (BusyLoadingError and AuthenticationError are
+# ConnectionErrors): the wording of the messages.
+_UNREACHABLE = (ConnectionError, TimeoutError)
+# Errors that go away by themselves (a restart, a failover): a release is retried after them.
+# Any other RedisError (WRONGTYPE, a script error, NOPERM...) would fail again the same way.
+_TRANSIENT = (*_UNREACHABLE, ReadOnlyError, TryAgainError, ClusterDownError)
+
+
+def make_redis_client(url: str) -> redis.Redis:
+    """A client whose every call gives up within about half a second (connect or reply), with
+    no retries: an outage costs a call at most about a second and never hangs a worker.
+    Maintenance notifications are off: they would relax the timeouts to seconds during a
+    managed Redis's maintenance. Options in the URL's query string (e.g.
+    `?socket_timeout=1`) take precedence."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        retry_on_timeout=False,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
+        decode_responses=False,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )
+
+
+def redis_address(client: redis.Redis) -> str:
+    """host:port (or unix:path) of the client's server; never the credentials."""
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+class _Health:
+    """Whether one component's last Redis call failed: one warning when an outage starts and
+    one info line when it ends, not one per call."""
+
+    def __init__(self, component: str, address: str) -> None:
+        self.component = component
+        self.address = address
+        self._down = False
+        self._lock = threading.Lock()
+
+    def describe(self, error: RedisError) -> str:
+        state = "is unreachable" if isinstance(error, _UNREACHABLE) else "failed the call"
+        return f"Redis at {self.address} {state} ({type(error).__name__}: {error})"
+
+    def failed(self, error: RedisError) -> str:
+        message = self.describe(error)
+        with self._lock:
+            first, self._down = not self._down, True
+        if first:
+            log.warning("%s: %s", self.component, message)
+        return message
+
+    def ok(self) -> None:
+        if not self._down:  # the common case: no lock
+            return
+        with self._lock:
+            was_down, self._down = self._down, False
+        if was_down:
+            log.info("%s: Redis at %s answers again", self.component, self.address)
+
+
+class LimiterUnavailable(Exception):
+    """Redis could not be reached (or failed the call) to take a concurrency slot."""
+
+
+# The time comes from Redis itself, so the hosts' clocks do not matter. Scores are expiry
+# times in ms; a member whose score is <= now has expired.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_ACQUIRE = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+)
+
+_LIVE_COUNT = (
+    _NOW_MS
+    + """
+return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf')
+"""
+)
+
+
+class RedisConcurrency:
+    """Concurrency slots per account, exact across workers and hosts: one sorted set per
+    account, member = the caller's token (unique per call), score = when the slot expires.
+
+    A slot whose holder died frees itself after `slot_ttl_seconds`. `acquire` fails closed
+    (LimiterUnavailable); `release` never raises: a release Redis did not take waits in a
+    pending list that a daemon thread retries every `retry_interval_seconds`, and every
+    successful acquire/release flushes first. A pending release is dropped once its slot
+    has expired anyway, so the list and the thread's life are bounded by the slot TTL.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        slot_ttl_seconds: float,
+        prefix: str = "gw:slots:",
+        retry_interval_seconds: float = 0.5,
+    ):
+        self._client = client
+        self._slot_ttl_seconds = slot_ttl_seconds
+        self._ttl_ms = max(1, int(slot_ttl_seconds * 1000))
+        self._prefix = prefix
+        self._retry_interval = retry_interval_seconds
+        self._acquire = client.register_script(_ACQUIRE)
+        self._live_count = client.register_script(_LIVE_COUNT)
+        self._health = _Health("concurrency limiter", redis_address(client))
+        # (account_id, token) -> monotonic time after which that slot has expired anyway
+        self._pending: dict[tuple[int, str], float] = {}
+        self._pending_lock = threading.Lock()
+        self._retrier: threading.Thread | None = None
+
+    def _key(self, account_id: int) -> str:
+        return f"{self._prefix}{account_id}"
+
+    def acquire(self, account_id: int, limit: int, token: str) -> bool:
+        """Take one of the account's `limit` slots under `token`; False when all are taken."""
+        try:
+            self._flush_pending()
+            taken = self._acquire(keys=[self._key(account_id)], args=[limit, self._ttl_ms, token])
+        except RedisError as error:
+            if isinstance(error, TimeoutError):
+                # The script may have run with its answer lost: give the slot back later.
+                self._queue_release(account_id, token)
+            raise LimiterUnavailable(self._health.failed(error)) from error
+        self._health.ok()
+        return taken == 1
+
+    def release(self, account_id: int, token: str) -> None:
+        """Give the slot back; never raises (see the class docstring)."""
+        try:
+            self._flush_pending()
+            self._client.zrem(self._key(account_id), token)
+        except _TRANSIENT as error:
+            self._health.failed(error)
+            self._queue_release(account_id, token)
+            return
+        except RedisError as error:  # would fail again: the slot's TTL frees it
+            log.error(
+                "concurrency limiter: dropping the release of a slot of account %s: %s",
+                account_id,
+                self._health.describe(error),
+            )
+            return
+        self._health.ok()
+
+    def in_flight(self, account_id: int) -> int:
+        """Live slots of the account (expired ones are not counted)."""
+        try:
+            count = self._live_count(keys=[self._key(account_id)])
+        except RedisError as error:
+            raise LimiterUnavailable(self._health.failed(error)) from error
+        self._health.ok()
+        return int(count)
+
+    @property
+    def pending_releases(self) -> int:
+        """Releases waiting for Redis to come back."""
+        with self._pending_lock:
+            return len(self._pending)
+
+    def _drop_expired_locked(self) -> None:
+        now = time.monotonic()
+        for entry in [e for e, expired_at in self._pending.items() if expired_at <= now]:
+            del self._pending[entry]
+
+    def _flush_pending(self) -> bool:
+        """Send the pending releases in one round trip; True if there were any. Raises the
+        RedisError that stopped them (they stay pending)."""
+        if not self._pending:  # the common case: no lock, no round trip
+            return False
+        with self._pending_lock:
+            self._drop_expired_locked()
+            batch = list(self._pending)
+        if not batch:
+            return False
+        pipe = self._client.pipeline(transaction=False)
+        for account_id, token in batch:
+            pipe.zrem(self._key(account_id), token)
+        results = pipe.execute(raise_on_error=False)  # connection errors still raise
+        transient = [r for r in results if isinstance(r, _TRANSIENT)]
+        with self._pending_lock:
+            for entry, result in zip(batch, results, strict=True):
+                if isinstance(result, _TRANSIENT):
+                    continue
+                if isinstance(result, Exception):
+                    log.error("concurrency limiter: dropping a pending release: %s", result)
+                self._pending.pop(entry, None)
+        if transient:
+            raise transient[0]
+        return True
+
+    def _queue_release(self, account_id: int, token: str) -> None:
+        with self._pending_lock:
+            self._pending[(account_id, token)] = time.monotonic() + self._slot_ttl_seconds
+            if self._retrier is None:
+                self._retrier = threading.Thread(
+                    target=self._retry_pending, name="gateway-slot-releases", daemon=True
+                )
+                self._retrier.start()
+
+    def _retry_pending(self) -> None:
+        """The retrier thread: runs while releases are pending, then exits."""
+        while True:
+            time.sleep(self._retry_interval)
+            try:
+                if self._flush_pending():
+                    self._health.ok()
+            except RedisError as error:
+                self._health.failed(error)
+            except Exception:  # a bug must not leave the thread dead but registered
+                log.exception("concurrency limiter: retrying pending releases failed")
+            with self._pending_lock:
+                self._drop_expired_locked()
+                if not self._pending:
+                    self._retrier = None
+                    return
+
+
+_RELEASE_FILL_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisAnswerCache:
+    """The answer cache shared by every worker and host (same interface as AnswerCache):
+    compact UTF-8 JSON under `prefix + key`, expiring after `ttl_seconds`; `max_bytes` is the
+    largest single entry it stores.
+
+    Fails open: when Redis is unreachable `get` is a miss and `set` is skipped (one warning
+    per outage), so the gateway keeps answering from the upstream.
+
+    Identical concurrent misses make one compute: in one process they take turns
+    (SingleFlight); across processes the first takes a fill lock (`SET NX PX`) and the
+    others poll for its answer while the lock is held, at most `fill_lock_seconds`, then
+    compute themselves. The filler deletes its lock when done, so after an uncacheable
+    answer the next waiter takes the lock and computes, as in one process.
+    """
+
+    _POLL_FIRST_SECONDS = 0.01
+    _POLL_MAX_SECONDS = 0.1
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl_seconds: int,
+        max_entry_bytes: int,
+        prefix: str = "gw:cache:",
+        fill_lock_seconds: float = 30.0,
+    ):
+        self._client = client
+        self._ttl_seconds = ttl_seconds
+        self.max_bytes = max_entry_bytes
+        self._prefix = prefix
+        self._fill_lock_ms = max(1, int(fill_lock_seconds * 1000))
+        self._release_fill_lock = client.register_script(_RELEASE_FILL_LOCK)
+        self._flights = SingleFlight()
+        self._health = _Health("answer cache", redis_address(client))
+
+    def get(self, key: str):
+        return self._get(key)[0]
+
+    def set(self, key: str, value) -> None:
+        blob = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(blob) > self.max_bytes:
+            return
+        try:
+            self._client.set(self._prefix + key, blob, ex=self._ttl_seconds)
+        except RedisError as error:
+            self._health.failed(error)
+            return
+        self._health.ok()
+
+    def get_or_compute(self, key: str, compute: Callable[[], tuple[object, bool]]):
+        """(value, hit). `compute` returns (value, cacheable). When Redis is unreachable it
+        computes at once and stores nothing: (value, False)."""
+        value, reachable = self._get(key)
+        if value is not None:
+            return value, True
+        if not reachable:
+            return compute()[0], False
+        with self._flights.hold(key):
+            value, reachable = self._get(key)
+            if value is not None:
+                return value, True
+            if not reachable:
+                return compute()[0], False
+            return self._fill(key, compute)
+
+    def ping(self) -> bool:
+        try:
+            self._client.ping()
+        except RedisError as error:
+            self._health.failed(error)
+            return False
+        self._health.ok()
+        return True
+
+    def describe(self) -> dict:
+        return {"backend": "redis", "reachable": self.ping()}
+
+    def _get(self, key: str) -> tuple[object, bool]:
+        """(value or None, whether Redis answered)."""
+        try:
+            blob = self._client.get(self._prefix + key)
+        except RedisError as error:
+            self._health.failed(error)
+            return None, False
+        self._health.ok()
+        if blob is None:
+            return None, True
+        try:
+            return json.loads(blob), True
+        except ValueError:  # not ours, or damaged: a miss that the fill overwrites
+            return None, True
+
+    def _fill(self, key: str, compute: Callable[[], tuple[object, bool]]):
+        lock_key = f"{self._prefix}{key}:fill"
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self._fill_lock_ms / 1000
+        pause = self._POLL_FIRST_SECONDS
+        while True:
+            try:
+                held = self._client.set(lock_key, token, nx=True, px=self._fill_lock_ms)
+            except RedisError as error:
+                self._health.failed(error)
+                return compute()[0], False
+            if held:
+                break
+            value, reachable = self._get(key)
+            if value is not None:
+                return value, True
+            if not reachable:
+                return compute()[0], False
+            if time.monotonic() >= deadline:
+                return self._compute_and_store(key, compute)
+            time.sleep(pause)
+            pause = min(pause * 2, self._POLL_MAX_SECONDS)
+        try:
+            value, _ = self._get(key)  # a filler may have finished between our GET and SET NX
+            if value is not None:
+                return value, True
+            return self._compute_and_store(key, compute)
+        finally:
+            try:
+                self._release_fill_lock(keys=[lock_key], args=[token])
+            except RedisError as error:  # the lock expires by itself
+                self._health.failed(error)
+
+    def _compute_and_store(self, key: str, compute: Callable[[], tuple[object, bool]]):
+        value, cacheable = compute()
+        if cacheable:
+            self.set(key, value)
+        return value, False

@@ -1,0 +1,85 @@
+"""The gateway as operators run it: gunicorn with config/gunicorn.conf.py on a real socket, and
+the `flask` admin commands run against the same database, as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.servers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+class ServedGateway:
+    def __init__(self, workdir: Path, *, workers: int = 2, **settings: str):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"gunicorn-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "FLASK_APP": "wsgi",
+            **settings,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def flask(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(BIN / "flask"), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def flask_json(self, *args: str):
+        return json.loads(self.flask(*args, "--json"))
+
+    def start(self) -> ServedGateway:
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(self.base + "/health", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:  # not listening yet, or still booting
+                pass
+            assert self.process.poll() is None, self.log_text()
+            assert time.monotonic() < deadline, self.log_text()
+            time.sleep(0.2)
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def kill_workers(self) -> None:
+        """SIGKILL every worker, as the OOM killer or a crash would; the master respawns them."""
+        for pid in self.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
