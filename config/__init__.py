@@ -114,6 +114,9 @@ class Config:
         # Redis (redis://host:port/db): concurrency slots and the answer cache shared by every
         # worker and host. Empty: slots in the database, cache in each process.
         self.REDIS_URL = env("REDIS_URL", "")
+        # Each Redis call gives up after this long: the most a Redis outage adds to a call.
+        # Loopback Redis answers in well under a millisecond; the margin is for loaded hosts.
+        self.REDIS_TIMEOUT_SECONDS = _env_float("REDIS_TIMEOUT_SECONDS", 2.0)
         # flask-smorest / OpenAPI
         self.API_TITLE = "onebound-style API gateway"
         self.API_VERSION = "1"

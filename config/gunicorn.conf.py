@@ -20,6 +20,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(GUNICORN_TIMEOUT_SECONDS)))
 graceful_timeout = 30
 keepalive = 5
+# gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), which two
+# gateways on one machine would fight over; the gateway is managed by signals, so it is off.
+control_socket_disable = True
 # Legacy GET clients put the whole `_o_args` in the URL: allow the largest bounded line.
 limit_request_line = 8190
 
@@ -37,3 +40,8 @@ if _upstream_worst_case >= timeout:
         f"UPSTREAM_TIMEOUT_SECONDS x attempts = {_upstream_worst_case:.0f}s must stay below the "
         f"gunicorn timeout ({timeout}s); lower the upstream timeout or raise GUNICORN_TIMEOUT"
     )
+
+
+def post_worker_init(worker):
+    """Before a worker takes calls: import the SDK's lazily loaded parts now, not mid-call."""
+    worker.wsgi.extensions["gateway"].dispatcher.router.warm_up()

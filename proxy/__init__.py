@@ -104,7 +104,7 @@ def _shared_state(config) -> tuple:
         return None, None, cache
     from proxy.redis_store import RedisAnswerCache, RedisConcurrency, make_redis_client
 
-    client = make_redis_client(config["REDIS_URL"])
+    client = make_redis_client(config["REDIS_URL"], config["REDIS_TIMEOUT_SECONDS"])
     slots = RedisConcurrency(client, slot_ttl_seconds=config["RESERVATION_TTL_SECONDS"])
     cache = RedisAnswerCache(
         client, ttl_seconds=config["CACHE_TTL_SECONDS"], max_entry_bytes=config["CACHE_MAX_BYTES"]

@@ -42,16 +42,16 @@ _UNREACHABLE = (ConnectionError, TimeoutError)
 _TRANSIENT = (*_UNREACHABLE, ReadOnlyError, TryAgainError, ClusterDownError)
 
 
-def make_redis_client(url: str) -> redis.Redis:
-    """A client whose every call gives up within about half a second (connect or reply), with
-    no retries: an outage costs a call at most about a second and never hangs a worker.
+def make_redis_client(url: str, timeout_seconds: float = SOCKET_TIMEOUT_SECONDS) -> redis.Redis:
+    """A client whose every call gives up within `timeout_seconds` (connect or reply), with
+    no retries: an outage costs a call at most about that and never hangs a worker.
     Maintenance notifications are off: they would relax the timeouts to seconds during a
     managed Redis's maintenance. Options in the URL's query string (e.g.
     `?socket_timeout=1`) take precedence."""
     return redis.Redis.from_url(
         url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
         retry_on_timeout=False,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,

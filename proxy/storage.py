@@ -20,7 +20,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 metadata = MetaData()
@@ -144,37 +144,46 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+# Any constant: the PostgreSQL advisory lock that serialises schema creation across processes.
+_SCHEMA_LOCK_KEY = 0x6761_7465_7761_79
+
+
 def ensure_schema(engine: Engine) -> None:
     """Create missing tables and add missing nullable or defaulted columns to older tables;
-    safe when several workers start at once."""
+    safe when several workers and hosts start at once."""
     for _attempt in range(3):
         try:
-            metadata.create_all(engine, checkfirst=True)
-            _add_missing_columns(engine)
+            with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Concurrent CREATE TABLEs race inside PostgreSQL's catalog; take turns.
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                    )
+                metadata.create_all(connection, checkfirst=True)
+                _add_missing_columns(connection)
             return
-        except (OperationalError, ProgrammingError) as exc:  # another worker was first
+        except (OperationalError, ProgrammingError) as exc:  # SQLite: another worker was first
             if "already exists" not in str(exc) and "duplicate column" not in str(exc):
                 raise
-    metadata.create_all(engine, checkfirst=True)
+    raise RuntimeError("the database schema could not be created; see the errors above")
 
 
-def _add_missing_columns(engine: Engine) -> None:
+def _add_missing_columns(connection: Connection) -> None:
     """A database made by an older version gains the columns added since (no data changes)."""
-    inspector = inspect(engine)
-    with engine.begin() as connection:
-        for table in metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                column_type = column.type.compile(dialect=engine.dialect)
-                default = (
-                    f" NOT NULL DEFAULT {column.server_default.arg}"
-                    if column.server_default is not None
-                    else ""
-                )
-                statement = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'
-                connection.execute(text(statement + default))
+    inspector = inspect(connection)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            column_type = column.type.compile(dialect=connection.dialect)
+            default = (
+                f" NOT NULL DEFAULT {column.server_default.arg}"
+                if column.server_default is not None
+                else ""
+            )
+            statement = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'
+            connection.execute(text(statement + default))
 
 
 def ping(engine: Engine) -> None:

@@ -48,6 +48,14 @@ class UpstreamRouter:
     def route_model(self, model: str | None) -> Upstream:
         return self.default
 
+    def warm_up(self) -> None:
+        """Build the default client and touch the SDK resources the catalog uses: the SDK
+        imports them on first use, which would otherwise stall a worker's first calls."""
+        client = self.client_for(self.default)
+        for resource in ("chat", "completions", "embeddings", "moderations", "models"):
+            getattr(client, resource)
+        client.chat.completions  # noqa: B018
+
     def client_for(self, upstream: Upstream) -> OpenAI:
         with self._lock:
             client = self._clients.get(upstream.name)

@@ -8,11 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import requests
 
+from tests.conftest import CHAT_ARGS
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,3 +86,36 @@ class ServedGateway:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+def fire_at_once(bases: list[str], account: dict, count: int, *, model: str | None = None):
+    """`count` GET /api calls released together by a barrier, spread over `bases`; their codes."""
+    o_args = dict(CHAT_ARGS, **({"model": model} if model else {}))
+    barrier = threading.Barrier(count)
+    results: list[str] = [""] * count
+
+    def one(index: int) -> None:
+        params = {
+            "key": account["key"],
+            "secret": account["secret"],
+            "method": "v1/chat/completions",
+            "_o_args": json.dumps(o_args),
+            "cache": "no",
+        }
+        barrier.wait()
+        try:
+            response = requests.get(bases[index % len(bases)] + "/api", params=params, timeout=60)
+        except requests.RequestException as exc:
+            results[index] = f"no answer: {type(exc).__name__}"
+            return
+        if response.status_code != 200:
+            results[index] = f"HTTP {response.status_code}"
+            return
+        results[index] = response.json()["error_code"]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Counter(results)

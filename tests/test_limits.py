@@ -3,6 +3,7 @@ enabled APIs, charging and refunds, api_info, the admin commands that change the
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import date, timedelta
@@ -15,6 +16,15 @@ from proxy.errors import GatewayError
 from proxy.signing import compute_sign
 from proxy.usage import UsageRecord
 from tests.conftest import CHAT_ARGS, create_account
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_app(request, make_app):
+    """Every test here runs on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return make_app
+    database_url = request.getfixturevalue("postgres_server").new_database()
+    return functools.partial(make_app, DATABASE_URL=database_url)
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter
 
 import pytest
 import requests
 
 from proxy.stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS, SEALING_KEY
-from tests.served import ServedGateway
+from tests.served import ServedGateway, fire_at_once
 
 SLOW_SECONDS = 2.0  # the slow calls overlap: all are admitted long before the first ends
 
@@ -43,33 +42,6 @@ def gateway(tmp_path_factory, slow_stub):
     served = ServedGateway(workdir, workers=4, **gateway_settings(workdir, slow_stub)).start()
     yield served
     served.stop()
-
-
-def fire_at_once(bases: list[str], account: dict, count: int, *, model: str | None = None):
-    """`count` GET /api calls released together by a barrier, spread over `bases`; their codes."""
-    o_args = dict(CHAT_ARGS, **({"model": model} if model else {}))
-    barrier = threading.Barrier(count)
-    results: list[str] = [""] * count
-
-    def one(index: int) -> None:
-        params = {
-            "key": account["key"],
-            "secret": account["secret"],
-            "method": "v1/chat/completions",
-            "_o_args": json.dumps(o_args),
-            "cache": "no",
-        }
-        barrier.wait()
-        response = requests.get(bases[index % len(bases)] + "/api", params=params, timeout=60)
-        assert response.status_code == 200
-        results[index] = response.json()["error_code"]
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return Counter(results)
 
 
 def test_quota_5_admits_exactly_5_of_40_concurrent_calls(gateway):
