@@ -269,13 +269,22 @@ class MethodCatalog(MethodView):
 @service_blp.route("/health")
 class Health(MethodView):
     def get(self):
-        """Health: checks the database. 200 when healthy, 503 when not."""
+        """Health: the database (503 when unreachable) and, when configured, Redis (200 with
+        status "degraded" when unreachable: only concurrency-limited calls need it)."""
+        gateway = _gateway()
+        report = {"status": "healthy", "database": "ok"}
+        if gateway.redis is not None:
+            reachable = gateway.dispatcher.cache.ping()
+            report["redis"] = "ok" if reachable else "unreachable"
+            if not reachable:
+                report["status"] = "degraded"
         try:
-            _gateway().ping_database()
+            gateway.ping_database()
         except Exception:
             log.exception("health check: database unreachable")
-            return jsonify({"status": "unhealthy", "database": "unreachable"}), 503
-        return jsonify({"status": "healthy", "database": "ok"})
+            report.update(status="unhealthy", database="unreachable")
+            return jsonify(report), 503
+        return jsonify(report)
 
 
 @service_blp.route("/")

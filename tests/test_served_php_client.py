@@ -57,7 +57,7 @@ def served(tmp_path_factory, stub):
     )
     account = gateway.flask_json("accounts", "create", "php")
     gateway.start()
-    yield {"base": gateway.base, "account": account, "log": gateway.log_path}
+    yield {"base": gateway.base, "account": account, "log": gateway.log_path, "gateway": gateway}
     gateway.stop()
 
 
@@ -120,3 +120,65 @@ def test_demo_curl_line_answers_0000(served):
         "%22%3A200%7D"
     )
     assert '"error_code":"0000"' in requests.get(url, timeout=10).text
+
+
+SIGNING_PHP_CLIENT = r"""<?php
+[$_, $base, $key, $secret, $count] = $argv;
+function onebound_sign(string $secret, array $params): string
+{
+    unset($params['sign'], $params['secret']);
+    ksort($params, SORT_STRING);
+    $text = '';
+    foreach ($params as $name => $value) {
+        $text .= $name . $value;
+    }
+    return strtoupper(md5($secret . $text . $secret));
+}
+$codes = [];
+for ($i = 0; $i < (int) $count; $i++) {
+    $params = [
+        'key' => $key,
+        'method' => 'v1/chat/completions',
+        '_o_args' => json_encode(['messages' => [['role' => 'user', 'content' => "第{$i}个问题"]]],
+                                 JSON_UNESCAPED_UNICODE),
+        'dateline' => (string) time(),
+        'nonce' => bin2hex(random_bytes(8)),
+        'result_type' => 'serialize',
+    ];
+    $params['sign'] = onebound_sign($secret, $params);
+    $ch = curl_init($base . '/api?' . http_build_query($params, '', '&', PHP_QUERY_RFC3986));
+    curl_setopt($ch, CURLOPT_RETURNTRANSFER, true);
+    $answer = unserialize(curl_exec($ch), ['allowed_classes' => false]);
+    $codes[] = $answer['error_code'] . ' ' . $answer['api_info'];
+}
+echo implode("\n", $codes);
+"""
+
+
+def test_new_user_spends_a_quota_with_signed_php_calls_tops_up_and_reads_the_report(served):
+    """The issue's walk-through: quota from the command line, spent by a PHP client that never
+    sends its secret, 4013, a top-up, and the usage report."""
+    gateway = served["gateway"]
+    account = gateway.flask_json("accounts", "create", "newcomer", "--daily-quota", "2")
+
+    def php_calls(count: int) -> list[str]:
+        done = run_php(
+            SIGNING_PHP_CLIENT, b"", served["base"], account["key"], account["secret"], str(count)
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode().splitlines()
+
+    assert php_calls(3) == [
+        "0000 today:1 max:2 all[1=1+0+0];expires:never",
+        "0000 today:2 max:2 all[2=2+0+0];expires:never",
+        "4013 today:2 max:2 all[3=2+0+1];expires:never",
+    ]
+    gateway.flask("accounts", "topup", account["key"], "--calls", "1")
+    assert php_calls(1) == ["0000 today:3 max:3 all[4=3+0+1];expires:never"]
+    report = gateway.flask_json("usage", account["key"])
+    assert {k: report[k] for k in ("calls", "charged", "cache_hits", "by_code")} == {
+        "calls": 4,
+        "charged": 3,
+        "cache_hits": 0,
+        "by_code": {"0000": 3, "4013": 1},
+    }

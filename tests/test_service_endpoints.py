@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from proxy.catalog import METHODS
+from tests.servers import free_port
 
 
 def test_openapi_documents_api_parameters_and_method_schemas(client):
@@ -61,3 +62,19 @@ def test_health_is_503_when_database_is_gone(app, client, monkeypatch):
 def test_root_lists_endpoints(client):
     info = client.get("/").get_json()
     assert "/api" in info["endpoints"] and info["platforms"] == ["openai"]
+
+
+def test_health_reports_redis_when_configured(make_app, redis_server):
+    client = make_app(REDIS_URL=redis_server.url).test_client()
+    assert client.get("/health").get_json() == {
+        "status": "healthy",
+        "database": "ok",
+        "redis": "ok",
+    }
+
+
+def test_health_is_degraded_not_down_when_redis_is_unreachable(make_app):
+    client = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "degraded", "database": "ok", "redis": "unreachable"}

@@ -1,0 +1,295 @@
+"""Metering cost, measured: how much of a /api call is Meter.admit + Meter.settle (the
+reservation and the usage row), on SQLite (a file in a temporary directory, as deployed) and
+on PostgreSQL (a private server from tests/servers.py), plus 8 threads calling at once.
+
+The app is built in-process and called with the Flask test client; the bundled stub upstream
+answers over real HTTP. The account has a daily quota, a balance and a concurrency limit, so
+every conditional update of an admission runs. The meter's admit and settle are wrapped on
+the instance with timers that call the originals, so their figures come from the same calls
+as the whole-call latency.
+
+Run: `make bench-metering` or `.venv/bin/python bench/metering_bench.py [--calls N]`.
+Prints tables; it asserts only that every call answered 0000 (and hits were hits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.fernet import Fernet  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from proxy import create_app  # noqa: E402
+from proxy.stub_upstream import StubServer  # noqa: E402
+
+CALLS = 300
+THREADS = 8
+ACCOUNT_LIMITS = ["--daily-quota", "1000000", "--balance", "1000000", "--concurrency", "50"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One /api call: its whole latency and the time spent in the meter during it (ms)."""
+
+    call: float
+    admit: float
+    settle: float
+
+    @property
+    def metering(self) -> float:
+        return self.admit + self.settle
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)]
+
+
+class MeterTimer:
+    """Replaces admit/settle on the app's Meter instance with wrappers that time the originals.
+
+    The test client runs the request in the calling thread, so a thread-local holds the
+    figures of the call in progress, also when several threads call at once."""
+
+    def __init__(self, meter) -> None:
+        self.local = threading.local()
+        admit, settle = meter.admit, meter.settle
+
+        def timed_admit(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return admit(*args, **kwargs)
+            finally:
+                self.local.admit = self._so_far("admit") + (time.perf_counter() - started) * 1000
+
+        def timed_settle(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return settle(*args, **kwargs)
+            finally:
+                self.local.settle = self._so_far("settle") + (time.perf_counter() - started) * 1000
+
+        meter.admit, meter.settle = timed_admit, timed_settle
+
+    def _so_far(self, name: str) -> float:
+        return getattr(self.local, name, 0.0)  # calls outside measure() count from nothing
+
+    def measure(self, call) -> Sample:
+        self.local.admit = self.local.settle = 0.0
+        started = time.perf_counter()
+        call()
+        elapsed = (time.perf_counter() - started) * 1000
+        return Sample(call=elapsed, admit=self.local.admit, settle=self.local.settle)
+
+
+class Bench:
+    """One app on one database, one limited account, calls timed through the test client."""
+
+    def __init__(self, database_url: str, stub: StubServer) -> None:
+        self.app = create_app(
+            {
+                "TESTING": True,
+                "DATABASE_URL": database_url,
+                "OPENAI_BASE_URL": stub.base_url,
+                "OPENAI_API_KEY": "sk-bench",
+                "UPSTREAM_TIMEOUT_SECONDS": 10,
+                "UPSTREAM_MAX_RETRIES": 0,
+                "ACCOUNT_SEALING_KEY": Fernet.generate_key().decode(),
+            }
+        )
+        created = self.app.test_cli_runner().invoke(
+            args=["accounts", "create", "bench", *ACCOUNT_LIMITS, "--json"]
+        )
+        assert created.exit_code == 0, created.output
+        self.creds = json.loads(created.output)
+        gateway = self.app.extensions["gateway"]
+        self.engine = gateway.engine
+        self.timer = MeterTimer(gateway.meter)
+
+    def chat(self, client, content: str, cache: str, *, hit: bool = False) -> None:
+        envelope = client.get(
+            "/api",
+            query_string={
+                "key": self.creds["key"],
+                "secret": self.creds["secret"],
+                "method": "v1/chat/completions",
+                "_o_args": json.dumps({"messages": [{"role": "user", "content": content}]}),
+                "cache": cache,
+            },
+        ).get_json()
+        assert envelope["error_code"] == "0000", envelope
+        assert envelope["cache"] == (1 if hit else 0), envelope
+
+    def sequential(self, calls: int, cache: str) -> list[Sample]:
+        client = self.app.test_client()
+        if cache == "yes":
+            self.chat(client, "hello cached", "yes")  # stores the answer; the rest are hits
+            return [
+                self.timer.measure(lambda: self.chat(client, "hello cached", "yes", hit=True))
+                for _ in range(calls)
+            ]
+        return [
+            self.timer.measure(lambda i=i: self.chat(client, f"hello {i}", "no"))
+            for i in range(calls)
+        ]
+
+    def concurrent(self, calls: int, threads: int) -> tuple[list[Sample], float]:
+        """`threads` threads, `calls // threads` cache misses each, all started at once;
+        returns the samples and the wall time (s) from the start to the last answer."""
+        per_thread = calls // threads
+        start = threading.Barrier(threads + 1)
+
+        def worker(number: int) -> list[Sample]:
+            client = self.app.test_client()
+            self.chat(client, f"warm {number}", "no")  # this thread's SDK use, a pool connection
+            start.wait()
+            return [
+                self.timer.measure(lambda i=i: self.chat(client, f"thread {number} call {i}", "no"))
+                for i in range(per_thread)
+            ]
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures = [pool.submit(worker, number) for number in range(threads)]
+            start.wait()
+            started = time.perf_counter()
+            samples = [sample for future in futures for sample in future.result()]
+            wall = time.perf_counter() - started
+        return samples, wall
+
+    def usage_rows(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(text("SELECT count(*) FROM usage")).scalar_one()
+
+
+def table(title: str, rows: list[tuple[str, list[float]]]) -> None:
+    print(f"  {title}")
+    for name, values in rows:
+        print(f"    {name:<26} {median(values):8.2f} ms {p95(values):9.2f} ms")
+
+
+def report(label: str, samples: list[Sample]) -> None:
+    table(
+        f"{label} ({len(samples)} calls)",
+        [
+            ("whole call", [s.call for s in samples]),
+            ("Meter.admit", [s.admit for s in samples]),
+            ("Meter.settle", [s.settle for s in samples]),
+            ("admit + settle", [s.metering for s in samples]),
+            ("rest of the call", [s.call - s.metering for s in samples]),
+        ],
+    )
+    shares = [s.metering / s.call * 100 for s in samples]
+    print(f"    {'share (admit+settle)/call':<26} {median(shares):8.1f} %  {p95(shares):9.1f} %")
+
+
+def run_backend(name: str, detail: str, database_url: str, stub, calls, threads) -> str:
+    bench = Bench(database_url, stub)
+    client = bench.app.test_client()
+    for i in range(5):  # warm up: SDK client, connection pool, statement caches
+        bench.chat(client, f"warm-up {i}", "no")
+    misses = bench.sequential(calls, "no")
+    hits = bench.sequential(calls, "yes")
+    together, wall = bench.concurrent(calls, threads)
+    rows = bench.usage_rows()
+
+    print(f"\n{name}: {detail}")
+    print(f"  {'':<30} {'median':>8}    {'p95':>9}")
+    report("cache miss, cache=no, one caller", misses)
+    report("cache hit, cache=yes, one caller", hits)
+    report(f"cache miss, {threads} threads x {calls // threads} calls at once", together)
+    sequential_rate = 1000 / statistics.mean(s.call for s in misses)
+    print(
+        f"    {'throughput':<26} {len(together) / wall:8.1f} calls/s with {threads} threads "
+        f"(one caller: {sequential_rate:.1f} calls/s)"
+    )
+    print(f"  usage rows written: {rows}")
+
+    miss_metering = median([s.metering for s in misses])
+    miss_call = median([s.call for s in misses])
+    share = median([s.metering / s.call * 100 for s in misses])
+    return (
+        f"{name}: admit+settle median {miss_metering:.1f} ms = {share:.0f}% of a "
+        f"{miss_call:.1f} ms miss"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=CALLS, help=f"per figure (default {CALLS})")
+    parser.add_argument("--threads", type=int, default=THREADS, help="for the concurrent figure")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    options = parser.parse_args()
+    if options.calls < options.threads:
+        parser.error("--calls must be at least --threads")
+
+    began = time.perf_counter()
+    print(
+        f"{options.calls} calls per figure; v1/chat/completions through /api, stub upstream "
+        "over HTTP; account with daily quota, balance and concurrency limit (all enforced)"
+    )
+    summaries = []
+    with StubServer() as stub, tempfile.TemporaryDirectory() as workdir:
+        summaries.append(
+            run_backend(
+                "sqlite",
+                f"file {workdir}/bench.sqlite3, SQLite {sqlite3.sqlite_version}, "
+                "WAL, synchronous=NORMAL",
+                f"sqlite:///{workdir}/bench.sqlite3",
+                stub,
+                options.calls,
+                options.threads,
+            )
+        )
+        if not options.no_postgres:
+            from tests.servers import PostgresServer
+
+            try:
+                server = PostgresServer().start()
+            except RuntimeError as exc:
+                print(f"\npostgresql: skipped ({exc})")
+            else:
+                try:
+                    url = server.new_database()
+                    import psycopg
+
+                    with psycopg.connect(server._dsn("postgres")) as connection:
+                        version = connection.execute("SHOW server_version").fetchone()[0]
+                    summaries.append(
+                        run_backend(
+                            "postgresql",
+                            f"private server {version} on 127.0.0.1 (tests/servers.py: "
+                            "fsync=off, synchronous_commit=off, so commits never wait on disk)",
+                            url,
+                            stub,
+                            options.calls,
+                            options.threads,
+                        )
+                    )
+                finally:
+                    server.stop()
+
+    print()
+    for line in summaries:
+        print(line)
+    print(f"(bench took {time.perf_counter() - began:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
