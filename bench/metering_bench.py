@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +64,60 @@ def median(values: list[float]) -> float:
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)]
+
+
+# A separate process that only sleeps 1 ms at a time and notes every wake-up later than 50 ms:
+# on a shared machine, those stalls (not the gateway) make most of the p95 figures.
+_PROBE = """
+import signal, sys, time
+stalls, running = [], True
+def stop(*_):
+    global running
+    running = False
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+last = time.perf_counter()
+while running:
+    time.sleep(0.001)
+    now = time.perf_counter()
+    if now - last > 0.05:
+        stalls.append((now - last) * 1000)
+    last = now
+print(len(stalls), max(stalls, default=0.0), flush=True)
+"""
+
+
+class StallProbe:
+    def __enter__(self) -> StallProbe:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _PROBE], stdout=subprocess.PIPE, text=True
+        )
+        self.process.stdout.readline()  # "ready"
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.process.terminate()
+        count, longest = self.process.communicate(timeout=30)[0].split()
+        self.stalls, self.longest = int(count), float(longest)
+
+
+class LogCounter(logging.Handler):
+    """Counts the gateway's warnings and errors by message and root exception, so that a
+    failure under contention prints as one line (the tracebacks go to stderr with -v)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = ""
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            root = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+            first_line = str(root).splitlines()[0] if str(root) else ""
+            cause = f": {type(root).__name__} {first_line}"[:110]
+        message = record.msg.replace(" %s", "") if isinstance(record.msg, str) else record.msg
+        self.seen[f"{record.levelname.lower()} '{message}'{cause}"] += 1
 
 
 class MeterTimer:
@@ -124,7 +182,12 @@ class Bench:
         self.timer = MeterTimer(gateway.meter)
 
     def chat(self, client, content: str, cache: str, *, hit: bool = False) -> None:
-        envelope = client.get(
+        envelope = self.ask(client, content, cache)
+        assert envelope["error_code"] == "0000", envelope
+        assert envelope["cache"] == (1 if hit else 0), envelope
+
+    def ask(self, client, content: str, cache: str) -> dict:
+        return client.get(
             "/api",
             query_string={
                 "key": self.creds["key"],
@@ -134,8 +197,6 @@ class Bench:
                 "cache": cache,
             },
         ).get_json()
-        assert envelope["error_code"] == "0000", envelope
-        assert envelope["cache"] == (1 if hit else 0), envelope
 
     def sequential(self, calls: int, cache: str) -> list[Sample]:
         client = self.app.test_client()
@@ -150,18 +211,26 @@ class Bench:
             for i in range(calls)
         ]
 
-    def concurrent(self, calls: int, threads: int) -> tuple[list[Sample], float]:
+    def concurrent(self, calls: int, threads: int) -> tuple[list[Sample], float, list[str]]:
         """`threads` threads, `calls // threads` cache misses each, all started at once;
-        returns the samples and the wall time (s) from the start to the last answer."""
+        returns the samples, the wall time (s) from the start to the last answer, and the
+        error code of every call that did not answer 0000 (counted, not raised: a failure
+        under contention is a figure of this benchmark)."""
         per_thread = calls // threads
-        start = threading.Barrier(threads + 1)
+        start = threading.Barrier(threads + 1, timeout=120)
+        failures: list[str] = []
+
+        def call(client, content: str) -> None:
+            envelope = self.ask(client, content, "no")
+            if envelope["error_code"] != "0000":
+                failures.append(envelope["error_code"])
 
         def worker(number: int) -> list[Sample]:
             client = self.app.test_client()
-            self.chat(client, f"warm {number}", "no")  # this thread's SDK use, a pool connection
+            call(client, f"warm {number}")  # this thread's first SDK use and pool connection
             start.wait()
             return [
-                self.timer.measure(lambda i=i: self.chat(client, f"thread {number} call {i}", "no"))
+                self.timer.measure(lambda i=i: call(client, f"thread {number} call {i}"))
                 for i in range(per_thread)
             ]
 
@@ -171,7 +240,7 @@ class Bench:
             started = time.perf_counter()
             samples = [sample for future in futures for sample in future.result()]
             wall = time.perf_counter() - started
-        return samples, wall
+        return samples, wall, failures
 
     def usage_rows(self) -> int:
         with self.engine.connect() as connection:
@@ -200,16 +269,27 @@ def report(label: str, samples: list[Sample]) -> None:
 
 
 def run_backend(name: str, detail: str, database_url: str, stub, calls, threads) -> str:
-    bench = Bench(database_url, stub)
-    client = bench.app.test_client()
-    for i in range(5):  # warm up: SDK client, connection pool, statement caches
-        bench.chat(client, f"warm-up {i}", "no")
-    misses = bench.sequential(calls, "no")
-    hits = bench.sequential(calls, "yes")
-    together, wall = bench.concurrent(calls, threads)
-    rows = bench.usage_rows()
+    log_counter = LogCounter()
+    logging.getLogger("proxy").addHandler(log_counter)
+    load_before = os.getloadavg()[0]
+    with StallProbe() as probe:
+        bench = Bench(database_url, stub)
+        client = bench.app.test_client()
+        for i in range(5):  # warm up: SDK client, connection pool, statement caches
+            bench.chat(client, f"warm-up {i}", "no")
+        misses = bench.sequential(calls, "no")
+        hits = bench.sequential(calls, "yes")
+        together, wall, failures = bench.concurrent(calls, threads)
+        rows = bench.usage_rows()
+    logging.getLogger("proxy").removeHandler(log_counter)
+    made = 5 + len(misses) + 1 + len(hits) + threads + len(together)
 
     print(f"\n{name}: {detail}")
+    print(
+        f"  machine: load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+        f"({os.cpu_count()} CPUs); an idle probe process was stalled > 50 ms {probe.stalls} "
+        f"times, longest {probe.longest:.0f} ms"
+    )
     print(f"  {'':<30} {'median':>8}    {'p95':>9}")
     report("cache miss, cache=no, one caller", misses)
     report("cache hit, cache=yes, one caller", hits)
@@ -219,15 +299,23 @@ def run_backend(name: str, detail: str, database_url: str, stub, calls, threads)
         f"    {'throughput':<26} {len(together) / wall:8.1f} calls/s with {threads} threads "
         f"(one caller: {sequential_rate:.1f} calls/s)"
     )
-    print(f"  usage rows written: {rows}")
+    if failures:
+        codes = ", ".join(f"{n} x {code}" for code, n in Counter(failures).most_common())
+        print(f"    FAILED {len(failures)} of {len(together) + threads} concurrent calls: {codes}")
+    print(f"  usage rows written: {rows} of {made} calls made")
+    for message, count in log_counter.seen.most_common():
+        print(f"  log: {count} x {message}")
 
     miss_metering = median([s.metering for s in misses])
     miss_call = median([s.call for s in misses])
     share = median([s.metering / s.call * 100 for s in misses])
-    return (
+    line = (
         f"{name}: admit+settle median {miss_metering:.1f} ms = {share:.0f}% of a "
         f"{miss_call:.1f} ms miss"
     )
+    if failures:
+        line += f"; {len(failures)} of {len(together) + threads} concurrent calls FAILED"
+    return line
 
 
 def main() -> None:
@@ -235,7 +323,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=CALLS, help=f"per figure (default {CALLS})")
     parser.add_argument("--threads", type=int, default=THREADS, help="for the concurrent figure")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="the gateway's log (tracebacks) on stderr"
+    )
     options = parser.parse_args()
+    if options.verbose:
+        logging.getLogger("proxy").addHandler(logging.StreamHandler())
     if options.calls < options.threads:
         parser.error("--calls must be at least --threads")
 

@@ -312,16 +312,12 @@ def test_signed_request_without_secret_is_answered(account, signed_call):
     assert "sign" not in envelope["call_args"] and "dateline" in envelope["call_args"]
 
 
-def test_replayed_sign_is_4005(account, client, signed_call):
+def test_replayed_sign_is_4005(account, client):
     params = {"key": account["key"], "method": "v1/models", "dateline": str(int(time.time()))}
     params["sign"] = compute_sign(account["secret"], params)
     first = client.get("/api", query_string=params).get_json()
-    replay = client.get("/api", query_string={**params, "lang": "en"}).get_json()
-    assert first["error_code"] == "0000"
-    # lang changed the parameters, so the replay carries a sign that no longer matches...
-    assert replay["error_code"] == "4005"
-    again = client.get("/api", query_string=params).get_json()
-    assert again["error_code"] == "4005"
+    replay = client.get("/api", query_string=params).get_json()
+    assert (first["error_code"], replay["error_code"]) == ("0000", "4005")
 
 
 def test_replay_reason_says_to_sign_anew(account, signed_call):

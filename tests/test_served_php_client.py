@@ -144,6 +144,7 @@ for ($i = 0; $i < (int) $count; $i++) {
         'dateline' => (string) time(),
         'nonce' => bin2hex(random_bytes(8)),
         'result_type' => 'serialize',
+        'cache' => 'no',
     ];
     $params['sign'] = onebound_sign($secret, $params);
     $ch = curl_init($base . '/api?' . http_build_query($params, '', '&', PHP_QUERY_RFC3986));
