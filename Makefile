@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTHON  ?= python3
 
-.PHONY: run test lint format system-packages bench clean
+.PHONY: run test lint format system-packages bench bench-metering clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && \
@@ -38,6 +38,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/gateway_bench.py
+
+# What metering (reservation + usage row) costs per call, on SQLite and a private PostgreSQL.
+bench-metering: $(STAMP) system-packages
+	$(PY) bench/metering_bench.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

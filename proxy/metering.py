@@ -184,8 +184,8 @@ class Meter:
         ).all()
         for row in expired:
             log.warning("refunding an expired reservation of account %s", account_id)
-            _refund(connection, account_id, row.day, row.calls, row.credits, row.holds_slot)
             _count_settled(connection, account_id, row.day, "uncharged")
+            _refund(connection, account_id, row.day, row.calls, row.credits, row.holds_slot)
 
     # -- settlement ---------------------------------------------------------------------------
 
@@ -213,11 +213,14 @@ class Meter:
                     log.warning("settling a call whose reservation had expired; not charged")
                 elif success and admission.calls:
                     charged = True
-                    if admission.holds_db_slot:
-                        _release_db_slot(connection, admission.account_id)
+                    # Rows are locked in one order everywhere (reservation, day, account), so
+                    # PostgreSQL transactions on one account never deadlock.
                     column = "cache_hits" if record.cached else "upstream_calls"
                     _count_settled(connection, admission.account_id, admission.day, column)
+                    if admission.holds_db_slot:
+                        _release_db_slot(connection, admission.account_id)
                 else:
+                    _count_settled(connection, admission.account_id, admission.day, "uncharged")
                     _refund(
                         connection,
                         admission.account_id,
@@ -226,7 +229,6 @@ class Meter:
                         admission.credits,
                         admission.holds_db_slot,
                     )
-                    _count_settled(connection, admission.account_id, admission.day, "uncharged")
             elif record.account_id is not None:
                 today = self.today()
                 _ensure_day_row(connection, record.account_id, today)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
+from collections import Counter
 from datetime import date, timedelta
 
 import pytest
@@ -372,3 +374,28 @@ def test_usage_report_since_tomorrow_is_empty(runner, call_as):
     tomorrow = (date.today() + timedelta(days=2)).isoformat()
     report = cli_json(runner, "usage", account["key"], "--since", tomorrow)
     assert (report["calls"], report["by_code"]) == (0, {})
+
+
+def test_concurrent_calls_of_one_limited_account_all_settle(make_app):
+    """Admission and settlement lock rows in one order: on PostgreSQL, 8 threads of one account
+    with database-held slots once deadlocked (4000/5000); every call must answer 0000."""
+    app = make_app(UPSTREAM_TIMEOUT_SECONDS=20)  # a loaded machine must not turn calls to 4017
+    runner = app.test_cli_runner()
+    account = create_account(runner, "busy", "--concurrency", "50", "--balance", "1000")
+    query = {"key": account["key"], "secret": account["secret"], "cache": "no"}
+    query.update(method="v1/chat/completions", _o_args=json.dumps(CHAT_ARGS))
+    found: list[str] = []
+
+    def calls() -> None:
+        client = app.test_client()
+        for _ in range(3):
+            found.append(client.get("/api", query_string=query).get_json()["error_code"])
+
+    threads = [threading.Thread(target=calls) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counter(found) == {"0000": 24}
+    shown = cli_json(runner, "accounts", "show", account["key"])
+    assert (shown["balance"], shown["today"]["used"], shown["today"]["in_flight"]) == (976, 24, 0)
