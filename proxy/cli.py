@@ -46,11 +46,16 @@ def _api_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _account(key: str) -> Account:
+def _for_key(action, key: str, *args):
+    """`action(key, *args)` of the account store; an unknown key is a command error."""
     try:
-        return _gateway().accounts.get(key)
+        return action(key, *args)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _account(key: str) -> Account:
+    return _for_key(_gateway().accounts.get, key)
 
 
 def _account_document(account: Account) -> dict:
@@ -142,8 +147,7 @@ def show_account(key: str, as_json: bool) -> None:
 @json_option
 def stop_account(key: str, as_json: bool) -> None:
     """Stop an account: its calls answer 4007 until it is started."""
-    _account(key)
-    _print_account(_gateway().accounts.set_status(key, STOPPED), as_json)
+    _print_account(_for_key(_gateway().accounts.set_status, key, STOPPED), as_json)
 
 
 @accounts_cli.command("start")
@@ -151,8 +155,7 @@ def stop_account(key: str, as_json: bool) -> None:
 @json_option
 def start_account(key: str, as_json: bool) -> None:
     """Start a stopped account."""
-    _account(key)
-    _print_account(_gateway().accounts.set_status(key, ACTIVE), as_json)
+    _print_account(_for_key(_gateway().accounts.set_status, key, ACTIVE), as_json)
 
 
 @accounts_cli.command("topup")
@@ -179,8 +182,7 @@ def top_up(key: str, credits: int | None, calls: int | None, as_json: bool) -> N
 @json_option
 def rotate_secret(key: str, as_json: bool) -> None:
     """Draw a new secret (printed once); the old one stops working at once."""
-    _account(key)
-    renewed = _gateway().accounts.rotate_secret(key)
+    renewed = _for_key(_gateway().accounts.rotate_secret, key)
     _print_account(renewed.account, as_json, secret=renewed.secret)
 
 

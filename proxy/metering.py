@@ -246,11 +246,7 @@ class Meter:
         account = connection.execute(
             select(accounts.daily_quota, accounts.expires_on).where(accounts.id == account_id)
         ).one()
-        today_row = connection.execute(
-            select(days.used, days.extra_calls).where(
-                days.account_id == account_id, days.day == self.today()
-            )
-        ).first()
+        used, extra = self._today_usage(connection, account_id)
         lifetime = connection.execute(
             select(
                 func.coalesce(func.sum(days.upstream_calls), 0),
@@ -258,7 +254,6 @@ class Meter:
                 func.coalesce(func.sum(days.uncharged), 0),
             ).where(days.account_id == account_id)
         ).one()
-        used, extra = (today_row.used, today_row.extra_calls) if today_row else (0, 0)
         return format_api_info(
             today=used,
             daily_quota=account.daily_quota + extra,
@@ -267,6 +262,16 @@ class Meter:
             uncharged=int(lifetime[2]),
             expires_on=account.expires_on,
         )
+
+    def _today_usage(self, connection: Connection, account_id: int) -> tuple[int, int]:
+        """(used, extra_calls) of the account's quota day today; (0, 0) before its first call."""
+        days = storage.account_days.c
+        row = connection.execute(
+            select(days.used, days.extra_calls).where(
+                days.account_id == account_id, days.day == self.today()
+            )
+        ).first()
+        return (row.used, row.extra_calls) if row else (0, 0)
 
     def add_calls_today(self, account_id: int, calls: int) -> None:
         """A top-up of today's quota: `calls` more charged calls until the day ends."""
@@ -281,19 +286,13 @@ class Meter:
             )
 
     def today_figures(self, account_id: int) -> dict:
-        days = storage.account_days.c
         with self.engine.connect() as connection:
-            row = connection.execute(
-                select(days.used, days.extra_calls).where(
-                    days.account_id == account_id, days.day == self.today()
-                )
-            ).first()
+            used, extra = self._today_usage(connection, account_id)
             in_flight = connection.execute(
                 select(func.count())
                 .select_from(storage.reservations)
                 .where(storage.reservations.c.account_id == account_id)
             ).scalar_one()
-        used, extra = (row.used, row.extra_calls) if row else (0, 0)
         return {
             "day": self.today().isoformat(),
             "used": used,

@@ -26,7 +26,7 @@ class UsageRecord:
     total_tokens: int = 0
     latency_ms: int = 0
     client_ip: str = ""
-    charged: bool = False  # decided by the meter when it settles the call
+    # Whether the call was charged is not the caller's to say: the meter decides when it settles.
 
 
 def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime | None) -> dict:

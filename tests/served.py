@@ -119,3 +119,11 @@ def fire_at_once(bases: list[str], account: dict, count: int, *, model: str | No
     for thread in threads:
         thread.join()
     return Counter(results)
+
+
+def wait_until(condition, timeout: float = 10.0, message: str = "") -> None:
+    """Poll `condition` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message or f"not true after {timeout} s"
+        time.sleep(0.05)

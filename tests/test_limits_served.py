@@ -12,7 +12,7 @@ import requests
 
 from proxy.stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS, SEALING_KEY
-from tests.served import ServedGateway, fire_at_once
+from tests.served import ServedGateway, fire_at_once, wait_until
 
 SLOW_SECONDS = 2.0  # the slow calls overlap: all are admitted long before the first ends
 
@@ -100,7 +100,7 @@ def test_a_killed_worker_loses_nothing_its_reservation_expires(tmp_path, slow_st
             target=lambda: _swallow(requests.get, served.base + "/api", params=params, timeout=30)
         )
         in_flight.start()
-        _wait_until(lambda: slow_stub.requests_seen("/v1/chat/completions"))
+        wait_until(lambda: slow_stub.requests_seen("/v1/chat/completions"))
         admitted_at = time.monotonic()
         served.kill_workers()  # mid-call: its quota unit and slot are held by a dead process
         in_flight.join()
@@ -125,13 +125,6 @@ def _get_code(base: str, params: dict) -> str:
         except requests.RequestException:
             assert time.monotonic() < deadline
             time.sleep(0.2)
-
-
-def _wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def _swallow(function, *args, **kwargs) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 import requests
 
 from proxy.stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS, SEALING_KEY
-from tests.served import ServedGateway, fire_at_once
+from tests.served import ServedGateway, fire_at_once, wait_until
 from tests.servers import RedisServer
 
 SLOW_SECONDS = 2.0
@@ -122,10 +121,7 @@ def test_redis_stopped_mid_run_fails_limited_calls_closed_and_leaks_no_slot(
     ]
     for thread in in_flight:
         thread.start()
-    deadline = time.monotonic() + 10
-    while len(slow_stub.requests_seen("/v1/chat/completions")) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: len(slow_stub.requests_seen("/v1/chat/completions")) >= 2)
     assert slots_in_redis(redis, limited["id"]) == 2
 
     redis.stop(save=True)  # both slow calls hold a slot; their releases will find Redis gone
@@ -148,8 +144,5 @@ def test_redis_stopped_mid_run_fails_limited_calls_closed_and_leaks_no_slot(
     assert in_flight_codes == ["0000", "0000"]  # the calls in flight finished normally
 
     # The releases that failed during the outage are retried: no slot stays leaked.
-    deadline = time.monotonic() + 15
-    while slots_in_redis(redis, limited["id"]) != 0:
-        assert time.monotonic() < deadline, "a slot leaked"
-        time.sleep(0.1)
+    wait_until(lambda: slots_in_redis(redis, limited["id"]) == 0, 15, "a slot leaked")
     assert fire_at_once(bases(gateways), limited, 6, model="stub-slow") == {"0000": 2, "4008": 4}
