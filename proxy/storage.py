@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 
 from sqlalchemy import (
     BigInteger,
@@ -21,7 +23,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 metadata = MetaData()
 
@@ -150,22 +151,33 @@ _SCHEMA_LOCK_KEY = 0x6761_7465_7761_79
 
 def ensure_schema(engine: Engine) -> None:
     """Create missing tables and add missing nullable or defaulted columns to older tables;
-    safe when several workers and hosts start at once."""
-    for _attempt in range(3):
+    safe when several workers and hosts start at once: they take turns."""
+    with _schema_turn(engine):
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Concurrent CREATE TABLEs race inside PostgreSQL's catalog; take turns.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                )
+            metadata.create_all(connection, checkfirst=True)
+            _add_missing_columns(connection)
+
+
+@contextmanager
+def _schema_turn(engine: Engine):
+    """SQLite runs each CREATE TABLE in its own transaction, so workers booting together would
+    collide between "is it there?" and "create it": a lock file beside the database makes them
+    take turns (all of them run on the one machine that holds the file)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(database + ".schema-lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
-            with engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    # Concurrent CREATE TABLEs race inside PostgreSQL's catalog; take turns.
-                    connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
-                    )
-                metadata.create_all(connection, checkfirst=True)
-                _add_missing_columns(connection)
-            return
-        except (OperationalError, ProgrammingError) as exc:  # SQLite: another worker was first
-            if "already exists" not in str(exc) and "duplicate column" not in str(exc):
-                raise
-    raise RuntimeError("the database schema could not be created; see the errors above")
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _add_missing_columns(connection: Connection) -> None:
