@@ -30,7 +30,7 @@ def prefix():
 
 @pytest.fixture
 def client(redis_server):
-    client = make_redis_client(redis_server.url)
+    client = make_redis_client(patient_url(redis_server.url))
     yield client
     client.close()
 
