@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from proxy import create_app  # noqa: E402
+from proxy import create_app, metering  # noqa: E402
 from proxy.stub_upstream import StubServer  # noqa: E402
 
 CALLS = 300
@@ -51,6 +51,9 @@ class Sample:
     call: float
     admit: float
     settle: float
+    call_cpu: float  # CPU time of the calling thread (the request runs there), in ms
+    metering_cpu: float  # of which in admit and settle
+    usage_row: float  # of settle's time, the INSERT of the call's usage row
 
     @property
     def metering(self) -> float:
@@ -130,19 +133,31 @@ class MeterTimer:
         self.local = threading.local()
         admit, settle = meter.admit, meter.settle
 
-        def timed_admit(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return admit(*args, **kwargs)
-            finally:
-                self.local.admit = self._so_far("admit") + (time.perf_counter() - started) * 1000
+        def timed(name: str, original):
+            def wrapper(*args, **kwargs):
+                started, started_cpu = time.perf_counter(), time.thread_time()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    wall = (time.perf_counter() - started) * 1000
+                    cpu = (time.thread_time() - started_cpu) * 1000
+                    setattr(self.local, name, self._so_far(name) + wall)
+                    self.local.cpu = self._so_far("cpu") + cpu
 
-        def timed_settle(*args, **kwargs):
+            return wrapper
+
+        timed_admit, timed_settle = timed("admit", admit), timed("settle", settle)
+        insert_usage = metering._insert_usage
+
+        def timed_insert_usage(*args, **kwargs):
             started = time.perf_counter()
             try:
-                return settle(*args, **kwargs)
+                return insert_usage(*args, **kwargs)
             finally:
-                self.local.settle = self._so_far("settle") + (time.perf_counter() - started) * 1000
+                wall = (time.perf_counter() - started) * 1000
+                self.local.usage_row = self._so_far("usage_row") + wall
+
+        metering._insert_usage = timed_insert_usage  # settle looks it up in its module
 
         meter.admit, meter.settle = timed_admit, timed_settle
 
@@ -150,11 +165,18 @@ class MeterTimer:
         return getattr(self.local, name, 0.0)  # calls outside measure() count from nothing
 
     def measure(self, call) -> Sample:
-        self.local.admit = self.local.settle = 0.0
-        started = time.perf_counter()
+        self.local.admit = self.local.settle = self.local.cpu = self.local.usage_row = 0.0
+        started, started_cpu = time.perf_counter(), time.thread_time()
         call()
         elapsed = (time.perf_counter() - started) * 1000
-        return Sample(call=elapsed, admit=self.local.admit, settle=self.local.settle)
+        return Sample(
+            call=elapsed,
+            admit=self.local.admit,
+            settle=self.local.settle,
+            call_cpu=(time.thread_time() - started_cpu) * 1000,
+            metering_cpu=self.local.cpu,
+            usage_row=self.local.usage_row,
+        )
 
 
 class Bench:
@@ -261,11 +283,19 @@ def report(label: str, samples: list[Sample]) -> None:
             ("Meter.admit", [s.admit for s in samples]),
             ("Meter.settle", [s.settle for s in samples]),
             ("admit + settle", [s.metering for s in samples]),
+            ("  of which the usage row", [s.usage_row for s in samples]),
             ("rest of the call", [s.call - s.metering for s in samples]),
+            ("CPU: whole call", [s.call_cpu for s in samples]),
+            ("CPU: admit + settle", [s.metering_cpu for s in samples]),
         ],
     )
     shares = [s.metering / s.call * 100 for s in samples]
     print(f"    {'share (admit+settle)/call':<26} {median(shares):8.1f} %  {p95(shares):9.1f} %")
+    cpu_shares = [s.metering_cpu / s.call_cpu * 100 for s in samples if s.call_cpu > 0]
+    print(
+        f"    {'share of CPU':<26} {median(cpu_shares):8.1f} %  {p95(cpu_shares):9.1f} %"
+        "  (the calling thread's CPU time: not inflated by stalls of a shared machine)"
+    )
 
 
 def run_backend(name: str, detail: str, database_url: str, stub, calls, threads) -> str:
@@ -309,9 +339,13 @@ def run_backend(name: str, detail: str, database_url: str, stub, calls, threads)
     miss_metering = median([s.metering for s in misses])
     miss_call = median([s.call for s in misses])
     share = median([s.metering / s.call * 100 for s in misses])
+    hit_share = median([s.metering / s.call * 100 for s in hits])
+    row_share = median([s.usage_row / s.call * 100 for s in misses])
+    cpu_share = median([s.metering_cpu / s.call_cpu * 100 for s in misses if s.call_cpu > 0])
     line = (
         f"{name}: admit+settle median {miss_metering:.1f} ms = {share:.0f}% of a "
-        f"{miss_call:.1f} ms miss"
+        f"{miss_call:.1f} ms miss ({cpu_share:.0f}% of its CPU), {hit_share:.0f}% of a hit; "
+        f"the usage row alone {median([s.usage_row for s in misses]):.2f} ms = {row_share:.1f}%"
     )
     if failures:
         line += f"; {len(failures)} of {len(together) + threads} concurrent calls FAILED"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -121,38 +121,14 @@ class Meter:
         calls = 1 if charged else 0
         credits = self.price_of(method) if charged and account.balance is not None else 0
         holds_db_slot = self.slots is None and account.concurrency_limit is not None
-        days, accounts = storage.account_days.c, storage.accounts.c
         with self.engine.begin() as connection:
             self._sweep_expired(connection, account.id, now)
-            _ensure_day_row(connection, account.id, today)
             if calls:
-                taken = connection.execute(
-                    update(storage.account_days)
-                    .where(days.account_id == account.id, days.day == today)
-                    .where(days.used < account.daily_quota + days.extra_calls)
-                    .values(used=days.used + 1)
-                ).rowcount
-                if not taken:
-                    raise GatewayError(CALLS_EXCEEDED, _quota_reason(account.daily_quota))
-            if credits:
-                paid = connection.execute(
-                    update(storage.accounts)
-                    .where(accounts.id == account.id, accounts.balance >= credits)
-                    .values(balance=accounts.balance - credits)
-                ).rowcount
-                if not paid:
-                    raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
-            if holds_db_slot:
-                slotted = connection.execute(
-                    update(storage.accounts)
-                    .where(
-                        accounts.id == account.id,
-                        accounts.in_flight < account.concurrency_limit,
-                    )
-                    .values(in_flight=accounts.in_flight + 1)
-                ).rowcount
-                if not slotted:
-                    raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
+                self._take_quota_unit(connection, account, today)
+            else:
+                _ensure_day_row(connection, account.id, today)  # settle counts the call there
+            if credits or holds_db_slot:
+                self._take_credits_and_slot(connection, account, method, credits, holds_db_slot)
             reservation_id = connection.execute(
                 insert(storage.reservations).values(
                     account_id=account.id,
@@ -174,6 +150,44 @@ class Meter:
             slot_token=slot_token,
         )
 
+    def _take_quota_unit(self, connection: Connection, account: Account, today: date) -> None:
+        """used + 1 on today's row while under the quota; the row is made on the day's first
+        call only (the common case is one UPDATE)."""
+        days = storage.account_days.c
+        take_one = (
+            update(storage.account_days)
+            .where(days.account_id == account.id, days.day == today)
+            .where(days.used < account.daily_quota + days.extra_calls)
+            .values(used=days.used + 1)
+        )
+        if connection.execute(take_one).rowcount:
+            return
+        _ensure_day_row(connection, account.id, today)
+        if not connection.execute(take_one).rowcount:
+            raise GatewayError(CALLS_EXCEEDED, _quota_reason(account.daily_quota))
+
+    def _take_credits_and_slot(
+        self, connection: Connection, account: Account, method: str, credits: int, slot: bool
+    ) -> None:
+        """The price off the balance and a database slot, in one conditional UPDATE of the
+        account row; when it matches nothing, the row says which one was missing."""
+        accounts = storage.accounts.c
+        conditions, values = [accounts.id == account.id], {}
+        if credits:
+            conditions.append(accounts.balance >= credits)
+            values["balance"] = accounts.balance - credits
+        if slot:
+            conditions.append(accounts.in_flight < account.concurrency_limit)
+            values["in_flight"] = accounts.in_flight + 1
+        if connection.execute(update(storage.accounts).where(*conditions).values(values)).rowcount:
+            return
+        balance = connection.execute(
+            select(accounts.balance).where(accounts.id == account.id)
+        ).scalar_one()
+        if credits and (balance is None or balance < credits):
+            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
+        raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
+
     def _sweep_expired(self, connection: Connection, account_id: int, now: datetime) -> None:
         """Refund the reservations of calls whose worker died (they outlived their expiry)."""
         table = storage.reservations
@@ -189,17 +203,23 @@ class Meter:
 
     # -- settlement ---------------------------------------------------------------------------
 
-    def settle(self, admission: Admission | None, record: UsageRecord) -> Settlement:
-        """Keep or refund what the call held, write its usage row, all in one transaction.
+    def settle(
+        self, admission: Admission | None, record: UsageRecord, account: Account | None = None
+    ) -> Settlement:
+        """Keep or refund what the call held, write its usage row, all in one transaction;
+        with the caller's `account`, also its api_info.
 
-        `record.charged` is decided here: only 0000 and 2000 of an admitted, charged call."""
+        Whether the call is charged is decided here: only 0000 and 2000 of an admitted,
+        charged call."""
         try:
-            return self._settle(admission, record)
+            return self._settle(admission, record, account)
         finally:
             if admission is not None and admission.slot_token:
                 self.slots.release(admission.account_id, admission.slot_token)
 
-    def _settle(self, admission: Admission | None, record: UsageRecord) -> Settlement:
+    def _settle(
+        self, admission: Admission | None, record: UsageRecord, account: Account | None
+    ) -> Settlement:
         success = ERROR_CODES[record.error_code].charged
         with self.engine.begin() as connection:
             charged = False
@@ -234,32 +254,37 @@ class Meter:
                 _ensure_day_row(connection, record.account_id, today)
                 _count_settled(connection, record.account_id, today, "uncharged")
             usage_id = _insert_usage(connection, record, charged=charged)
-            api_info = ""
-            if record.account_id is not None:
-                api_info = self._api_info(connection, record.account_id)
+            api_info = self._api_info(connection, account) if account is not None else ""
         return Settlement(usage_id=usage_id, api_info=api_info)
 
     # -- figures ------------------------------------------------------------------------------
 
-    def _api_info(self, connection: Connection, account_id: int) -> str:
-        days, accounts = storage.account_days.c, storage.accounts.c
-        account = connection.execute(
-            select(accounts.daily_quota, accounts.expires_on).where(accounts.id == account_id)
-        ).one()
-        used, extra = self._today_usage(connection, account_id)
-        lifetime = connection.execute(
+    def _api_info(self, connection: Connection, account: Account) -> str:
+        """Today's and the lifetime counters in one pass over the account's day rows; the
+        quota and expiry as the call was authenticated with."""
+        days = storage.account_days.c
+        today = self.today()
+
+        def total(column, only_today: bool = False):
+            counted = case((days.day == today, column), else_=0) if only_today else column
+            return func.coalesce(func.sum(counted), 0)
+
+        figures = connection.execute(
             select(
-                func.coalesce(func.sum(days.upstream_calls), 0),
-                func.coalesce(func.sum(days.cache_hits), 0),
-                func.coalesce(func.sum(days.uncharged), 0),
-            ).where(days.account_id == account_id)
+                total(days.used, only_today=True),
+                total(days.extra_calls, only_today=True),
+                total(days.upstream_calls),
+                total(days.cache_hits),
+                total(days.uncharged),
+            ).where(days.account_id == account.id)
         ).one()
+        used, extra, upstream, cache_hits, uncharged = (int(value) for value in figures)
         return format_api_info(
             today=used,
             daily_quota=account.daily_quota + extra,
-            upstream=int(lifetime[0]),
-            cache_hits=int(lifetime[1]),
-            uncharged=int(lifetime[2]),
+            upstream=upstream,
+            cache_hits=cache_hits,
+            uncharged=uncharged,
             expires_on=account.expires_on,
         )
 

@@ -181,6 +181,7 @@ def handle_call(platform: str | None) -> Response:
                 latency_ms=int(elapsed * 1000),
                 client_ip=client_ip,
             ),
+            account,
         )
         last_id, api_info = str(settlement.usage_id), settlement.api_info
     except Exception:  # an unmetered answer is not handed out as a success
