@@ -69,13 +69,27 @@ class Config:
             "UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS
         )
         self.UPSTREAM_MAX_RETRIES = _env_int("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)
+        self.UPSTREAMS_FILE = env("UPSTREAMS_FILE", "")
         # The model used when `_o_args` names none (the seed's own example sends no model).
         self.DEFAULT_MODELS = {
             "v1/chat/completions": env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),
             "v1/completions": env("DEFAULT_COMPLETION_MODEL", "gpt-3.5-turbo-instruct"),
             "v1/embeddings": env("DEFAULT_EMBEDDING_MODEL", "text-embedding-3-small"),
             "v1/moderations": env("DEFAULT_MODERATION_MODEL", "omni-moderation-latest"),
+            "v1/edits": env("DEFAULT_EDIT_MODEL", "gpt-4o-mini"),
+            "v1/images/generations": env("DEFAULT_IMAGE_MODEL", "dall-e-3"),
+            "v1/images/edits": env("DEFAULT_IMAGE_EDIT_MODEL", "dall-e-2"),
+            "v1/images/variations": env("DEFAULT_IMAGE_EDIT_MODEL", "dall-e-2"),
+            "images/submit": env("DEFAULT_IMAGE_MODEL", "dall-e-3"),
+            "v1/audio/transcriptions": env("DEFAULT_TRANSCRIPTION_MODEL", "whisper-1"),
+            "v1/audio/translations": env("DEFAULT_TRANSCRIPTION_MODEL", "whisper-1"),
+            "v1/audio/speech": env("DEFAULT_SPEECH_MODEL", "tts-1"),
         }
+        # Image jobs (images/submit): the worker running a job beats its heartbeat; a job whose
+        # heartbeat is older than JOB_STALE_SECONDS is failed (its worker died).
+        self.JOB_HEARTBEAT_SECONDS = _env_float("JOB_HEARTBEAT_SECONDS", 5.0)
+        self.JOB_STALE_SECONDS = _env_float("JOB_STALE_SECONDS", 30.0)
+        self.JOB_MAX_RUNNING = _env_int("JOB_MAX_RUNNING", 4)  # per worker process
         # Cache: in-process TTL cache bounded by the bytes of the answers it holds.
         self.CACHE_TTL_SECONDS = _env_int("CACHE_TTL_SECONDS", 600)
         self.CACHE_MAX_BYTES = _env_int("CACHE_MAX_BYTES", 64 * 1024 * 1024)
@@ -91,7 +105,9 @@ class Config:
         # Number of reverse proxies (nginx = 1) whose X-Forwarded-For is trusted for client_ip.
         self.TRUSTED_PROXY_HOPS = _env_int("TRUSTED_PROXY_HOPS", 0)
         # Limits on what a client controls.
-        self.MAX_CONTENT_LENGTH = _env_int("MAX_BODY_BYTES", 8 * 1024 * 1024)
+        # A body holds at most one MAX_UPLOAD_BYTES file as base64 (4/3) plus the arguments.
+        self.MAX_CONTENT_LENGTH = _env_int("MAX_BODY_BYTES", 16 * 1024 * 1024)
+        self.MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 8 * 1024 * 1024)
         self.MAX_O_ARGS_BYTES = _env_int("MAX_O_ARGS_BYTES", 1024 * 1024)
         self.MAX_O_ARGS_DEPTH = _env_int("MAX_O_ARGS_DEPTH", 32)
         self.MAX_MESSAGES = _env_int("MAX_MESSAGES", 512)

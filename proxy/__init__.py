@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
     from proxy.dispatcher import Dispatcher
+    from proxy.handlers.gateway import generate_for_job
+    from proxy.jobs import ImageJobs
     from proxy.metering import Meter
     from proxy.openapi_docs import register_method_schemas
     from proxy.sealing import SecretSealer
@@ -61,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_method_schemas(api)
     _serve_swagger_assets(app)
     redis_client, slots, cache = _shared_state(app.config)
+    router = UpstreamRouter.from_config(app.config)
     app.extensions["gateway"] = Gateway(
         engine=engine,
         accounts=AccountStore(
@@ -79,11 +83,19 @@ def create_app(test_config: dict | None = None) -> Flask:
         ),
         api_states=ApiStates(engine),
         dispatcher=Dispatcher(
-            router=UpstreamRouter.from_config(app.config),
+            router=router,
             cache=cache,
             default_models=app.config["DEFAULT_MODELS"],
             max_messages=app.config["MAX_MESSAGES"],
+            max_upload_bytes=app.config["MAX_UPLOAD_BYTES"],
             shared_cache=app.config["CACHE_SHARED_ACROSS_ACCOUNTS"],
+            jobs=ImageJobs(
+                engine,
+                functools.partial(generate_for_job, router),
+                heartbeat_seconds=app.config["JOB_HEARTBEAT_SECONDS"],
+                stale_seconds=app.config["JOB_STALE_SECONDS"],
+                max_running=app.config["JOB_MAX_RUNNING"],
+            ),
         ),
         api=api,
         redis=redis_client,

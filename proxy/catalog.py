@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from marshmallow import Schema
 
+from proxy.handlers import gateway as gateway_handlers
 from proxy.handlers import openai as openai_handlers
 
 
@@ -15,60 +16,148 @@ from proxy.handlers import openai as openai_handlers
 class MethodSpec:
     name: str  # what the client sends as `method`
     platform: str  # the `api_type` of the envelope and the <platform> of /<platform>/custom
-    handler: Callable[..., dict]
+    handler: Callable[..., dict]  # (sdk client, args); for gateway methods (services, call, args)
     args_schema: type[Schema]
-    cacheable: bool  # never true for uploads or job submission
+    cacheable: bool  # never true for uploads, deletions or job submission
     charged: bool  # whether a successful call counts against quota and balance (price: config)
     summary: str
     takes_model: bool = True  # the method routes by `model` and has a configured default
+    in_gateway: bool = False  # answered by the gateway itself (gateway handlers), not one call
+    takes_files: bool = False  # file fields (file, image, mask) as base64 or multipart parts
 
+
+def _openai(name, handler, schema, summary, *, cacheable=True, charged=True, **options):
+    return MethodSpec(name, "openai", handler, schema, cacheable, charged, summary, **options)
+
+
+oa, gw = openai_handlers, gateway_handlers
 
 METHODS: tuple[MethodSpec, ...] = (
-    MethodSpec(
+    _openai(
         "v1/models",
-        "openai",
-        openai_handlers.list_models,
-        openai_handlers.NoArgs,
-        cacheable=True,
-        charged=True,
-        summary="List the available models.",
+        gw.list_models_everywhere,
+        oa.NoArgs,
+        "List the models of every upstream (each routes to the upstream that lists it).",
+        takes_model=False,
+        in_gateway=True,
+    ),
+    _openai(
+        "v1/chat/completions",
+        oa.create_chat_completion,
+        oa.ChatCompletionArgs,
+        "Chat: answer a conversation.",
+    ),
+    _openai(
+        "v1/completions",
+        oa.create_completion,
+        oa.CompletionArgs,
+        "Complete a text prompt (the seed's AI question-and-answer).",
+    ),
+    _openai(
+        "v1/edits",
+        oa.create_edit,
+        oa.EditArgs,
+        "Edit a text by an instruction (retired upstream: answered by a chat call, in the "
+        "classic edits shape).",
+    ),
+    _openai("v1/embeddings", oa.create_embedding, oa.EmbeddingArgs, "Embedding vectors of texts."),
+    _openai(
+        "v1/moderations",
+        oa.create_moderation,
+        oa.ModerationArgs,
+        "Classify texts for policy violations.",
+    ),
+    _openai(
+        "v1/images/generations",
+        oa.generate_images,
+        oa.ImageGenerationArgs,
+        "Images from a text prompt.",
+    ),
+    _openai(
+        "v1/images/edits",
+        oa.edit_image,
+        oa.ImageEditArgs,
+        "Edit an image (base64 `image`, optional `mask`) by a prompt.",
+        takes_files=True,
+    ),
+    _openai(
+        "v1/images/variations",
+        oa.create_image_variation,
+        oa.ImageVariationArgs,
+        "Variations of an image (base64 `image`).",
+        takes_files=True,
+    ),
+    _openai(
+        "v1/audio/transcriptions",
+        oa.create_transcription,
+        oa.TranscriptionArgs,
+        "Text of an audio file (base64 `file` with its `filename`).",
+        takes_files=True,
+    ),
+    _openai(
+        "v1/audio/translations",
+        oa.create_translation,
+        oa.AudioTextArgs,
+        "English text of an audio file (base64 `file` with its `filename`).",
+        takes_files=True,
+    ),
+    _openai(
+        "v1/audio/speech",
+        oa.create_speech,
+        oa.SpeechArgs,
+        "Speech audio of a text, returned base64 with its MIME type.",
+    ),
+    _openai(
+        "v1/files",
+        oa.list_or_upload_files,
+        oa.FilesArgs,
+        "List the files (limit, order, after), or upload one (base64 `file`, `filename`, "
+        "`purpose`).",
+        cacheable=False,
+        takes_model=False,
+        takes_files=True,
+    ),
+    _openai(
+        "v1/files/retrieve",
+        oa.retrieve_file,
+        oa.FileIdArgs,
+        "A file's details by `file_id`.",
+        cacheable=False,
         takes_model=False,
     ),
-    MethodSpec(
-        "v1/chat/completions",
-        "openai",
-        openai_handlers.create_chat_completion,
-        openai_handlers.ChatCompletionArgs,
-        cacheable=True,
-        charged=True,
-        summary="Chat: answer a conversation.",
+    _openai(
+        "v1/files/delete",
+        oa.delete_file,
+        oa.FileIdArgs,
+        "Delete a file by `file_id`.",
+        cacheable=False,
+        takes_model=False,
     ),
-    MethodSpec(
-        "v1/completions",
-        "openai",
-        openai_handlers.create_completion,
-        openai_handlers.CompletionArgs,
-        cacheable=True,
-        charged=True,
-        summary="Complete a text prompt (the seed's AI question-and-answer).",
+    _openai(
+        "v1/files/content",
+        oa.file_content,
+        oa.FileIdArgs,
+        "A file's bytes by `file_id`, base64.",
+        cacheable=False,
+        takes_model=False,
     ),
-    MethodSpec(
-        "v1/embeddings",
-        "openai",
-        openai_handlers.create_embedding,
-        openai_handlers.EmbeddingArgs,
-        cacheable=True,
-        charged=True,
-        summary="Embedding vectors of texts.",
+    _openai(
+        "images/submit",
+        gw.submit_image_job,
+        gw.ImageSubmitArgs,
+        "Start an image job from a prompt; returns its `imgid` at once.",
+        cacheable=False,
+        in_gateway=True,
     ),
-    MethodSpec(
-        "v1/moderations",
-        "openai",
-        openai_handlers.create_moderation,
-        openai_handlers.ModerationArgs,
-        cacheable=True,
-        charged=True,
-        summary="Classify texts for policy violations.",
+    _openai(
+        "images/get",
+        gw.get_image_job,
+        gw.ImageGetArgs,
+        "An image job by `imgid`: status, progress and, when done, the images.",
+        cacheable=False,
+        charged=False,
+        takes_model=False,
+        in_gateway=True,
     ),
 )
 

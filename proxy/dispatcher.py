@@ -18,6 +18,7 @@ from proxy.errors import (
     SUCCESS,
     GatewayError,
 )
+from proxy.uploads import cache_safe, oversize_files
 from proxy.upstreams import UpstreamRouter
 
 
@@ -29,6 +30,7 @@ class Call:
     version: str = ""
     use_cache: bool = True
     platform: str | None = None  # from /<platform>/custom; None on /api
+    request_id: str = ""
 
 
 @dataclass
@@ -47,13 +49,17 @@ class Dispatcher:
         cache: AnswerCache,
         default_models: dict,
         max_messages: int,
+        max_upload_bytes: int,
         shared_cache: bool = False,
+        jobs=None,  # proxy.jobs.ImageJobs, for images/submit and images/get
     ):
         self.router = router
         self.cache = cache
         self.default_models = default_models
         self.max_messages = max_messages
+        self.max_upload_bytes = max_upload_bytes
         self.shared_cache = shared_cache
+        self.jobs = jobs
 
     def lookup(self, method: str, platform: str | None) -> MethodSpec:
         spec = find_method(method)
@@ -74,6 +80,9 @@ class Dispatcher:
             raise GatewayError(
                 PARAM_ERROR, "_o_args.stream=true is not served on /api yet; leave it out"
             )
+        oversize = oversize_files(args, self.max_upload_bytes)
+        if oversize:
+            raise GatewayError(PARAM_ERROR, oversize)
         messages = args.get("messages")
         if isinstance(messages, list) and len(messages) > self.max_messages:
             raise GatewayError(
@@ -93,25 +102,33 @@ class Dispatcher:
         return self.execute(spec, self.validate_args(spec, call.o_args), call)
 
     def execute(self, spec: MethodSpec, args: dict, call: Call) -> Outcome:
-        """Answer validated `args` (from validate_args) from the cache or the upstream."""
-        upstream = self.router.route_model(args.get("model"))
-        client = self.router.client_for(upstream)
+        """Answer validated `args` (from validate_args) from the cache, the upstream, or the
+        gateway itself."""
+        if spec.in_gateway:
+            upstream_url = "gateway"
 
-        def call_upstream() -> tuple[dict, bool]:
-            payload = spec.handler(client, args)
-            return payload, True
+            def answer() -> tuple[dict, bool]:
+                payload = spec.handler(self, call, args)
+                return payload, "unavailable_upstreams" not in payload  # partial: not kept
+
+        else:
+            upstream = self.router.route_model(args.get("model"))
+            upstream_url = upstream.base_url
+
+            def answer() -> tuple[dict, bool]:
+                return spec.handler(self.router.client_for(upstream), args), True
 
         if not (call.use_cache and spec.cacheable):
-            payload, _ = call_upstream()
+            payload, _ = answer()
             return _outcome(payload, cached=False)
         key = canonical_key(
             tenant="*" if self.shared_cache else str(call.account_id),
             method=spec.name,
             version=call.version,
-            upstream=upstream.base_url,
-            o_args=args,
+            upstream=upstream_url,
+            o_args=cache_safe(args),
         )
-        payload, hit = self.cache.get_or_compute(key, call_upstream)
+        payload, hit = self.cache.get_or_compute(key, answer)
         return _outcome(payload, cached=hit)
 
 

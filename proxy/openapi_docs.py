@@ -9,6 +9,7 @@ from proxy.catalog import METHODS
 from proxy.errors import ERROR_CODES
 from proxy.formats import RESULT_TYPES
 from proxy.params import CommonParams
+from proxy.uploads import FileField
 
 
 class EnvelopeDoc(Schema):
@@ -100,6 +101,7 @@ API_DOC = {
 
 
 def register_method_schemas(api) -> None:
+    api.register_field(FileField, "string", "byte")  # base64 text (or a multipart part)
     for spec in METHODS:
         name = spec.args_schema.__name__
         if name not in api.spec.components.schemas:

@@ -180,13 +180,18 @@ def _depth(value) -> int:
     return deepest
 
 
+ECHO_MAX_CHARACTERS = 4096  # a base64 file in _o_args is not sent back whole
+
+
 def echo_call_args(raw: dict) -> dict:
-    """What `call_args` echoes: the known parameters the caller sent, never a credential."""
+    """What `call_args` echoes: the known parameters the caller sent, never a credential; a
+    value longer than ECHO_MAX_CHARACTERS is cut there and says how long it was."""
     echoed = {}
     for name in ECHOED_PARAMS:
         if name in raw and raw[name] is not None:
             value = raw[name]
-            echoed[name] = (
-                value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            )
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if len(text) > ECHO_MAX_CHARACTERS:
+                text = f"{text[:ECHO_MAX_CHARACTERS]}... ({len(text)} characters)"
+            echoed[name] = text
     return echoed

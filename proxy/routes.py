@@ -32,6 +32,7 @@ from proxy.params import (
     parse_o_args,
     parse_presentation,
 )
+from proxy.uploads import FILE_FIELDS, FileUpload
 from proxy.usage import UsageRecord
 
 log = logging.getLogger("proxy")
@@ -95,6 +96,34 @@ def with_header_credentials(raw: dict) -> dict:
     return merged
 
 
+def _o_args_limit(takes_files: bool) -> int:
+    """MAX_O_ARGS_BYTES, plus room for base64 files (an image and its mask) where a method
+    takes them."""
+    config = current_app.config
+    if not takes_files:
+        return config["MAX_O_ARGS_BYTES"]
+    return config["MAX_O_ARGS_BYTES"] + 2 * (4 * (config["MAX_UPLOAD_BYTES"] + 2) // 3)
+
+
+def with_multipart_files(o_args: dict) -> dict:
+    """`_o_args` plus the files sent as multipart parts named file, image or mask."""
+    merged = dict(o_args)
+    for name in FILE_FIELDS:
+        part = request.files.get(name)
+        if part is None:
+            continue
+        if name in merged:
+            raise GatewayError(
+                PARAM_ERROR, f"{name} is sent twice (in _o_args and as a multipart part); send one"
+            )
+        merged[name] = FileUpload(
+            filename=(part.filename or f"{name}.bin")[:255],
+            content=part.read(),
+            content_type=part.mimetype or "application/octet-stream",
+        )
+    return merged
+
+
 def handle_call(platform: str | None) -> Response:
     started = time.perf_counter()
     gateway = _gateway()
@@ -132,9 +161,11 @@ def handle_call(platform: str | None) -> Response:
             )
         o_args = parse_o_args(
             params.get("o_args"),
-            max_bytes=current_app.config["MAX_O_ARGS_BYTES"],
+            max_bytes=_o_args_limit(spec.takes_files),
             max_depth=current_app.config["MAX_O_ARGS_DEPTH"],
         )
+        if spec.takes_files:
+            o_args = with_multipart_files(o_args)
         args = gateway.dispatcher.validate_args(spec, o_args)  # 4003 before anything is held
         admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
         outcome = gateway.dispatcher.execute(
@@ -147,6 +178,7 @@ def handle_call(platform: str | None) -> Response:
                 version=params["version"],
                 use_cache=params["cache"] == "yes",
                 platform=platform,
+                request_id=request_id,
             ),
         )
         outcome_code, response_payload, cached, usage = (

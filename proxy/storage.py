@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     inspect,
@@ -98,6 +99,26 @@ used_signatures = Table(
     Column("account_id", Integer, primary_key=True),
     Column("sign", String(32), primary_key=True),
     Column("expires_at", DateTime, nullable=False, index=True),
+)
+
+# Image jobs of images/submit: any worker or host answers images/get from here. The worker that
+# runs a job beats its heartbeat; a pending or running job whose heartbeat stopped is failed.
+image_jobs = Table(
+    "image_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),  # the imgid handed to the client
+    Column("account_id", Integer, nullable=False),
+    Column("args", Text, nullable=False),  # the validated _o_args as JSON
+    Column("status", String(16), nullable=False),  # pending, running, done, failed
+    Column("progress", Integer, nullable=False, default=0),
+    Column("result", Text, nullable=True),  # the upstream's answer as JSON, when done
+    Column("error_code", String(4), nullable=True),
+    Column("reason", String(500), nullable=True),
+    Column("owner", String(200), nullable=False),  # host:pid:boot of the worker running it
+    Column("request_id", String(64), nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 usage = Table(

@@ -4,12 +4,18 @@ The gateway runs and demos offline against it, and its tests and benchmarks talk
 HTTP server instead of mocks. The official ``openai`` SDK pointed at
 ``http://127.0.0.1:PORT/v1`` works unchanged.
 
+It serves models, chat and legacy completions, embeddings, moderations, images
+(generations, edits, variations), audio (transcriptions, translations, speech) and files.
+
 Everything it answers is a pure function of the request (fixed ``created``, ids derived from
-a hash of the body, replies derived from the input text). Fault modes are chosen by the
-request's ``model`` name (``stub-500``, ``stub-429``, ``stub-garbage``, ``stub-slow``,
-``stub-hang``, ``stub-stream-slow``, ``stub-empty``) or by an ``X-Stub-Fault`` header.
-Every request it receives is kept in a bounded in-memory log (``GET /_stub/requests``,
-``POST /_stub/reset``, or :meth:`StubServer.requests_seen` / :meth:`StubServer.reset`).
+a hash of the body, replies derived from the input text); the one piece of state besides the
+request log is the in-memory file store of ``/v1/files``, whose ids also count uploads. Fault
+modes are chosen by the request's ``model`` name (``stub-500``, ``stub-429``,
+``stub-garbage``, ``stub-slow``, ``stub-hang``, ``stub-stream-slow``, ``stub-empty``) or by
+an ``X-Stub-Fault`` header. Every request it receives is kept in a bounded in-memory log
+(``GET /_stub/requests``, ``POST /_stub/reset``, or :meth:`StubServer.requests_seen` /
+:meth:`StubServer.reset`); for multipart uploads it keeps the form fields and each file's
+name, content type and size, never the file's bytes.
 
 This module is a leaf: it imports nothing else from ``proxy``. See docs/stub-upstream.md.
 
@@ -29,12 +35,15 @@ import re
 import struct
 import threading
 import time
-from collections import deque
+import zlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 from typing import Any
 
 import flask
 from flask import Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 __all__ = [
@@ -77,14 +86,80 @@ MODEL_IDS: tuple[str, ...] = (
     "text-embedding-ada-002",
     "omni-moderation-latest",
     "text-moderation-latest",
+    "dall-e-2",
+    "dall-e-3",
+    "gpt-image-1",
+    "whisper-1",
+    "tts-1",
+    "tts-1-hd",
     *FAULT_MODELS,
 )
+DEFAULT_OWNED_BY = "stub"
 
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 CHAT_REPLY_PREFIX = "stub reply: "
 COMPLETION_PREFIX = "stub completion: "
 SYSTEM_FINGERPRINT = "fp_stub"
+MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+
+DEFAULT_IMAGE_MODEL = "dall-e-2"
+REVISED_PROMPT_PREFIX = "stub revised prompt: "
+IMAGE_SIDE = 8  # every stub image is an 8x8 PNG, whatever size was asked for
+# The sizes OpenAI accepts, per endpoint and model; other models accept any size.
+_DALL_E_2_SIZES = ("256x256", "512x512", "1024x1024")
+_IMAGE_SIZES: dict[str, dict[str, tuple[str, ...]]] = {
+    "generation": {
+        "dall-e-2": _DALL_E_2_SIZES,
+        "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+    },
+    "edit": {"dall-e-2": _DALL_E_2_SIZES},
+    "variation": {"dall-e-2": _DALL_E_2_SIZES},
+}
+_IMAGE_RESPONSE_FORMATS = ("url", "b64_json")
+_IMAGE_ID_RE = re.compile(r"[0-9a-f]{1,64}")
+
+TRANSLATION_PREFIX = "[en] "
+SECONDS_PER_WORD = 0.5  # the "duration" of a transcript: half a second per word
+_TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
+SPEECH_SAMPLE_RATE = 24_000  # 16-bit mono, as OpenAI's pcm and wav
+_SPEECH_SAMPLES_PER_WORD = 2_400  # 0.1 s per word at speed 1.0
+_SPEECH_MAX_SAMPLES = 10 * SPEECH_SAMPLE_RATE
+_SPEECH_MAX_INPUT = 4096
+_SPEECH_CONTENT_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+_SPEECH_MAGIC = {
+    "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00",
+    "opus": b"OggS",
+    "aac": b"\xff\xf1",
+    "flac": b"fLaC",
+}
+SPEECH_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+_FILES_MAX_LIST = 10_000
+_FILES_MAX_BYTES = 256 * 1024 * 1024  # the store drops its oldest files beyond this total
 
 _MODERATION_CATEGORIES = (
     "harassment",
@@ -143,6 +218,94 @@ class RequestLog:
             self._entries.clear()
 
 
+@dataclass
+class _StoredFile:
+    seq: int
+    meta: dict[str, Any]
+    content: bytes
+
+
+class _FileStore:
+    """Thread-safe in-memory files of ``/v1/files``: at most ``limit`` files and
+    ``max_bytes`` of content, the oldest uploads dropped first."""
+
+    def __init__(self, limit: int, max_bytes: int = _FILES_MAX_BYTES):
+        if limit < 1:
+            raise ValueError("files_limit must be >= 1")
+        self._lock = threading.Lock()
+        self._files: OrderedDict[str, _StoredFile] = OrderedDict()  # oldest upload first
+        self._limit = limit
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._seq = 0
+
+    def add(self, content: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        """Store an upload; its id hashes content, filename, purpose and the upload number."""
+        with self._lock:
+            self._seq += 1
+            digest = hashlib.sha256()
+            for part in (str(self._seq).encode(), purpose.encode(), filename.encode(), content):
+                digest.update(len(part).to_bytes(8, "big") + part)
+            file_id = "file-" + digest.hexdigest()[:24]
+            meta = {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(content),
+                "created_at": CREATED,
+                "filename": filename,
+                "purpose": purpose,
+                "status": "processed",
+                "status_details": None,
+            }
+            self._files[file_id] = _StoredFile(self._seq, meta, content)
+            self._bytes += len(content)
+            while len(self._files) > 1 and (
+                len(self._files) > self._limit or self._bytes > self._max_bytes
+            ):
+                _, dropped = self._files.popitem(last=False)
+                self._bytes -= len(dropped.content)
+            return dict(meta)
+
+    def get(self, file_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            stored = self._files.get(file_id)
+            return None if stored is None else dict(stored.meta)
+
+    def content(self, file_id: str) -> bytes | None:
+        with self._lock:
+            stored = self._files.get(file_id)
+            return None if stored is None else stored.content
+
+    def delete(self, file_id: str) -> bool:
+        with self._lock:
+            stored = self._files.pop(file_id, None)
+            if stored is None:
+                return False
+            self._bytes -= len(stored.content)
+            return True
+
+    def page(
+        self, *, purpose: str | None, order: str, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` files in upload order (``asc``) or its reverse (``desc``), those
+        after the file ``after`` only; and whether more follow. KeyError: unknown ``after``."""
+        with self._lock:
+            files = list(self._files.values())
+            if after is not None:
+                cursor = self._files.get(after)
+                if cursor is None:
+                    raise KeyError(after)
+                if order == "asc":
+                    files = [f for f in files if f.seq > cursor.seq]
+                else:
+                    files = [f for f in files if f.seq < cursor.seq]
+            if order == "desc":
+                files.reverse()
+            if purpose is not None:
+                files = [f for f in files if f.meta["purpose"] == purpose]
+            return [dict(f.meta) for f in files[:limit]], len(files) > limit
+
+
 class _StubState:
     def __init__(
         self,
@@ -153,6 +316,9 @@ class _StubState:
         stream_slow_delay: float,
         retry_after_ms: int | None,
         log_limit: int,
+        models: tuple[str, ...],
+        owned_by: str,
+        files_limit: int,
     ):
         self.slow_seconds = slow_seconds
         self.hang_seconds = hang_seconds
@@ -160,6 +326,9 @@ class _StubState:
         self.stream_slow_delay = stream_slow_delay
         self.retry_after_ms = retry_after_ms
         self.log = RequestLog(log_limit)
+        self.models = models
+        self.owned_by = owned_by
+        self.files = _FileStore(files_limit)
         # Set by StubServer.stop(): wakes sleeping slow/hang handlers and ends streams early.
         self.stopping = threading.Event()
 
@@ -323,6 +492,220 @@ def _fault_from_header() -> str | None:
     return fault
 
 
+def _hex(seed: str, length: int) -> str:
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:length]
+
+
+def _stream_bytes(seed: str, length: int) -> bytes:
+    """``length`` pseudo-random bytes that depend on ``seed`` alone (sha256 in counter mode)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < length:
+        out += hashlib.sha256(f"{counter}:{seed}".encode()).digest()
+        counter += 1
+    return bytes(out[:length])
+
+
+def _png(seed: str) -> bytes:
+    """A valid IMAGE_SIDE x IMAGE_SIDE RGB PNG: a checkerboard of two colours taken from
+    the seed's hash. The zlib stream is one stored (uncompressed) block, so the bytes do
+    not depend on the zlib build."""
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    colours = (digest[0:3], digest[3:6])
+    rows = b"".join(
+        b"\x00" + b"".join(colours[(x + y) % 2] for x in range(IMAGE_SIDE))
+        for y in range(IMAGE_SIDE)
+    )
+    idat = (
+        b"\x78\x01\x01"
+        + struct.pack("<HH", len(rows), len(rows) ^ 0xFFFF)
+        + rows
+        + struct.pack(">I", zlib.adler32(rows))
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", IMAGE_SIDE, IMAGE_SIDE, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def _transcript(data: bytes) -> str:
+    """What the stub "hears": UTF-8 text (stripped) if the bytes are that, else their size."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        return text.strip()
+    return f"audio of {len(data)} bytes"
+
+
+def _segments(text: str, temperature: float) -> list[dict[str, Any]]:
+    """One whisper-style segment per non-empty line, SECONDS_PER_WORD per word."""
+    segments: list[dict[str, Any]] = []
+    start = 0.0
+    for line in [ln.strip() for ln in text.splitlines() if ln.strip()]:
+        words = line.split()
+        end = start + len(words) * SECONDS_PER_WORD
+        segments.append(
+            {
+                "id": len(segments),
+                "seek": 0,
+                "start": start,
+                "end": end,
+                "text": line,
+                "tokens": [int(_hex(w, 4), 16) for w in words],
+                "temperature": temperature,
+                "avg_logprob": -0.25,
+                "compression_ratio": 1.0,
+                "no_speech_prob": 0.0,
+            }
+        )
+        start = end
+    return segments
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def _subtitles(segments: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "srt":
+        return "".join(
+            f"{i + 1}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n"
+            f"{s['text']}\n\n"
+            for i, s in enumerate(segments)
+        )
+    return "WEBVTT\n\n" + "".join(
+        f"{_timestamp(s['start'], '.')} --> {_timestamp(s['end'], '.')}\n{s['text']}\n\n"
+        for s in segments
+    )
+
+
+def _speech_audio(seed: str, words: int, speed: float, fmt: str) -> bytes:
+    """Deterministic audio bytes: pcm and wav carry a square wave (24 kHz, 16-bit mono) whose
+    pitch comes from the seed; the other formats are their magic number + seeded bytes."""
+    count = min(_SPEECH_MAX_SAMPLES, max(1, round(words * _SPEECH_SAMPLES_PER_WORD / speed)))
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    if fmt not in ("pcm", "wav"):
+        return _SPEECH_MAGIC[fmt] + _stream_bytes(f"{fmt}:{seed}", max(16, count // 8))
+    period = 20 + digest[0] % 100
+    amplitude = 4000 + digest[1] * 32
+    half = period // 2
+    pcm = struct.pack(
+        f"<{count}h", *(amplitude if i % period < half else -amplitude for i in range(count))
+    )
+    if fmt == "pcm":
+        return pcm
+    fmt_chunk = struct.pack("<HHIIHH", 1, 1, SPEECH_SAMPLE_RATE, SPEECH_SAMPLE_RATE * 2, 2, 16)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(pcm))
+        + b"WAVEfmt "
+        + struct.pack("<I", len(fmt_chunk))
+        + fmt_chunk
+        + b"data"
+        + struct.pack("<I", len(pcm))
+        + pcm
+    )
+
+
+def _file_size(storage: FileStorage) -> int:
+    stream = storage.stream
+    position = stream.tell()
+    stream.seek(0, 2)
+    size = stream.tell()
+    stream.seek(position)
+    return size
+
+
+def _file_bytes(storage: FileStorage) -> bytes:
+    storage.stream.seek(0)
+    return storage.stream.read()
+
+
+def _multipart_summary() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The form fields (a value, or a list for a repeated field) and, for each file part,
+    its field, filename, content type and size: what the request log keeps."""
+    form = {key: vals[0] if len(vals) == 1 else vals for key, vals in request.form.lists()}
+    parts = [
+        {
+            "field": field,
+            "filename": storage.filename,
+            "content_type": storage.content_type,
+            "size": _file_size(storage),
+        }
+        for field, storage in request.files.items(multi=True)
+    ]
+    return form, parts
+
+
+def _form_text(fields: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = fields.get(name)
+    if value is None or value == "":
+        if required:
+            raise _missing(name)
+        return None
+    if not isinstance(value, str):
+        raise _BadRequest(f"'{name}' must be given once.", name)
+    return value
+
+
+def _form_int(fields: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    text = _form_text(fields, name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise _BadRequest(f"'{name}' must be an integer between {lo} and {hi}.", name)
+    return value
+
+
+def _form_float(fields: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
+    text = _form_text(fields, name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not lo <= value <= hi:
+        raise _BadRequest(f"'{name}' must be a number between {lo} and {hi}.", name)
+    return value
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...], default: str) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise _BadRequest(
+            f"Invalid value for '{name}': {value!r}. Supported values are: "
+            + ", ".join(f"'{c}'" for c in choices)
+            + ".",
+            name,
+        )
+    return value
+
+
+def _file_part(name: str, *, required: bool = True) -> FileStorage | None:
+    storage = request.files.get(name)
+    if storage is None and required:
+        raise _missing(name)
+    return storage
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -349,6 +732,9 @@ def create_stub_app(
     stream_slow_delay: float = 0.5,
     retry_after_ms: int | None = None,
     log_limit: int = 1000,
+    models: tuple[str, ...] | None = None,
+    owned_by: str = DEFAULT_OWNED_BY,
+    files_limit: int = 1000,
 ) -> flask.Flask:
     """Build the stub Flask app.
 
@@ -360,9 +746,20 @@ def create_stub_app(
         openai SDK obeys instead of its 0.5 s, 1 s, ... backoff (``Retry-After: 0`` alone does
         not shorten it). A test-speed knob; real OpenAI 500s carry no such header.
     log_limit: how many requests the request log keeps (the oldest are dropped).
+    models: the ids ``GET /v1/models`` lists (and ``GET /v1/models/{id}`` knows) instead of
+        MODEL_IDS, e.g. ``("qwen-plus", "qwen-turbo")`` for a second stub playing another
+        upstream. Requests still accept any model name.
+    owned_by: the ``owned_by`` of the model objects.
+    files_limit: how many uploaded files ``/v1/files`` keeps (the oldest are dropped).
     """
+    if models is not None:
+        if isinstance(models, str):
+            raise TypeError("models must be a tuple of model ids, not a string")
+        models = tuple(models)
+        if not all(isinstance(m, str) and m for m in models):
+            raise ValueError("models must be non-empty strings")
     app = flask.Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     state = _StubState(
         slow_seconds=slow_seconds,
         hang_seconds=hang_seconds,
@@ -370,25 +767,47 @@ def create_stub_app(
         stream_slow_delay=stream_slow_delay,
         retry_after_ms=retry_after_ms,
         log_limit=log_limit,
+        models=MODEL_IDS if models is None else models,
+        owned_by=owned_by,
+        files_limit=files_limit,
     )
     app.extensions[_STATE_KEY] = state
 
     # ---- request log, auth, request id
 
+    def _too_large() -> Response:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        size = request.content_length
+        if limit is not None and size is not None and size > limit:
+            message = f"Maximum content size limit ({limit}) exceeded ({size} bytes read)"
+        else:  # a form field or part count over Werkzeug's own form limits
+            message = f"Maximum content size limit exceeded: {RequestEntityTooLarge.description}"
+        return _error(413, message, type_="server_error")  # OpenAI's type for its 413
+
     @app.before_request
     def _record_and_authenticate() -> Response | None:
         if request.path.startswith("/_stub/"):
             return None
-        raw = request.get_data(cache=True)
         body: Any = None
         body_text: str | None = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body_text = raw[:_MAX_BODY_TEXT].decode("utf-8", errors="replace")
-        g.stub_body = body
-        g.stub_body_is_json = body_text is None
+        parts: list[dict[str, Any]] = []
+        too_large = False
+        g.stub_form = None  # the form fields of a multipart request
+        try:
+            if request.mimetype == "multipart/form-data":
+                body, parts = _multipart_summary()
+                g.stub_form = body
+            else:
+                raw = request.get_data(cache=True)
+                if raw:
+                    try:
+                        body = json.loads(raw)
+                    except ValueError:
+                        body_text = raw[:_MAX_BODY_TEXT].decode("utf-8", errors="replace")
+        except RequestEntityTooLarge:
+            too_large = True
+        g.stub_body = None if g.stub_form is not None else body
+        g.stub_body_is_json = body_text is None and g.stub_form is None
         g.stub_seq = state.log.record(
             {
                 "method": request.method,
@@ -397,9 +816,12 @@ def create_stub_app(
                 "headers": {k.lower(): v for k, v in request.headers.items()},
                 "body": body,
                 "body_text": body_text,
+                "files": parts,
                 "received_at": time.time(),
             }
         )
+        if too_large:
+            return _too_large()
         if request.url_rule is None:
             return None  # routing raises 404/405 next
         auth = request.headers.get("Authorization", "")
@@ -427,6 +849,8 @@ def create_stub_app(
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
+        if status == 413:
+            return _too_large()
         if status == 404:
             message = f"Invalid URL ({request.method} {request.path})"
         elif status == 405:
@@ -518,7 +942,7 @@ def create_stub_app(
     # ---- models
 
     def _model_object(model_id: str) -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": CREATED, "owned_by": "stub"}
+        return {"id": model_id, "object": "model", "created": CREATED, "owned_by": state.owned_by}
 
     @app.get("/v1/models")
     def list_models() -> Response:
@@ -526,7 +950,7 @@ def create_stub_app(
         early = _pre_fault(fault, stream=False)
         if early is not None:
             return early
-        data = [] if fault == "empty" else [_model_object(m) for m in MODEL_IDS]
+        data = [] if fault == "empty" else [_model_object(m) for m in state.models]
         return _json_response({"object": "list", "data": data})
 
     @app.get("/v1/models/<path:model_id>")
@@ -534,7 +958,7 @@ def create_stub_app(
         early = _pre_fault(_fault(None), stream=False)
         if early is not None:
             return early
-        if model_id not in MODEL_IDS:
+        if model_id not in state.models:
             return _error(
                 404, f"The model '{model_id}' does not exist", param="model", code="model_not_found"
             )
@@ -801,7 +1225,324 @@ def create_stub_app(
             {"id": "modr-stub-" + _digest(body), "model": model, "results": results}
         )
 
+    # ---- images
+
+    def _form_or_400(fields: dict[str, Any] | None) -> dict[str, Any]:
+        if fields is None:
+            raise _BadRequest(
+                f"Invalid Content-Type header ({request.content_type or 'none'}), expected "
+                "multipart/form-data. (HINT: If you're using curl, you can pass -H "
+                "'Content-Type: multipart/form-data')",
+                None,
+                None,
+            )
+        return fields
+
+    def _image_options(
+        kind: str, model: str, n: int, size: Any, response_format: Any
+    ) -> tuple[str | None, str]:
+        if model == "dall-e-3" and n != 1:
+            raise _BadRequest("You must provide n=1 for this model.", "n")
+        allowed = _IMAGE_SIZES[kind].get(model)
+        if size is not None and not isinstance(size, str):
+            raise _BadRequest("'size' must be a string.", "size", "invalid_type")
+        if allowed is not None and size is not None and size not in allowed:
+            raise _BadRequest(
+                f"Invalid value for 'size': {size!r}. Supported values for {model} are: "
+                + ", ".join(f"'{a}'" for a in allowed)
+                + ".",
+                "size",
+            )
+        return size, _choice(response_format, "response_format", _IMAGE_RESPONSE_FORMATS, "url")
+
+    def _images(
+        seed: dict[str, Any], n: int, response_format: str, fault: str | None, **extra: Any
+    ) -> Response:
+        """``n`` images; the i-th image's id hashes ``seed`` (which leaves out n and
+        response_format, so a url and a b64_json answer show the same picture)."""
+        base = request.host_url.rstrip("/")
+        digest = _digest(seed)
+        data = []
+        if fault != "empty":
+            for i in range(n):
+                image_id = _hex(f"{digest}:{i}", 24)
+                if response_format == "b64_json":
+                    item = {"b64_json": base64.b64encode(_png(image_id)).decode("ascii")}
+                else:
+                    item = {"url": f"{base}/_stub/images/{image_id}.png"}
+                data.append({**item, **extra})
+        return _json_response({"created": CREATED, "data": data})
+
+    @app.post("/v1/images/generations")
+    def image_generations() -> Response:
+        body = _body()
+        fault = _fault(body)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        model = _model(body, required=False, default=DEFAULT_IMAGE_MODEL)
+        prompt = body.get("prompt")
+        if prompt is None or prompt == "":
+            raise _missing("prompt")
+        if not isinstance(prompt, str):
+            raise _BadRequest("'prompt' must be a string.", "prompt", "invalid_type")
+        n = _int_param(body, "n", 1, 1, 10)
+        assert n is not None
+        size, response_format = _image_options(
+            "generation", model, n, body.get("size"), body.get("response_format")
+        )
+        seed = {
+            "kind": "generation",
+            "model": model,
+            "prompt": prompt,
+            "size": size,
+            "quality": body.get("quality"),
+            "style": body.get("style"),
+        }
+        extra = {"revised_prompt": REVISED_PROMPT_PREFIX + prompt} if model == "dall-e-3" else {}
+        return _images(seed, n, response_format, fault, **extra)
+
+    @app.post("/v1/images/edits")
+    def image_edits() -> Response:
+        fault = _fault(g.stub_form)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        fields = _form_or_400(g.stub_form)
+        images = request.files.getlist("image") + request.files.getlist("image[]")
+        if not images:
+            raise _missing("image")
+        mask = _file_part("mask", required=False)
+        prompt = _form_text(fields, "prompt", required=True)
+        model = _model(fields, required=False, default=DEFAULT_IMAGE_MODEL)
+        n = _form_int(fields, "n", 1, 1, 10)
+        size, response_format = _image_options(
+            "edit", model, n, _form_text(fields, "size"), _form_text(fields, "response_format")
+        )
+        seed = {
+            "kind": "edit",
+            "model": model,
+            "prompt": prompt,
+            "size": size,
+            "images": [hashlib.sha256(_file_bytes(i)).hexdigest() for i in images],
+            "mask": None if mask is None else hashlib.sha256(_file_bytes(mask)).hexdigest(),
+        }
+        return _images(seed, n, response_format, fault)
+
+    @app.post("/v1/images/variations")
+    def image_variations() -> Response:
+        fault = _fault(g.stub_form)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        fields = _form_or_400(g.stub_form)
+        image = _file_part("image")
+        assert image is not None
+        model = _model(fields, required=False, default=DEFAULT_IMAGE_MODEL)
+        n = _form_int(fields, "n", 1, 1, 10)
+        size, response_format = _image_options(
+            "variation", model, n, _form_text(fields, "size"), _form_text(fields, "response_format")
+        )
+        seed = {
+            "kind": "variation",
+            "model": model,
+            "size": size,
+            "image": hashlib.sha256(_file_bytes(image)).hexdigest(),
+        }
+        return _images(seed, n, response_format, fault)
+
+    # ---- audio
+
+    def _audio_text(task: str) -> Response:
+        fault = _fault(g.stub_form)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        fields = _form_or_400(g.stub_form)
+        audio = _file_part("file")
+        assert audio is not None
+        _model(fields)
+        language = _form_text(fields, "language") if task == "transcribe" else None
+        _form_text(fields, "prompt")  # accepted, not used
+        fmt = _choice(
+            _form_text(fields, "response_format"), "response_format", _TRANSCRIPTION_FORMATS, "json"
+        )
+        temperature = _form_float(fields, "temperature", 0.0, 0.0, 1.0)
+
+        text = "" if fault == "empty" else _transcript(_file_bytes(audio))
+        if task == "translate" and text:
+            text = TRANSLATION_PREFIX + text
+        if fmt == "json":
+            return _json_response({"text": text})
+        if fmt == "text":
+            return Response(text, mimetype="text/plain")
+        segments = _segments(text, temperature)
+        if fmt in ("srt", "vtt"):
+            return Response(_subtitles(segments, fmt), mimetype="text/plain")
+        return _json_response(
+            {
+                "task": task,
+                "language": language or "english",
+                "duration": segments[-1]["end"] if segments else 0.0,
+                "text": text,
+                "segments": segments,
+            }
+        )
+
+    @app.post("/v1/audio/transcriptions")
+    def audio_transcriptions() -> Response:
+        return _audio_text("transcribe")
+
+    @app.post("/v1/audio/translations")
+    def audio_translations() -> Response:
+        return _audio_text("translate")
+
+    @app.post("/v1/audio/speech")
+    def audio_speech() -> Response:
+        body = _body()
+        fault = _fault(body)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        model = _model(body)
+        text = body.get("input")
+        if text is None:
+            raise _missing("input")
+        if not isinstance(text, str):
+            raise _BadRequest("'input' must be a string.", "input", "invalid_type")
+        if len(text) > _SPEECH_MAX_INPUT:
+            raise _BadRequest(
+                f"Invalid 'input': string too long. Expected a string with maximum length "
+                f"{_SPEECH_MAX_INPUT}, but got a string with length {len(text)} instead.",
+                "input",
+                "string_above_max_length",
+            )
+        voice = body.get("voice")
+        if voice is None or voice == "":
+            raise _missing("voice")
+        custom = isinstance(voice, dict) and isinstance(voice.get("id"), str) and voice["id"]
+        if not custom:
+            _choice(voice, "voice", SPEECH_VOICES, "")
+        fmt = _choice(
+            body.get("response_format"), "response_format", tuple(_SPEECH_CONTENT_TYPES), "mp3"
+        )
+        speed = body.get("speed", 1.0)
+        if (
+            isinstance(speed, bool)
+            or not isinstance(speed, int | float)
+            or not 0.25 <= speed <= 4.0
+        ):
+            raise _BadRequest("'speed' must be a number between 0.25 and 4.0.", "speed")
+        if body.get("stream_format") not in (None, "audio"):
+            raise _BadRequest(
+                "The stub supports only stream_format 'audio' (sent whole).", "stream_format"
+            )
+
+        content_type = _SPEECH_CONTENT_TYPES[fmt]
+        if fault == "empty":
+            return Response(b"", mimetype=content_type)
+        # the format is left out of the seed: a wav holds the very samples of the pcm answer
+        seed = json.dumps([model, text, voice, float(speed)], sort_keys=True)
+        audio = _speech_audio(seed, max(1, _words(text)), float(speed), fmt)
+        return Response(audio, mimetype=content_type)
+
+    # ---- files
+
+    def _file_not_found(file_id: str) -> Response:
+        return _error(404, f"No such File object: {file_id}", param="id", code="file_not_found")
+
+    @app.post("/v1/files")
+    def upload_file() -> Response:
+        early = _pre_fault(_fault(g.stub_form), stream=False)
+        if early is not None:
+            return early
+
+        fields = _form_or_400(g.stub_form)
+        upload = _file_part("file")
+        assert upload is not None
+        purpose = _form_text(fields, "purpose", required=True)
+        purpose = _choice(purpose, "purpose", FILE_PURPOSES, "")
+        filename = upload.filename or "upload"
+        return _json_response(state.files.add(_file_bytes(upload), filename, purpose))
+
+    @app.get("/v1/files")
+    def list_files() -> Response:
+        fault = _fault(None)
+        early = _pre_fault(fault, stream=False)
+        if early is not None:
+            return early
+
+        args = request.args
+        limit_text = args.get("limit")
+        try:
+            limit = _FILES_MAX_LIST if limit_text in (None, "") else int(limit_text)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= _FILES_MAX_LIST:
+            raise _BadRequest(
+                f"'limit' must be an integer between 1 and {_FILES_MAX_LIST}.", "limit"
+            )
+        order = _choice(args.get("order") or None, "order", ("asc", "desc"), "desc")
+        after = args.get("after") or None
+        try:
+            data, has_more = state.files.page(
+                purpose=args.get("purpose") or None, order=order, after=after, limit=limit
+            )
+        except KeyError:
+            raise _BadRequest(
+                f"Invalid 'after': no file has the id {after!r}.", "after", "invalid_cursor"
+            ) from None
+        if fault == "empty":
+            data, has_more = [], False
+        return _json_response(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": has_more,
+            }
+        )
+
+    @app.get("/v1/files/<file_id>")
+    def retrieve_file(file_id: str) -> Response:
+        early = _pre_fault(_fault(None), stream=False)
+        if early is not None:
+            return early
+        meta = state.files.get(file_id)
+        return _file_not_found(file_id) if meta is None else _json_response(meta)
+
+    @app.delete("/v1/files/<file_id>")
+    def delete_file(file_id: str) -> Response:
+        early = _pre_fault(_fault(None), stream=False)
+        if early is not None:
+            return early
+        if not state.files.delete(file_id):
+            return _file_not_found(file_id)
+        return _json_response({"id": file_id, "object": "file", "deleted": True})
+
+    @app.get("/v1/files/<file_id>/content")
+    def file_content(file_id: str) -> Response:
+        early = _pre_fault(_fault(None), stream=False)
+        if early is not None:
+            return early
+        content = state.files.content(file_id)
+        if content is None:
+            return _file_not_found(file_id)
+        return Response(content, mimetype="application/octet-stream")
+
     # ---- control plane (not logged, no auth)
+
+    @app.get("/_stub/images/<image_id>.png")
+    def stub_image(image_id: str) -> Response:
+        if not _IMAGE_ID_RE.fullmatch(image_id):
+            flask.abort(404)
+        return Response(_png(image_id), mimetype="image/png")
 
     @app.get("/_stub/requests")
     def stub_requests() -> Response:
@@ -958,6 +1699,13 @@ def main(argv: list[str] | None = None) -> None:
         help="also send retry-after-ms on the 429/500 faults",
     )
     parser.add_argument("--log-limit", type=int, default=1000)
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated model ids for GET /v1/models instead of the built-in catalogue",
+    )
+    parser.add_argument("--owned-by", default=DEFAULT_OWNED_BY, help="owned_by of the models")
+    parser.add_argument("--files-limit", type=int, default=1000)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
@@ -971,6 +1719,9 @@ def main(argv: list[str] | None = None) -> None:
         stream_slow_delay=args.stream_slow_delay,
         retry_after_ms=args.retry_after_ms,
         log_limit=args.log_limit,
+        models=None if args.models is None else tuple(filter(None, args.models.split(","))),
+        owned_by=args.owned_by,
+        files_limit=args.files_limit,
     )
     server = _make_server(args.host, args.port, app)
     log.info("stub upstream serving on http://%s:%d/v1", _url_host(args.host), server.server_port)

@@ -1,31 +1,63 @@
-"""Upstream routing: which OpenAI-compatible server answers a model, and its SDK client."""
+"""Upstream routing: which OpenAI-compatible server answers a model, and its SDK client.
+
+The default upstream comes from OPENAI_BASE_URL / OPENAI_API_KEY (the bundled stub when
+unset). UPSTREAMS_FILE names a TOML file of further upstreams, each with fnmatch patterns of
+the model names it answers (format and rules: docs/upstreams.md). The file is checked whole at
+startup: every mistake is a ValueError naming the file, the upstream and what to fix, and no
+message ever holds an upstream key.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import threading
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
 from openai import OpenAI
+
+from config import GUNICORN_TIMEOUT_SECONDS
 
 # Used when OPENAI_BASE_URL is empty: the bundled stub that `make run` starts.
 STUB_BASE_URL = "http://127.0.0.1:8001/v1"
 STUB_API_KEY = "sk-stub"
+
+# Names of the upstreams from OPENAI_BASE_URL (or the stub); a file upstream may not take them.
+RESERVED_NAMES = frozenset({"default", "stub"})
+_NAME = re.compile(r"[a-z0-9_-]+")
+# RFC 9110 field-name token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELDS = ("name", "base_url", "api_key_env", "models", "timeout_seconds", "max_retries", "headers")
+_REQUIRED = ("name", "base_url", "api_key_env", "models")
 
 
 @dataclass(frozen=True)
 class Upstream:
     name: str
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)  # never printed: an Upstream may end up in a log line
     timeout_seconds: float
     max_retries: int
+    # fnmatch patterns (case-sensitive) of the model names routed here; empty for the default.
+    patterns: tuple[str, ...] = ()
+    # Extra headers sent with every request to this upstream (never Authorization).
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def matches(self, model: str) -> bool:
+        return any(fnmatchcase(model, pattern) for pattern in self.patterns)
 
 
 class UpstreamRouter:
-    """Routes a model name to an upstream. One default today; the catalog issue adds patterns."""
+    """Routes a model name to an upstream: the first file upstream (in file order) with a
+    pattern matching the name, else the default. One cached SDK client per upstream."""
 
-    def __init__(self, default: Upstream):
+    def __init__(self, default: Upstream, upstreams: Iterable[Upstream] = ()):
         self.default = default
+        self.file_upstreams: tuple[Upstream, ...] = tuple(upstreams)
         self._clients: dict[str, OpenAI] = {}
         self._lock = threading.Lock()
 
@@ -35,26 +67,49 @@ class UpstreamRouter:
         api_key = config["OPENAI_API_KEY"] or (
             STUB_API_KEY if not config["OPENAI_BASE_URL"] else ""
         )
-        return cls(
-            Upstream(
-                name="default" if config["OPENAI_BASE_URL"] else "stub",
-                base_url=base_url.rstrip("/"),
-                api_key=api_key or "unset",
-                timeout_seconds=config["UPSTREAM_TIMEOUT_SECONDS"],
-                max_retries=config["UPSTREAM_MAX_RETRIES"],
-            )
+        default = Upstream(
+            name="default" if config["OPENAI_BASE_URL"] else "stub",
+            base_url=base_url.rstrip("/"),
+            api_key=api_key or "unset",
+            timeout_seconds=config["UPSTREAM_TIMEOUT_SECONDS"],
+            max_retries=config["UPSTREAM_MAX_RETRIES"],
         )
+        path = config.get("UPSTREAMS_FILE", "")
+        upstreams = (
+            load_upstreams_file(
+                path,
+                default_timeout_seconds=config["UPSTREAM_TIMEOUT_SECONDS"],
+                default_max_retries=config["UPSTREAM_MAX_RETRIES"],
+            )
+            if path
+            else []
+        )
+        return cls(default, upstreams)
+
+    def upstreams(self) -> list[Upstream]:
+        """Every upstream: the default first, then the file's in file order."""
+        return [self.default, *self.file_upstreams]
 
     def route_model(self, model: str | None) -> Upstream:
+        if isinstance(model, str) and model:
+            for upstream in self.file_upstreams:
+                if upstream.matches(model):
+                    return upstream
         return self.default
 
+    def lists_model(self, upstream: Upstream, model_id: str) -> bool:
+        """Whether `model_id`, listed by `upstream`'s /v1/models, belongs in the gateway's
+        merged list: only when calling that model would reach that same upstream."""
+        return self.route_model(model_id).name == upstream.name
+
     def warm_up(self) -> None:
-        """Build the default client and touch the SDK resources the catalog uses: the SDK
+        """Build every upstream's client and touch the SDK resources the catalog uses: the SDK
         imports them on first use, which would otherwise stall a worker's first calls."""
-        client = self.client_for(self.default)
-        for resource in ("chat", "completions", "embeddings", "moderations", "models"):
-            getattr(client, resource)
-        client.chat.completions  # noqa: B018
+        for upstream in self.upstreams():
+            client = self.client_for(upstream)
+            for resource in ("chat", "completions", "embeddings", "moderations", "models"):
+                getattr(client, resource)
+            client.chat.completions  # noqa: B018
 
     def client_for(self, upstream: Upstream) -> OpenAI:
         with self._lock:
@@ -65,6 +120,200 @@ class UpstreamRouter:
                     base_url=upstream.base_url,
                     timeout=upstream.timeout_seconds,
                     max_retries=upstream.max_retries,
+                    default_headers=dict(upstream.headers) or None,
                 )
                 self._clients[upstream.name] = client
             return client
+
+
+def gunicorn_timeout_seconds(environ: Mapping[str, str] | None = None) -> int:
+    """The gunicorn worker timeout as config/gunicorn.conf.py computes it: GUNICORN_TIMEOUT,
+    else GUNICORN_TIMEOUT_SECONDS."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("GUNICORN_TIMEOUT", "")
+    if not raw.strip():
+        return GUNICORN_TIMEOUT_SECONDS
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"GUNICORN_TIMEOUT={raw!r} is not a whole number of seconds; "
+            f"set it to e.g. {GUNICORN_TIMEOUT_SECONDS}"
+        ) from None
+
+
+def load_upstreams_file(
+    path: str | os.PathLike,
+    *,
+    default_timeout_seconds: float,
+    default_max_retries: int,
+    environ: Mapping[str, str] | None = None,
+) -> list[Upstream]:
+    """The upstreams of the TOML file at `path`, in file order; ValueError on any mistake."""
+    environ = os.environ if environ is None else environ
+    where = f"UPSTREAMS_FILE {os.fspath(path)}"
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ValueError(
+            f"{where}: cannot be read ({exc.strerror or exc}); "
+            "fix the path or leave UPSTREAMS_FILE empty"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{where}: is not valid TOML ({exc})") from None
+    unknown = sorted(set(document) - {"upstream"})
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown top-level key {unknown[0]!r}; "
+            "the file holds only [[upstream]] tables"
+        )
+    tables = document.get("upstream", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ValueError(f"{where}: 'upstream' must be written as [[upstream]] tables")
+    gunicorn_timeout = gunicorn_timeout_seconds(environ)
+    upstreams: list[Upstream] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(tables, start=1):
+        upstream = _parse_upstream(
+            table,
+            f"{where}: [[upstream]] #{index}",
+            environ=environ,
+            default_timeout_seconds=default_timeout_seconds,
+            default_max_retries=default_max_retries,
+            gunicorn_timeout=gunicorn_timeout,
+        )
+        if upstream.name in seen:
+            raise ValueError(
+                f"{where}: [[upstream]] #{index} name {upstream.name!r} is already used by "
+                f"[[upstream]] #{seen[upstream.name]}; give each upstream its own name"
+            )
+        seen[upstream.name] = index
+        upstreams.append(upstream)
+    return upstreams
+
+
+def _parse_upstream(
+    table: dict,
+    where: str,
+    *,
+    environ: Mapping[str, str],
+    default_timeout_seconds: float,
+    default_max_retries: int,
+    gunicorn_timeout: int,
+) -> Upstream:
+    # The name first, so that every later message can say which upstream it is about.
+    name = table.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"{where}: name must be a string of a-z, 0-9, '_' and '-', e.g. name = \"qwen\""
+        )
+    if name in RESERVED_NAMES:
+        raise ValueError(
+            f"{where}: name {name!r} is reserved for the OPENAI_BASE_URL upstream; pick another"
+        )
+    where = f"{where} {name!r}"
+    for key in table:
+        if key not in _FIELDS:
+            hint = (
+                "keys are never read from the file: put the key in an environment variable "
+                "and name that variable in api_key_env"
+                if "key" in key.lower()
+                else f"known fields: {', '.join(_FIELDS)}"
+            )
+            raise ValueError(f"{where}: unknown field {key!r}; {hint}")
+    for key in _REQUIRED:
+        if key not in table:
+            raise ValueError(f"{where}: the required field {key!r} is missing")
+
+    base_url = table["base_url"]
+    if not isinstance(base_url, str):
+        raise ValueError(f'{where}: base_url must be a string like "https://host/v1"')
+    base_url = base_url.strip().rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the user part of a URL is a credential.
+        raise ValueError(
+            f"{where}: base_url must not carry credentials (user@host); "
+            "put the key in an environment variable and name it in api_key_env"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{where}: base_url {base_url!r} must be an http:// or https:// URL with a host, "
+            'e.g. "https://api.deepseek.com/v1"'
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"{where}: base_url {base_url!r} must not have a query or a fragment")
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"{where}: base_url {base_url!r} has an invalid port") from None
+
+    api_key_env = table["api_key_env"]
+    if not isinstance(api_key_env, str) or not api_key_env.strip():
+        raise ValueError(
+            f"{where}: api_key_env must be the name of an environment variable, "
+            'e.g. api_key_env = "DASHSCOPE_API_KEY"'
+        )
+    api_key = environ.get(api_key_env, "").strip()
+    if not api_key:
+        raise ValueError(
+            f"{where}: the environment variable {api_key_env} named by api_key_env is unset "
+            "or empty; export the upstream's key in it (any non-empty value for a local "
+            "server that checks none)"
+        )
+
+    models = table["models"]
+    if (
+        not isinstance(models, list)
+        or not models
+        or not all(isinstance(p, str) and p.strip() for p in models)
+    ):
+        raise ValueError(
+            f"{where}: models must be a non-empty list of model-name patterns, "
+            'e.g. models = ["qwen-*"]'
+        )
+
+    timeout_seconds = table.get("timeout_seconds", default_timeout_seconds)
+    if (
+        isinstance(timeout_seconds, bool)
+        or not isinstance(timeout_seconds, int | float)
+        or not timeout_seconds > 0
+    ):
+        raise ValueError(f"{where}: timeout_seconds must be a number of seconds above 0")
+    max_retries = table.get("max_retries", default_max_retries)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"{where}: max_retries must be a whole number, 0 or more")
+    worst_case = float(timeout_seconds) * (1 + max_retries)
+    if worst_case >= gunicorn_timeout:
+        raise ValueError(
+            f"{where}: timeout_seconds x attempts = {timeout_seconds:g}s x {1 + max_retries} "
+            f"= {worst_case:g}s must stay below the gunicorn timeout ({gunicorn_timeout}s); "
+            "lower timeout_seconds or max_retries, or raise GUNICORN_TIMEOUT"
+        )
+
+    headers = table.get("headers", {})
+    if not isinstance(headers, dict):
+        raise ValueError(
+            f'{where}: headers must be a table of strings, e.g. headers = {{ "X-A" = "b" }}'
+        )
+    for header, value in headers.items():
+        if not _HEADER_NAME.fullmatch(header):
+            raise ValueError(f"{where}: headers: {header!r} is not a valid header name")
+        if header.lower() == "authorization":
+            raise ValueError(
+                f"{where}: headers may not set Authorization; the key comes from api_key_env"
+            )
+        # The value is not echoed: a header may carry a secret of its own.
+        if not isinstance(value, str) or "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"{where}: headers: the value of {header!r} must be a one-line string")
+
+    return Upstream(
+        name=name,
+        base_url=base_url,
+        api_key=api_key,
+        timeout_seconds=float(timeout_seconds),
+        max_retries=max_retries,
+        patterns=tuple(models),
+        headers=dict(headers),
+    )

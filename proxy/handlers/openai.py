@@ -6,15 +6,24 @@ failures raise GatewayError. No Flask, no other handler.
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 from collections.abc import Callable
 from functools import cache
 
 import openai
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
-from proxy.errors import NETWORK_ERROR, TARGET_SERVER_ERROR, TIMEOUT, GatewayError
+from proxy.errors import (
+    NETWORK_ERROR,
+    PARAM_ERROR,
+    TARGET_SERVER_ERROR,
+    TIMEOUT,
+    WRONG_PAGE_TOKEN,
+    GatewayError,
+)
+from proxy.uploads import FileField, FileUpload
 
 PLATFORM = "openai"
 
@@ -66,6 +75,114 @@ class ModerationArgs(_UpstreamArgs):
     input = fields.Raw(required=True, metadata={"description": "Text or list of texts."})
 
 
+class EditArgs(_UpstreamArgs):
+    instruction = fields.String(
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "How to change the input text."},
+    )
+    input = fields.String(
+        load_default="", metadata={"description": "The text to edit (empty: write anew)."}
+    )
+    n = fields.Integer(validate=validate.Range(min=1, max=10))
+
+
+_IMAGE_FORMATS = validate.OneOf(["url", "b64_json"])
+_IMAGE_COUNT = validate.Range(min=1, max=10)
+
+
+class ImageGenerationArgs(_UpstreamArgs):
+    prompt = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=32000),
+        metadata={"description": "What the image shows."},
+    )
+    n = fields.Integer(validate=_IMAGE_COUNT, metadata={"description": "How many images."})
+    size = fields.String(metadata={"description": "e.g. 1024x1024."})
+    response_format = fields.String(validate=_IMAGE_FORMATS)
+
+
+class ImageEditArgs(_UpstreamArgs):
+    image = FileField(
+        required=True, metadata={"description": "The image: base64, or a multipart part."}
+    )
+    mask = FileField(metadata={"description": "Where to edit (transparent areas): base64."})
+    prompt = fields.String(required=True, validate=validate.Length(min=1, max=32000))
+    n = fields.Integer(validate=_IMAGE_COUNT)
+    size = fields.String()
+    response_format = fields.String(validate=_IMAGE_FORMATS)
+
+
+class ImageVariationArgs(_UpstreamArgs):
+    image = FileField(
+        required=True, metadata={"description": "The image: base64, or a multipart part."}
+    )
+    n = fields.Integer(validate=_IMAGE_COUNT)
+    size = fields.String()
+    response_format = fields.String(validate=_IMAGE_FORMATS)
+
+
+_TEXT_FORMATS = ("text", "srt", "vtt")
+
+
+class AudioTextArgs(_UpstreamArgs):
+    file = FileField(
+        required=True, metadata={"description": "The audio: base64, or a multipart part."}
+    )
+    filename = fields.String(
+        validate=validate.Length(min=1, max=255),
+        metadata={"description": "The audio file's name; its extension tells the format."},
+    )
+    prompt = fields.String()
+    response_format = fields.String(
+        validate=validate.OneOf(["json", "verbose_json", *_TEXT_FORMATS])
+    )
+    temperature = fields.Float(validate=validate.Range(min=0, max=1))
+
+
+class TranscriptionArgs(AudioTextArgs):
+    language = fields.String(validate=validate.Length(min=2, max=16))
+
+
+class SpeechArgs(_UpstreamArgs):
+    input = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    voice = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    response_format = fields.String(
+        validate=validate.OneOf(["mp3", "opus", "aac", "flac", "wav", "pcm"])
+    )
+    speed = fields.Float(validate=validate.Range(min=0.25, max=4.0))
+
+
+_FILE_ID = validate.Regexp(r"^file-[A-Za-z0-9_-]{1,64}$", error="must be a file id: file-...")
+
+
+class FilesArgs(Schema):
+    """List the files, or upload one when `file` is given."""
+
+    class Meta:
+        unknown = RAISE  # a GET upstream: there is no body to pass unknown arguments in
+        ordered = True
+
+    file = FileField(metadata={"description": "A file to upload: base64, or a multipart part."})
+    filename = fields.String(validate=validate.Length(min=1, max=255))
+    purpose = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "Required to upload (assistants, batch, fine-tune, ...)."},
+    )
+    limit = fields.Integer(validate=validate.Range(min=1, max=10000))
+    order = fields.String(validate=validate.OneOf(["asc", "desc"]))
+    after = fields.String(
+        metadata={"description": "The cursor: the last file id of the previous page."}
+    )
+
+
+class FileIdArgs(Schema):
+    class Meta:
+        unknown = RAISE
+
+    file_id = fields.String(required=True, validate=_FILE_ID)
+
+
 class NoArgs(Schema):
     class Meta:
         unknown = INCLUDE
@@ -93,6 +210,129 @@ def create_moderation(client: openai.OpenAI, args: dict) -> dict:
     return _call(client.moderations.with_raw_response.create, args)
 
 
+EDIT_INSTRUCTIONS = (
+    "You edit text. Apply the user's instruction to the text and answer with the edited "
+    "text only, without comments."
+)
+
+
+def create_edit(client: openai.OpenAI, args: dict) -> dict:
+    """v1/edits, retired upstream: the instruction and input as a chat call, answered in the
+    classic edits shape ({"object": "edit", "choices": [{"text", "index"}], "usage"})."""
+    chat_args = {
+        name: value for name, value in args.items() if name not in ("instruction", "input")
+    }
+    chat_args["messages"] = [
+        {"role": "system", "content": EDIT_INSTRUCTIONS},
+        {
+            "role": "user",
+            "content": f"Instruction: {args['instruction']}\n\nText:\n{args['input']}",
+        },
+    ]
+    chat = _call(client.chat.completions.with_raw_response.create, chat_args)
+    return {
+        "object": "edit",
+        "created": chat.get("created"),
+        "choices": [
+            {"text": (choice.get("message") or {}).get("content") or "", "index": index}
+            for index, choice in enumerate(chat.get("choices") or [])
+        ],
+        "usage": chat.get("usage") or {},
+    }
+
+
+def generate_images(client: openai.OpenAI, args: dict) -> dict:
+    return _call(client.images.with_raw_response.generate, args)
+
+
+def edit_image(client: openai.OpenAI, args: dict) -> dict:
+    return _call(client.images.with_raw_response.edit, args)
+
+
+def create_image_variation(client: openai.OpenAI, args: dict) -> dict:
+    return _call(client.images.with_raw_response.create_variation, args)
+
+
+def create_transcription(client: openai.OpenAI, args: dict) -> dict:
+    return _audio_text(client.audio.transcriptions.with_raw_response.create, args)
+
+
+def create_translation(client: openai.OpenAI, args: dict) -> dict:
+    return _audio_text(client.audio.translations.with_raw_response.create, args)
+
+
+def _audio_text(raw_call: Callable, args: dict) -> dict:
+    """json and verbose_json answers as they are; text, srt and vtt as {"text": ...}."""
+    if args.get("response_format") in _TEXT_FORMATS:
+        return {"text": _raw(raw_call, args).text}
+    return _call(raw_call, args)
+
+
+def create_speech(client: openai.OpenAI, args: dict) -> dict:
+    """Binary audio, returned as base64 with its MIME type (an envelope carries text only)."""
+    raw = _raw(client.audio.speech.with_raw_response.create, args)
+    content = raw.content
+    return {
+        "object": "audio.speech",
+        "format": args.get("response_format", "mp3"),
+        "mime_type": raw.headers.get("content-type", "application/octet-stream"),
+        "bytes": len(content),
+        "audio": base64.b64encode(content).decode("ascii"),
+    }
+
+
+def list_or_upload_files(client: openai.OpenAI, args: dict) -> dict:
+    if "file" in args:
+        if not args.get("purpose"):
+            raise GatewayError(
+                PARAM_ERROR, "_o_args.purpose is required to upload a file (e.g. assistants)"
+            )
+        return _call(client.files.with_raw_response.create, args)
+    after = args.get("after")
+    if after is not None and _FILE_ID.regex.match(after) is None:
+        raise GatewayError(WRONG_PAGE_TOKEN, _bad_cursor_reason(after))
+    try:
+        return _call(client.files.with_raw_response.list, args)
+    except GatewayError as exc:
+        if _upstream_error_param(exc.response) == "after":
+            raise GatewayError(WRONG_PAGE_TOKEN, _bad_cursor_reason(after)) from None
+        raise
+
+
+def _bad_cursor_reason(after) -> str:
+    return (
+        f"_o_args.after={after!r} is not a file id of this list; pass the last id of the "
+        "previous page (its last_id), or leave it out for the first page"
+    )
+
+
+def _upstream_error_param(response) -> str | None:
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        return response["error"].get("param")
+    return None
+
+
+def retrieve_file(client: openai.OpenAI, args: dict) -> dict:
+    return _call(client.files.with_raw_response.retrieve, args)
+
+
+def delete_file(client: openai.OpenAI, args: dict) -> dict:
+    return _call(client.files.with_raw_response.delete, args)
+
+
+def file_content(client: openai.OpenAI, args: dict) -> dict:
+    """The file's bytes as base64 (an envelope carries text only)."""
+    raw = _raw(client.files.with_raw_response.content, args)
+    content = raw.content
+    return {
+        "id": args["file_id"],
+        "object": "file.content",
+        "mime_type": raw.headers.get("content-type", "application/octet-stream"),
+        "bytes": len(content),
+        "content": base64.b64encode(content).decode("ascii"),
+    }
+
+
 @cache
 def _sdk_parameters(raw_call: Callable) -> frozenset[str]:
     # The raw-response wrapper keeps the resource method's signature (functools.wraps).
@@ -101,25 +341,7 @@ def _sdk_parameters(raw_call: Callable) -> frozenset[str]:
 
 def _call(raw_call: Callable, args: dict) -> dict:
     """Call an SDK resource method, keeping the upstream's own JSON payload."""
-    known = _sdk_parameters(raw_call)
-    kwargs = {name: value for name, value in args.items() if name in known}
-    extra = {name: value for name, value in args.items() if name not in known}
-    if extra:
-        kwargs["extra_body"] = extra
-    try:
-        raw = raw_call(**kwargs)
-    except openai.APITimeoutError:  # a subclass of APIConnectionError: test it first
-        raise GatewayError(
-            TIMEOUT, "the upstream did not answer in time; try again later"
-        ) from None
-    except openai.APIConnectionError:
-        raise GatewayError(NETWORK_ERROR, "the upstream could not be reached") from None
-    except openai.APIStatusError as exc:
-        raise GatewayError(
-            TARGET_SERVER_ERROR,
-            f"the upstream answered HTTP {exc.status_code}",
-            response=_upstream_error_object(exc.response.text, exc.status_code),
-        ) from None
+    raw = _raw(raw_call, args)
     try:
         payload = json.loads(raw.text)
     except ValueError:
@@ -138,6 +360,35 @@ def _call(raw_call: Callable, args: dict) -> dict:
             },
         )
     return payload
+
+
+def _raw(raw_call: Callable, args: dict):
+    """Call an SDK resource method; its raw response, or GatewayError. Arguments the SDK
+    method does not name travel in the JSON body; files go as (name, bytes, type)."""
+    known = _sdk_parameters(raw_call)
+    kwargs, extra = {}, {}
+    for name, value in args.items():
+        if isinstance(value, FileUpload):
+            value = value.for_sdk()
+        elif name == "filename":  # the name of a base64 `file`, already in its FileUpload
+            continue
+        (kwargs if name in known else extra)[name] = value
+    if extra:
+        kwargs["extra_body"] = extra
+    try:
+        return raw_call(**kwargs)
+    except openai.APITimeoutError:  # a subclass of APIConnectionError: test it first
+        raise GatewayError(
+            TIMEOUT, "the upstream did not answer in time; try again later"
+        ) from None
+    except openai.APIConnectionError:
+        raise GatewayError(NETWORK_ERROR, "the upstream could not be reached") from None
+    except openai.APIStatusError as exc:
+        raise GatewayError(
+            TARGET_SERVER_ERROR,
+            f"the upstream answered HTTP {exc.status_code}",
+            response=_upstream_error_object(exc.response.text, exc.status_code),
+        ) from None
 
 
 def _upstream_error_object(body_text: str, status_code: int) -> dict:
