@@ -90,6 +90,12 @@ def call(client, account):
     return _call
 
 
+# A 1x1 PNG, base64: small enough to travel in a GET query string.
+TINY_PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAA"
+    "AABJRU5ErkJggg=="
+)
+
 CHAT_ARGS = {"messages": [{"role": "user", "content": "你好 world"}]}
 
 

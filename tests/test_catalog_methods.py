@@ -10,13 +10,9 @@ import time
 
 import pytest
 
-from tests.conftest import create_account
+from tests.conftest import TINY_PNG_B64, create_account
 
-# A 1x1 PNG: small enough to travel base64 in a GET query string.
-TINY_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-)
-TINY_PNG_B64 = base64.b64encode(TINY_PNG).decode()
+TINY_PNG = base64.b64decode(TINY_PNG_B64)
 
 
 def upstream_bodies(stub, path: str) -> list:
@@ -368,3 +364,24 @@ def test_every_new_method_is_in_the_method_catalog_with_its_schema(client, metho
     entries = {entry["method"]: entry for entry in client.get("/api/methods").get_json()["methods"]}
     assert method in entries
     assert entries[method]["o_args_schema"]
+
+
+def test_models_list_names_an_unreachable_upstream_and_is_not_cached(
+    make_app, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DEAD_KEY", "sk-dead")
+    upstreams = tmp_path / "upstreams.toml"
+    upstreams.write_text(
+        '[[upstream]]\nname = "dead"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'api_key_env = "DEAD_KEY"\nmodels = ["dead-*"]\n'
+    )
+    app = make_app(UPSTREAMS_FILE=str(upstreams))
+    account = create_account(app.test_cli_runner())
+    query = {"key": account["key"], "secret": account["secret"], "method": "v1/models"}
+    client = app.test_client()
+    first = client.get("/api", query_string={**query, "cache": "yes"}).get_json()
+    assert first["error_code"] == "0000", first
+    assert first["response"]["unavailable_upstreams"] == ["dead"]
+    assert "gpt-4o-mini" in [model["id"] for model in first["response"]["data"]]
+    again = client.get("/api", query_string={**query, "cache": "yes"}).get_json()
+    assert again["cache"] == 0
