@@ -26,6 +26,18 @@ from config import GUNICORN_TIMEOUT_SECONDS
 STUB_BASE_URL = "http://127.0.0.1:8001/v1"
 STUB_API_KEY = "sk-stub"
 
+# The SDK resources the catalog calls (warmed up before a worker takes calls).
+CATALOG_RESOURCES = (
+    "chat",
+    "completions",
+    "embeddings",
+    "moderations",
+    "models",
+    "images",
+    "audio",
+    "files",
+)
+
 # Names of the upstreams from OPENAI_BASE_URL (or the stub); a file upstream may not take them.
 RESERVED_NAMES = frozenset({"default", "stub"})
 _NAME = re.compile(r"[a-z0-9_-]+")
@@ -107,9 +119,10 @@ class UpstreamRouter:
         imports them on first use, which would otherwise stall a worker's first calls."""
         for upstream in self.upstreams():
             client = self.client_for(upstream)
-            for resource in ("chat", "completions", "embeddings", "moderations", "models"):
+            for resource in CATALOG_RESOURCES:
                 getattr(client, resource)
             client.chat.completions  # noqa: B018
+            client.audio.transcriptions, client.audio.translations, client.audio.speech  # noqa: B018
 
     def client_for(self, upstream: Upstream) -> OpenAI:
         with self._lock:
