@@ -1,11 +1,10 @@
-"""HTTP routes. The only module that touches flask.request / g: it parses the call, asks the
-dispatcher, records usage and renders the envelope."""
+"""HTTP routes. The only modules that touch flask.request / g are this one and openai_door.py:
+they read a call into a CallRequest, run it (proxy/calls.py) and render the answer."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 
 from flask import Response, current_app, g, jsonify, request
@@ -15,25 +14,20 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from proxy import formats
 from proxy.accounts import Credentials
+from proxy.calls import CallRequest, run_call
 from proxy.catalog import PLATFORMS, find_method
-from proxy.dispatcher import Call
 from proxy.envelope import EnvelopeFacts, build_envelope, server_now
 from proxy.errors import (
-    API_NOT_ADDED,
-    INTERNAL_ERROR,
     PARAM_ERROR,
-    UNKNOWN_ERROR,
     GatewayError,
 )
 from proxy.openapi_docs import API_DOC, method_catalog_entries
 from proxy.params import (
     echo_call_args,
     load_common,
-    parse_o_args,
     parse_presentation,
 )
 from proxy.uploads import FILE_FIELDS, FileUpload
-from proxy.usage import UsageRecord
 
 log = logging.getLogger("proxy")
 
@@ -96,149 +90,71 @@ def with_header_credentials(raw: dict) -> dict:
     return merged
 
 
-def _o_args_limit(takes_files: bool) -> int:
-    """MAX_O_ARGS_BYTES, plus room for base64 files (an image and its mask) where a method
-    takes them."""
-    config = current_app.config
-    if not takes_files:
-        return config["MAX_O_ARGS_BYTES"]
-    return config["MAX_O_ARGS_BYTES"] + 2 * (4 * (config["MAX_UPLOAD_BYTES"] + 2) // 3)
-
-
-def with_multipart_files(o_args: dict) -> dict:
-    """`_o_args` plus the files sent as multipart parts named file, image or mask."""
-    merged = dict(o_args)
-    for name in FILE_FIELDS:
-        part = request.files.get(name)
-        if part is None:
-            continue
-        if name in merged:
-            raise GatewayError(
-                PARAM_ERROR, f"{name} is sent twice (in _o_args and as a multipart part); send one"
-            )
-        merged[name] = FileUpload(
+def multipart_files() -> dict[str, FileUpload]:
+    """The request's multipart parts named file, image or mask, as FileUploads."""
+    return {
+        name: FileUpload(
             filename=(part.filename or f"{name}.bin")[:255],
             content=part.read(),
             content_type=part.mimetype or "application/octet-stream",
         )
-    return merged
+        for name in FILE_FIELDS
+        if (part := request.files.get(name)) is not None
+    }
 
 
 def handle_call(platform: str | None) -> Response:
-    started = time.perf_counter()
     gateway = _gateway()
     request_id = _new_request_id()
     g.request_id = request_id
-    result_type, lang, callback = "json", "cn", ""
+    presentation = {"result_type": "json", "lang": "cn", "callback": ""}
     raw: dict = {}
-    account = None
-    admission = None
-    method_name = ""
-    outcome_code, response_payload, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
-    try:
-        raw = collect_raw_params()
+
+    def prepare() -> CallRequest:
+        raw.update(collect_raw_params())
         result_type, lang, callback = parse_presentation(raw)
+        presentation.update(result_type=result_type, lang=lang, callback=callback)
         params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
-        method_name = params["method"]
-        account = gateway.accounts.authenticate(
-            Credentials(
+        return CallRequest(
+            credentials=Credentials(
                 key=params["key"],
                 secret=params.get("secret", ""),
                 sign=params.get("sign", ""),
                 signed_params=raw,
             ),
-            today=gateway.meter.today(),
-            now=time.time(),
+            method=params["method"],
+            o_args=params.get("o_args"),
+            files=multipart_files(),
+            platform=platform,
+            version=params["version"],
+            use_cache=params["cache"] == "yes",
         )
-        spec = gateway.dispatcher.lookup(method_name, platform)
-        method_name = spec.name
-        gateway.api_states.check(spec.name, spec.platform, account.id)
-        if not account.may_call(spec.name, spec.platform):
-            raise GatewayError(
-                API_NOT_ADDED,
-                f"{spec.name} is not enabled for this account; ask the operator to add "
-                f"{spec.platform} or {spec.name} to its APIs",
-            )
-        o_args = parse_o_args(
-            params.get("o_args"),
-            max_bytes=_o_args_limit(spec.takes_files),
-            max_depth=current_app.config["MAX_O_ARGS_DEPTH"],
-        )
-        if spec.takes_files:
-            o_args = with_multipart_files(o_args)
-        args = gateway.dispatcher.validate_args(spec, o_args)  # 4003 before anything is held
-        admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
-        outcome = gateway.dispatcher.execute(
-            spec,
-            args,
-            Call(
-                method=spec.name,
-                o_args=o_args,
-                account_id=account.id,
-                version=params["version"],
-                use_cache=params["cache"] == "yes",
-                platform=platform,
-                request_id=request_id,
-            ),
-        )
-        outcome_code, response_payload, cached, usage = (
-            outcome.code,
-            outcome.response,
-            outcome.cached,
-            outcome.usage,
-        )
-    except GatewayError as exc:
-        outcome_code, response_payload, detail = exc.code, exc.response, exc.detail
-    except Exception:  # never a trace or a secret in the answer; the request id finds the log
-        log.exception("unexpected error in request %s", request_id)
-        outcome_code, response_payload, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
 
-    elapsed = time.perf_counter() - started
-    now = server_now(current_app.config["SERVER_TIMEZONE"])
     client_ip = request.remote_addr or ""  # the caller's address once ProxyFix has applied hops
-    last_id, api_info = "", ""
-    try:
-        settlement = gateway.meter.settle(
-            admission,
-            UsageRecord(
-                request_id=request_id,
-                error_code=outcome_code,
-                account_id=account.id if account else None,
-                platform=platform or "openai",
-                method=method_name,
-                cached=cached,
-                prompt_tokens=_int(usage.get("prompt_tokens")),
-                completion_tokens=_int(usage.get("completion_tokens")),
-                total_tokens=_int(usage.get("total_tokens")),
-                latency_ms=int(elapsed * 1000),
-                client_ip=client_ip,
-            ),
-            account,
-        )
-        last_id, api_info = str(settlement.usage_id), settlement.api_info
-    except Exception:  # an unmetered answer is not handed out as a success
-        log.exception("usage ledger failed in request %s", request_id)
-        outcome_code, response_payload, cached = INTERNAL_ERROR, [], False
-        detail = f"the call could not be recorded; see log of {request_id}"
+    result = run_call(
+        gateway, current_app.config, prepare, request_id=request_id, client_ip=client_ip
+    )
     envelope = build_envelope(
         EnvelopeFacts(
-            code=outcome_code,
-            response=response_payload,
-            lang=lang,
-            detail=detail,
-            cached=cached,
-            api_info=api_info,
-            elapsed_seconds=elapsed,
-            now=now,
+            code=result.code,
+            response=result.response,
+            lang=presentation["lang"],
+            detail=result.detail,
+            cached=result.cached,
+            api_info=result.api_info,
+            elapsed_seconds=result.elapsed_seconds,
+            now=server_now(current_app.config["SERVER_TIMEZONE"]),
             time_label=current_app.config["SERVER_TIME_LABEL"],
             client_ip=client_ip,
             call_args=echo_call_args(raw),
-            api_type=platform or _platform_of(method_name),
+            api_type=platform or _platform_of(result.method),
             request_id=request_id,
-            last_id=last_id,
+            last_id=result.last_id,
         )
     )
-    return render_envelope(envelope, result_type, callback, outcome_code)
+    return render_envelope(
+        envelope, presentation["result_type"], presentation["callback"], result.code
+    )
 
 
 def render_envelope(envelope: dict, result_type: str, callback: str, code: str) -> Response:
@@ -254,10 +170,6 @@ def render_envelope(envelope: dict, result_type: str, callback: str, code: str) 
 def _platform_of(method_name: str) -> str:
     spec = find_method(method_name) if method_name else None
     return spec.platform if spec else ""
-
-
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @api_blp.route("/api", strict_slashes=False)

@@ -1,0 +1,169 @@
+"""One call through the gateway, whichever door it came in by (`/api` envelopes or the
+OpenAI-compatible `/v1/*`): authenticate, look up, check, validate, admit, execute, settle.
+
+No Flask here: a door hands in a `prepare` function that reads its request into a
+CallRequest (raising GatewayError for bad parameters) and renders the CallResult its way.
+Every outcome, bad parameters included, is settled: one usage row per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from proxy.accounts import Account, Credentials
+from proxy.dispatcher import Call
+from proxy.errors import API_NOT_ADDED, INTERNAL_ERROR, PARAM_ERROR, UNKNOWN_ERROR, GatewayError
+from proxy.params import parse_o_args
+from proxy.uploads import FileUpload
+from proxy.usage import UsageRecord
+
+log = logging.getLogger("proxy")
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    credentials: Credentials
+    method: str  # as the client named it; looked up in the catalog, never made into a URL
+    o_args: object  # a JSON string (GET, form), a dict (JSON body), or None
+    files: Mapping[str, FileUpload] = field(default_factory=dict)  # multipart parts by name
+    platform: str | None = None  # from /<platform>/custom; None elsewhere
+    version: str = ""
+    use_cache: bool = True
+
+
+@dataclass
+class CallResult:
+    code: str
+    response: object
+    detail: str = ""
+    cached: bool = False
+    method: str = ""  # the catalog name once known, else what the client sent
+    platform: str = ""
+    api_info: str = ""
+    last_id: str = ""
+    elapsed_seconds: float = 0.0
+
+
+def run_call(
+    gateway,
+    config: Mapping,
+    prepare: Callable[[], CallRequest],
+    *,
+    request_id: str,
+    client_ip: str,
+) -> CallResult:
+    started = time.perf_counter()
+    account: Account | None = None
+    admission = None
+    method_name, platform = "", None
+    code, response, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
+    try:
+        call = prepare()
+        method_name, platform = call.method, call.platform
+        account = gateway.accounts.authenticate(
+            call.credentials, today=gateway.meter.today(), now=time.time()
+        )
+        spec = gateway.dispatcher.lookup(call.method, call.platform)
+        method_name = spec.name
+        gateway.api_states.check(spec.name, spec.platform, account.id)
+        if not account.may_call(spec.name, spec.platform):
+            raise GatewayError(
+                API_NOT_ADDED,
+                f"{spec.name} is not enabled for this account; ask the operator to add "
+                f"{spec.platform} or {spec.name} to its APIs",
+            )
+        o_args = parse_o_args(
+            call.o_args,
+            max_bytes=o_args_limit(config, spec.takes_files),
+            max_depth=config["MAX_O_ARGS_DEPTH"],
+        )
+        if spec.takes_files:
+            o_args = with_files(o_args, call.files)
+        args = gateway.dispatcher.validate_args(spec, o_args)  # 4003 before anything is held
+        admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+        outcome = gateway.dispatcher.execute(
+            spec,
+            args,
+            Call(
+                method=spec.name,
+                o_args=o_args,
+                account_id=account.id,
+                version=call.version,
+                use_cache=call.use_cache,
+                platform=call.platform,
+                request_id=request_id,
+            ),
+        )
+        code, response, cached, usage = (
+            outcome.code,
+            outcome.response,
+            outcome.cached,
+            outcome.usage,
+        )
+    except GatewayError as exc:
+        code, response, detail = exc.code, exc.response, exc.detail
+    except Exception:  # never a trace or a secret in the answer; the request id finds the log
+        log.exception("unexpected error in request %s", request_id)
+        code, response, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
+
+    elapsed = time.perf_counter() - started
+    result = CallResult(
+        code=code,
+        response=response,
+        detail=detail,
+        cached=cached,
+        method=method_name,
+        platform=platform or "openai",
+        elapsed_seconds=elapsed,
+    )
+    try:
+        settlement = gateway.meter.settle(
+            admission,
+            UsageRecord(
+                request_id=request_id,
+                error_code=code,
+                account_id=account.id if account else None,
+                platform=platform or "openai",
+                method=method_name,
+                cached=cached,
+                prompt_tokens=_int(usage.get("prompt_tokens")),
+                completion_tokens=_int(usage.get("completion_tokens")),
+                total_tokens=_int(usage.get("total_tokens")),
+                latency_ms=int(elapsed * 1000),
+                client_ip=client_ip,
+            ),
+            account,
+        )
+        result.last_id, result.api_info = str(settlement.usage_id), settlement.api_info
+    except Exception:  # an unmetered answer is not handed out as a success
+        log.exception("usage ledger failed in request %s", request_id)
+        result.code, result.response, result.cached = INTERNAL_ERROR, [], False
+        result.detail = f"the call could not be recorded; see log of {request_id}"
+    return result
+
+
+def o_args_limit(config: Mapping, takes_files: bool) -> int:
+    """MAX_O_ARGS_BYTES, plus room for base64 files (an image and its mask) where a method
+    takes them."""
+    if not takes_files:
+        return config["MAX_O_ARGS_BYTES"]
+    return config["MAX_O_ARGS_BYTES"] + 2 * (4 * (config["MAX_UPLOAD_BYTES"] + 2) // 3)
+
+
+def with_files(o_args: dict, files: Mapping[str, FileUpload]) -> dict:
+    """`_o_args` plus the files sent as multipart parts (file, image, mask)."""
+    merged = dict(o_args)
+    for name, upload in files.items():
+        if name in merged:
+            raise GatewayError(
+                PARAM_ERROR, f"{name} is sent twice (in _o_args and as a multipart part); send one"
+            )
+        merged[name] = upload
+    return merged
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
