@@ -34,7 +34,7 @@ class Gateway:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from proxy import cli, routes, storage
+    from proxy import cli, openai_door, routes, storage
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
     from proxy.dispatcher import Dispatcher
@@ -100,6 +100,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         api=api,
         redis=redis_client,
     )
+    openai_door.register(app)
     cli.init_app(app)
     return app
 

@@ -24,9 +24,15 @@ class MethodSpec:
     takes_model: bool = True  # the method routes by `model` and has a configured default
     in_gateway: bool = False  # answered by the gateway itself (gateway handlers), not one call
     takes_files: bool = False  # file fields (file, image, mask) as base64 or multipart parts
+    # Where the OpenAI-compatible door serves it ("VERB /path", <file_id> taken from the path).
+    openai_routes: tuple[str, ...] = ()
 
 
 def _openai(name, handler, schema, summary, *, cacheable=True, charged=True, **options):
+    """An openai-platform row; a v1/ method is served on /v1 at `POST /<name>` unless its
+    routes say otherwise."""
+    if name.startswith("v1/"):
+        options.setdefault("openai_routes", (f"POST /{name}",))
     return MethodSpec(name, "openai", handler, schema, cacheable, charged, summary, **options)
 
 
@@ -40,6 +46,7 @@ METHODS: tuple[MethodSpec, ...] = (
         "List the models of every upstream (each routes to the upstream that lists it).",
         takes_model=False,
         in_gateway=True,
+        openai_routes=("GET /v1/models",),
     ),
     _openai(
         "v1/chat/completions",
@@ -115,6 +122,7 @@ METHODS: tuple[MethodSpec, ...] = (
         "`purpose`).",
         cacheable=False,
         takes_model=False,
+        openai_routes=("GET /v1/files", "POST /v1/files"),
         takes_files=True,
     ),
     _openai(
@@ -124,6 +132,7 @@ METHODS: tuple[MethodSpec, ...] = (
         "A file's details by `file_id`.",
         cacheable=False,
         takes_model=False,
+        openai_routes=("GET /v1/files/<file_id>",),
     ),
     _openai(
         "v1/files/delete",
@@ -132,6 +141,7 @@ METHODS: tuple[MethodSpec, ...] = (
         "Delete a file by `file_id`.",
         cacheable=False,
         takes_model=False,
+        openai_routes=("DELETE /v1/files/<file_id>",),
     ),
     _openai(
         "v1/files/content",
@@ -140,6 +150,7 @@ METHODS: tuple[MethodSpec, ...] = (
         "A file's bytes by `file_id`, base64.",
         cacheable=False,
         takes_model=False,
+        openai_routes=("GET /v1/files/<file_id>/content",),
     ),
     _openai(
         "images/submit",

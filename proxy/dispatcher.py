@@ -78,7 +78,7 @@ class Dispatcher:
             raise GatewayError(PARAM_ERROR, _describe_validation_error(exc.messages)) from None
         if args.get("stream"):
             raise GatewayError(
-                PARAM_ERROR, "_o_args.stream=true is not served on /api yet; leave it out"
+                PARAM_ERROR, "stream=true is not served yet; leave it out"
             )
         oversize = oversize_files(args, self.max_upload_bytes)
         if oversize:

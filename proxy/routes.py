@@ -244,6 +244,7 @@ class ServiceInfo(MethodView):
                     "/api": "GET|POST generic call: key, secret, method, _o_args",
                     "/<platform>/custom": "onebound-style alias of /api, e.g. /openai/custom/",
                     "/api/methods": "the method catalog with _o_args schemas",
+                    "/v1/*": "OpenAI-compatible door (Authorization: Bearer KEY:SECRET)",
                     "/docs": "Swagger UI (offline)",
                     "/openapi.json": "OpenAPI document",
                     "/health": "database health",

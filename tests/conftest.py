@@ -10,14 +10,16 @@ from cryptography.fernet import Fernet
 from proxy import create_app
 from proxy.stub_upstream import StubServer
 
-UPSTREAM_TIMEOUT = 1.0  # seconds: the `stub-hang` model outlasts it, `stub-slow` does not
+# Seconds: the `stub-hang` model outlasts it, `stub-slow` does not, and neither does a normal
+# answer on a loaded CI machine (1 s was seen to time out a plain chat call there).
+UPSTREAM_TIMEOUT = 5.0
 # The tests' own sealing key, so that no test writes instance/sealing.key in the work tree.
 SEALING_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture(scope="session")
 def stub():
-    server = StubServer(slow_seconds=0.3, hang_seconds=3.0).start()
+    server = StubServer(slow_seconds=0.3, hang_seconds=8.0).start()
     yield server
     server.stop()
 

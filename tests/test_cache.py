@@ -23,9 +23,10 @@ def test_second_identical_call_is_a_cache_hit(call, stub):
 
 
 def test_key_order_and_formatting_of_o_args_share_one_entry(call, stub):
-    call(
+    first = call(
         "v1/chat/completions", '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}'
     )
+    assert first["error_code"] == "0000", first
     again = call(
         "v1/chat/completions",
         '{ "messages" : [ {"content":"x", "role":"user"} ],\n "model":"gpt-4o-mini" }',

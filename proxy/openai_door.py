@@ -1,0 +1,225 @@
+"""The OpenAI-compatible door: `/v1/*` at the OpenAI paths, on the same accounts, limits,
+cache, metering and usage log as `/api` (proxy/calls.py), for the official SDKs.
+
+The key travels as an SDK's `api_key` sends it: `Authorization: Bearer KEY:SECRET`, or as
+`api-key` / `X-API-KEY` (`KEY:SECRET`, or the key with `X-API-SECRET`). Answers are the
+upstream's own JSON (binary for speech and file content); errors are OpenAI error objects
+with the matching HTTP status and the gateway code in `error.code`. See docs/openai-door.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from functools import partial
+
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from proxy.accounts import Credentials
+from proxy.calls import CallRequest, CallResult, run_call
+from proxy.catalog import METHODS
+from proxy.errors import ERROR_CODES, MISSING_PARAM, PARAM_ERROR, SUCCESS, GatewayError
+from proxy.uploads import FILE_FIELDS, FileUpload
+
+# Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status).
+HTTP_STATUS = {
+    "4000": 500,
+    "4001": 502,
+    "4002": 502,
+    "4003": 400,
+    "4004": 401,
+    "4005": 401,
+    "4006": 403,
+    "4007": 403,
+    "4008": 429,
+    "4009": 503,
+    "4010": 404,
+    "4012": 403,
+    "4013": 429,
+    "4014": 400,
+    "4015": 400,
+    "4016": 429,
+    "4017": 504,
+    "5000": 500,
+}
+# OpenAI's error `type` for each status, as its SDKs and clients expect them.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+# Retrying cannot help these: the SDK is told not to (it retries 429 and 5xx by default).
+NOT_RETRYABLE = {"4013", "4016"}
+# Methods whose answer is binary on this door: (base64 field, MIME type field).
+BINARY_ANSWERS = {
+    "v1/audio/speech": ("audio", "mime_type"),
+    "v1/files/content": ("content", "mime_type"),
+}
+
+
+def register(app: Flask) -> None:
+    """A URL rule per catalog route: the catalog is the only list of what the door serves.
+    Any other /v1 path is an OpenAI-shaped 404 (4010)."""
+    app.add_url_rule(
+        "/v1/<path:unknown>",
+        endpoint="openai unknown",
+        view_func=unknown_path,
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    )
+    for spec in METHODS:
+        for route in spec.openai_routes:
+            verb, path = route.split(" ", 1)
+            app.add_url_rule(
+                path,
+                endpoint=f"openai {verb} {path}",
+                view_func=partial(serve, spec.name),
+                methods=[verb],
+                strict_slashes=False,
+            )
+
+
+def serve(method: str, **path_args) -> Response:
+    gateway = current_app.extensions["gateway"]
+    request_id = f"{current_app.config['REQUEST_ID_PREFIX']}.{uuid.uuid4().hex[:16]}"
+    g.request_id = request_id
+
+    def prepare() -> CallRequest:
+        return CallRequest(
+            credentials=credentials_from_headers(),
+            method=method,
+            o_args={**arguments(), **path_args},
+            files=multipart_files(),
+            use_cache=request.headers.get("X-Gateway-Cache", "no").strip().lower() == "yes",
+        )
+
+    result = run_call(
+        gateway,
+        current_app.config,
+        prepare,
+        request_id=request_id,
+        client_ip=request.remote_addr or "",
+    )
+    response = answer(result) if result.code in (SUCCESS, "2000") else error_answer(result)
+    response.headers["X-Request-Id"] = request_id
+    response.headers["X-Error-Code"] = result.code
+    if result.api_info:
+        response.headers["X-Api-Info"] = result.api_info
+    if result.code in (SUCCESS, "2000"):
+        response.headers["X-Gateway-Cache"] = "hit" if result.cached else "miss"
+    return response
+
+
+def unknown_path(unknown: str) -> Response:
+    result = CallResult(
+        code="4010",
+        response=[],
+        detail=f"{request.method} /v1/{unknown[:80]} is not served; GET /api/methods lists "
+        "the methods and their /v1 paths",
+    )
+    return error_answer(result)
+
+
+def credentials_from_headers() -> Credentials:
+    """KEY:SECRET from `Authorization: Bearer`, `api-key` or `X-API-KEY`."""
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        token = token.strip()
+    else:
+        token = (request.headers.get("api-key") or request.headers.get("X-API-KEY") or "").strip()
+    if not token:
+        raise GatewayError(
+            MISSING_PARAM,
+            "no API key: send Authorization: Bearer KEY:SECRET (the SDK's api_key), "
+            "or an api-key header",
+        )
+    key, _, secret = token.partition(":")
+    secret = secret or request.headers.get("X-API-SECRET", "")
+    if not secret:
+        raise GatewayError(
+            MISSING_PARAM,
+            "the API key must be KEY:SECRET (the gateway key, a colon, its secret)",
+        )
+    return Credentials(key=key, secret=secret, sign="", signed_params={})
+
+
+def arguments() -> dict:
+    """The call's arguments: the JSON body, the form fields of a multipart upload, or the
+    query string of a GET."""
+    try:
+        if request.mimetype == "multipart/form-data":
+            return {name: request.form.get(name) for name in request.form}
+        if request.method in ("GET", "DELETE"):
+            return {name: request.args.get(name) for name in request.args}
+        text = request.get_data(as_text=True)
+    except RequestEntityTooLarge:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
+    if not text.strip():
+        return {}
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise GatewayError(PARAM_ERROR, "the request body is not valid JSON") from None
+    except RecursionError:
+        raise GatewayError(PARAM_ERROR, "the JSON body is nested too deep") from None
+    if not isinstance(body, dict):
+        raise GatewayError(PARAM_ERROR, "the JSON body must be an object")
+    return body
+
+
+def multipart_files() -> dict[str, FileUpload]:
+    return {
+        name: FileUpload(
+            filename=(part.filename or f"{name}.bin")[:255],
+            content=part.read(),
+            content_type=part.mimetype or "application/octet-stream",
+        )
+        for name in FILE_FIELDS
+        if (part := request.files.get(name)) is not None
+    }
+
+
+def answer(result: CallResult) -> Response:
+    payload = result.response
+    binary = BINARY_ANSWERS.get(result.method)
+    if binary and isinstance(payload, dict):
+        content_field, type_field = binary
+        return Response(
+            base64.b64decode(payload[content_field]),
+            status=200,
+            content_type=payload.get(type_field) or "application/octet-stream",
+        )
+    return Response(
+        json.dumps(payload, ensure_ascii=False), status=200, content_type="application/json"
+    )
+
+
+def _message(result: CallResult) -> str:
+    described = ERROR_CODES[result.code].en if result.code in ERROR_CODES else "error"
+    return f"{described}: {result.detail}" if result.detail else described
+
+
+def error_answer(result: CallResult) -> Response:
+    status = HTTP_STATUS.get(result.code, 500)
+    upstream_error = result.response if isinstance(result.response, dict) else None
+    body = {
+        "error": {
+            "message": _message(result),
+            "type": ERROR_TYPES.get(status, "api_error"),
+            "param": None,
+            "code": result.code,
+        }
+    }
+    if upstream_error and "error" in upstream_error:
+        body["error"]["upstream_error"] = upstream_error["error"]
+    response = Response(
+        json.dumps(body, ensure_ascii=False), status=status, content_type="application/json"
+    )
+    if result.code in NOT_RETRYABLE or status < 500 and status != 429:
+        response.headers["x-should-retry"] = "false"
+    return response

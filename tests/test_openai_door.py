@@ -1,0 +1,189 @@
+"""The official openai SDK, unchanged, against the gateway served by gunicorn on a real socket
+(`base_url` = the gateway's /v1, `api_key` = "KEY:SECRET"), the bundled stub as upstream; the
+same accounts, quota and usage log as /api."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import openai
+import pytest
+import requests
+
+from tests.conftest import SEALING_KEY, TINY_PNG_B64
+from tests.served import ServedGateway
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, stub):
+    workdir = tmp_path_factory.mktemp("openai-door")
+    served = ServedGateway(
+        workdir,
+        workers=2,
+        DATABASE_URL=f"sqlite:///{workdir / 'gateway.sqlite3'}",
+        OPENAI_BASE_URL=stub.base_url,
+        OPENAI_API_KEY="sk-upstream-secret",
+        UPSTREAM_MAX_RETRIES="0",
+        ACCOUNT_SEALING_KEY=SEALING_KEY,
+    ).start()
+    yield served
+    served.stop()
+
+
+def sdk(gateway, account: dict) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=gateway.base + "/v1",
+        api_key=f"{account['key']}:{account['secret']}",
+        max_retries=0,
+        timeout=30,
+    )
+
+
+@pytest.fixture(scope="module")
+def account(gateway):
+    return gateway.flask_json("accounts", "create", "sdk")
+
+
+@pytest.fixture(scope="module")
+def client(gateway, account):
+    return sdk(gateway, account)
+
+
+def test_chat_through_the_sdk(client):
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "你好"}]
+    )
+    assert completion.choices[0].message.content == "stub reply: 你好"
+    assert completion.usage.total_tokens > 0
+
+
+def test_embeddings_through_the_sdk(client):
+    result = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert [item.index for item in result.data] == [0, 1]
+    assert len(result.data[0].embedding) > 0
+
+
+def test_models_through_the_sdk(client):
+    assert "gpt-4o-mini" in [model.id for model in client.models.list()]
+
+
+def test_moderations_through_the_sdk(client):
+    result = client.moderations.create(model="omni-moderation-latest", input="hello")
+    assert len(result.results) == 1
+
+
+def test_speech_through_the_sdk_is_binary_audio(client):
+    speech = client.audio.speech.create(model="tts-1", voice="alloy", input="hello")
+    assert speech.content.startswith(b"ID3")
+
+
+def test_transcription_of_a_multipart_upload_through_the_sdk(client):
+    text = client.audio.transcriptions.create(
+        model="whisper-1", file=("hello.mp3", "bonjour à tous".encode(), "audio/mpeg")
+    )
+    assert text.text == "bonjour à tous"
+
+
+def test_image_edit_of_a_multipart_upload_through_the_sdk(client):
+    image = base64.b64decode(TINY_PNG_B64)
+    result = client.images.edit(
+        model="dall-e-2", image=("cat.png", image, "image/png"), prompt="add a hat"
+    )
+    assert len(result.data) == 1
+
+
+def test_files_upload_list_retrieve_content_and_delete_through_the_sdk(client):
+    uploaded = client.files.create(file=("notes.txt", b"line one\n"), purpose="assistants")
+    assert uploaded.filename == "notes.txt"
+    assert uploaded.id in [entry.id for entry in client.files.list()]
+    assert client.files.retrieve(uploaded.id).bytes == 9
+    assert client.files.content(uploaded.id).content == b"line one\n"
+    assert client.files.delete(uploaded.id).deleted is True
+
+
+def test_a_wrong_secret_raises_authentication_error(gateway, account):
+    wrong = sdk(gateway, {**account, "secret": "not-the-secret"})
+    with pytest.raises(openai.AuthenticationError) as raised:
+        wrong.models.list()
+    assert raised.value.status_code == 401
+    assert raised.value.code == "4005"
+
+
+def test_a_key_without_its_secret_is_refused_with_a_reason(gateway, account):
+    response = requests.get(
+        gateway.base + "/v1/models",
+        headers={"Authorization": f"Bearer {account['key']}"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "4014"
+    assert "KEY:SECRET" in response.json()["error"]["message"]
+
+
+def test_the_api_key_header_is_accepted(gateway, account):
+    response = requests.get(
+        gateway.base + "/v1/models",
+        headers={"api-key": f"{account['key']}:{account['secret']}"},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Error-Code"] == "0000"
+
+
+def test_quota_exhausted_raises_rate_limit_error(gateway):
+    limited = gateway.flask_json("accounts", "create", "one-call", "--daily-quota", "1")
+    client = sdk(gateway, limited)
+    client.embeddings.create(model="text-embedding-3-small", input="first")
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.embeddings.create(model="text-embedding-3-small", input="second")
+    assert raised.value.code == "4013"
+    assert raised.value.response.headers["x-should-retry"] == "false"
+
+
+def test_calls_through_v1_and_api_count_against_one_quota(gateway):
+    shared = gateway.flask_json("accounts", "create", "two-doors", "--daily-quota", "2")
+    client = sdk(gateway, shared)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "1"}])
+    legacy = requests.get(
+        gateway.base + "/api",
+        params={
+            "key": shared["key"],
+            "secret": shared["secret"],
+            "method": "v1/chat/completions",
+            "_o_args": json.dumps({"messages": [{"role": "user", "content": "2"}]}),
+        },
+        timeout=30,
+    ).json()
+    assert (legacy["error_code"], legacy["api_info"].split(" ")[0]) == ("0000", "today:2")
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "3"}]
+        )
+    report = gateway.flask_json("usage", shared["key"])
+    assert (report["calls"], report["charged"], report["by_code"]) == (
+        3,
+        2,
+        {"0000": 2, "4013": 1},
+    )
+
+
+def test_an_unknown_v1_path_is_an_openai_404(gateway, account):
+    response = requests.post(
+        gateway.base + "/v1/nope",
+        headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
+        json={},
+        timeout=30,
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "4010"
+
+
+def test_an_upstream_failure_is_a_502_with_the_upstream_error_inside(client):
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(
+            model="stub-500", messages=[{"role": "user", "content": "x"}]
+        )
+    assert raised.value.status_code == 502
+    assert raised.value.code == "4002"
+    assert raised.value.body["upstream_error"]["message"]
