@@ -77,9 +77,7 @@ class Dispatcher:
         except ValidationError as exc:
             raise GatewayError(PARAM_ERROR, _describe_validation_error(exc.messages)) from None
         if args.get("stream"):
-            raise GatewayError(
-                PARAM_ERROR, "stream=true is not served yet; leave it out"
-            )
+            raise GatewayError(PARAM_ERROR, "stream=true is not served yet; leave it out")
         oversize = oversize_files(args, self.max_upload_bytes)
         if oversize:
             raise GatewayError(PARAM_ERROR, oversize)
