@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from proxy.accounts import Account, Credentials
 from proxy.dispatcher import Call
-from proxy.errors import API_NOT_ADDED, INTERNAL_ERROR, PARAM_ERROR, UNKNOWN_ERROR, GatewayError
+from proxy.errors import (
+    API_NOT_ADDED,
+    INTERNAL_ERROR,
+    PARAM_ERROR,
+    SUCCESS,
+    UNKNOWN_ERROR,
+    GatewayError,
+)
 from proxy.params import parse_o_args
 from proxy.uploads import FileUpload
 from proxy.usage import UsageRecord
 
 log = logging.getLogger("proxy")
+
+# The code recorded for a stream whose client left before any chunk: not charged.
+CLIENT_GONE = UNKNOWN_ERROR
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ def run_call(
     *,
     request_id: str,
     client_ip: str,
-) -> CallResult:
+) -> CallResult | StreamingCall:
     started = time.perf_counter()
     account: Account | None = None
     admission = None
@@ -84,6 +94,12 @@ def run_call(
             o_args = with_files(o_args, call.files)
         args = gateway.dispatcher.validate_args(spec, o_args)  # 4003 before anything is held
         admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+        if args.get("stream"):
+            stream = gateway.dispatcher.open_stream(spec, args)
+            chunks = iter(stream)
+            first = next(chunks, None)  # the upstream's refusal surfaces here, before any byte
+            record = Record(gateway, request_id, client_ip, started, account, admission)
+            return StreamingCall(_stream_events(stream, chunks, first, record, spec.name))
         outcome = gateway.dispatcher.execute(
             spec,
             args,
@@ -108,41 +124,96 @@ def run_call(
     except Exception:  # never a trace or a secret in the answer; the request id finds the log
         log.exception("unexpected error in request %s", request_id)
         code, response, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
-
-    elapsed = time.perf_counter() - started
-    result = CallResult(
-        code=code,
-        response=response,
-        detail=detail,
-        cached=cached,
-        method=method_name,
-        platform=platform or "openai",
-        elapsed_seconds=elapsed,
+    record = Record(gateway, request_id, client_ip, started, account, admission)
+    return record.settle(
+        CallResult(
+            code=code,
+            response=response,
+            detail=detail,
+            cached=cached,
+            method=method_name,
+            platform=platform or "openai",
+        ),
+        usage,
     )
+
+
+@dataclass
+class StreamingCall:
+    """A `stream: true` call under way: ("chunk", dict) events as the upstream sends them,
+    then ("end", CallResult) once it is settled. Closing it early (the client went away)
+    stops the upstream and settles the call without an end event."""
+
+    events: Iterator[tuple[str, object]]
+
+
+@dataclass
+class Record:
+    """What settling a call needs, whenever it ends (at once, or when its stream ends)."""
+
+    gateway: object
+    request_id: str
+    client_ip: str
+    started: float
+    account: Account | None
+    admission: object
+
+    def settle(self, result: CallResult, usage: Mapping) -> CallResult:
+        result.elapsed_seconds = time.perf_counter() - self.started
+        try:
+            settlement = self.gateway.meter.settle(
+                self.admission,
+                UsageRecord(
+                    request_id=self.request_id,
+                    error_code=result.code,
+                    account_id=self.account.id if self.account else None,
+                    platform=result.platform,
+                    method=result.method,
+                    cached=result.cached,
+                    prompt_tokens=_int(usage.get("prompt_tokens")),
+                    completion_tokens=_int(usage.get("completion_tokens")),
+                    total_tokens=_int(usage.get("total_tokens")),
+                    latency_ms=int(result.elapsed_seconds * 1000),
+                    client_ip=self.client_ip,
+                ),
+                self.account,
+            )
+            result.last_id, result.api_info = str(settlement.usage_id), settlement.api_info
+        except Exception:  # an unmetered answer is not handed out as a success
+            log.exception("usage ledger failed in request %s", self.request_id)
+            result.code, result.response, result.cached = INTERNAL_ERROR, [], False
+            result.detail = f"the call could not be recorded; see log of {self.request_id}"
+        return result
+
+
+def _stream_events(stream, chunks, first, record: Record, method: str):
+    """Pass the chunks on; settle when the upstream ends, fails, or the client goes away.
+
+    Charging (docs/streaming.md): a stream that ends normally is charged (0000) with the
+    upstream's usage; one the upstream breaks off is refunded with the failure's code; one
+    the client abandons is stopped upstream and charged when at least one chunk reached the
+    client (the upstream has produced tokens), refunded when none did."""
+    result = CallResult(code=SUCCESS, response=[], method=method, platform="openai")
+    delivered = 0
     try:
-        settlement = gateway.meter.settle(
-            admission,
-            UsageRecord(
-                request_id=request_id,
-                error_code=code,
-                account_id=account.id if account else None,
-                platform=platform or "openai",
-                method=method_name,
-                cached=cached,
-                prompt_tokens=_int(usage.get("prompt_tokens")),
-                completion_tokens=_int(usage.get("completion_tokens")),
-                total_tokens=_int(usage.get("total_tokens")),
-                latency_ms=int(elapsed * 1000),
-                client_ip=client_ip,
-            ),
-            account,
-        )
-        result.last_id, result.api_info = str(settlement.usage_id), settlement.api_info
-    except Exception:  # an unmetered answer is not handed out as a success
-        log.exception("usage ledger failed in request %s", request_id)
-        result.code, result.response, result.cached = INTERNAL_ERROR, [], False
-        result.detail = f"the call could not be recorded; see log of {request_id}"
-    return result
+        chunk = first
+        while chunk is not None:
+            yield "chunk", chunk
+            delivered += 1
+            chunk = next(chunks, None)
+    except GatewayError as exc:
+        result.code, result.response, result.detail = exc.code, exc.response, exc.detail
+    except GeneratorExit:
+        stream.close()
+        if not delivered:
+            result.code, result.detail = CLIENT_GONE, "the client left before the first chunk"
+        record.settle(result, stream.usage)
+        raise
+    except Exception:
+        log.exception("unexpected error in the stream of request %s", record.request_id)
+        result.code, result.detail = UNKNOWN_ERROR, f"see log of {record.request_id}"
+    stream.close()
+    yield "end", record.settle(result, stream.usage)
 
 
 def o_args_limit(config: Mapping, takes_files: bool) -> int:

@@ -5,6 +5,7 @@ No Flask here: routes.py hands in plain values and gets an Outcome back.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from marshmallow import ValidationError
@@ -18,6 +19,7 @@ from proxy.errors import (
     SUCCESS,
     GatewayError,
 )
+from proxy.handlers import openai as openai_handlers
 from proxy.uploads import cache_safe, oversize_files
 from proxy.upstreams import UpstreamRouter
 
@@ -76,8 +78,12 @@ class Dispatcher:
             args = spec.args_schema().load(o_args)
         except ValidationError as exc:
             raise GatewayError(PARAM_ERROR, _describe_validation_error(exc.messages)) from None
-        if args.get("stream"):
-            raise GatewayError(PARAM_ERROR, "stream=true is not served yet; leave it out")
+        if args.get("stream") and spec.name not in openai_handlers.STREAMING:
+            raise GatewayError(
+                PARAM_ERROR,
+                f"stream=true is served for {', '.join(openai_handlers.STREAMING)}; "
+                f"leave it out for {spec.name}",
+            )
         oversize = oversize_files(args, self.max_upload_bytes)
         if oversize:
             raise GatewayError(PARAM_ERROR, oversize)
@@ -98,6 +104,15 @@ class Dispatcher:
     def dispatch(self, call: Call) -> Outcome:
         spec = self.lookup(call.method, call.platform)
         return self.execute(spec, self.validate_args(spec, call.o_args), call)
+
+    def open_stream(self, spec: MethodSpec, args: dict) -> UpstreamStream:
+        """A `stream: true` call (never cached): its chunks as the upstream sends them."""
+        options = args.get("stream_options") if isinstance(args.get("stream_options"), dict) else {}
+        wants_usage = options.get("include_usage") is True
+        asked = {**args, "stream_options": {**options, "include_usage": True}}
+        upstream = self.router.route_model(args.get("model"))
+        chunks = openai_handlers.stream_chunks(self.router.client_for(upstream), spec.name, asked)
+        return UpstreamStream(chunks, client_wants_usage=wants_usage)
 
     def execute(self, spec: MethodSpec, args: dict, call: Call) -> Outcome:
         """Answer validated `args` (from validate_args) from the cache, the upstream, or the
@@ -128,6 +143,32 @@ class Dispatcher:
         )
         payload, hit = self.cache.get_or_compute(key, answer)
         return _outcome(payload, cached=hit)
+
+
+class UpstreamStream:
+    """The chunks of a streamed call as the client asked for them, and the upstream's token
+    usage once its final chunk has passed. The usage chunk is always asked for; when the
+    client did not ask, it and the `usage: null` of the other chunks are taken out again."""
+
+    def __init__(self, chunks: Iterator[dict], *, client_wants_usage: bool):
+        self._chunks = chunks
+        self.client_wants_usage = client_wants_usage
+        self.usage: dict = {}
+
+    def __iter__(self) -> Iterator[dict]:
+        for chunk in self._chunks:
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):
+                self.usage = usage
+            if not self.client_wants_usage:
+                if usage is not None and not chunk.get("choices"):
+                    continue  # the usage chunk the client did not ask for
+                chunk.pop("usage", None)
+            yield chunk
+
+    def close(self) -> None:
+        """Stop reading: the upstream connection closes, and the upstream stops."""
+        self._chunks.close()
 
 
 def _outcome(payload: dict, *, cached: bool) -> Outcome:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterator
 from functools import partial
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from proxy.accounts import Credentials
-from proxy.calls import CallRequest, CallResult, run_call
+from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
 from proxy.catalog import METHODS
 from proxy.errors import ERROR_CODES, MISSING_PARAM, PARAM_ERROR, SUCCESS, GatewayError
 from proxy.uploads import FILE_FIELDS, FileUpload
@@ -103,14 +104,40 @@ def serve(method: str, **path_args) -> Response:
         request_id=request_id,
         client_ip=request.remote_addr or "",
     )
-    response = answer(result) if result.code in (SUCCESS, "2000") else error_answer(result)
+    if isinstance(result, StreamingCall):
+        response = event_stream(openai_events(result))
+    elif result.code in (SUCCESS, "2000"):
+        response = answer(result)
+    else:
+        response = error_answer(result)
     response.headers["X-Request-Id"] = request_id
-    response.headers["X-Error-Code"] = result.code
-    if result.api_info:
-        response.headers["X-Api-Info"] = result.api_info
-    if result.code in (SUCCESS, "2000"):
-        response.headers["X-Gateway-Cache"] = "hit" if result.cached else "miss"
+    if isinstance(result, CallResult):
+        response.headers["X-Error-Code"] = result.code
+        if result.api_info:
+            response.headers["X-Api-Info"] = result.api_info
+        if result.code in (SUCCESS, "2000"):
+            response.headers["X-Gateway-Cache"] = "hit" if result.cached else "miss"
     return response
+
+
+def event_stream(events: Iterator[str]) -> Response:
+    """Server-sent events, sent as they come: no buffering here, and none in nginx."""
+    response = Response(events, status=200, content_type="text/event-stream; charset=utf-8")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def openai_events(streaming: StreamingCall) -> Iterator[str]:
+    """OpenAI's stream: `data: <chunk>` per chunk, an error object if the upstream broke off,
+    then `data: [DONE]`."""
+    for kind, value in streaming.events:
+        if kind == "chunk":
+            yield f"data: {json.dumps(value, ensure_ascii=False)}\n\n"
+        elif value.code not in (SUCCESS, "2000"):
+            error = json.loads(error_answer(value).get_data(as_text=True))
+            yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def unknown_path(unknown: str) -> Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 
 from flask import Response, current_app, g, jsonify, request
 from flask.views import MethodView
@@ -14,13 +15,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from proxy import formats
 from proxy.accounts import Credentials
-from proxy.calls import CallRequest, run_call
+from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
 from proxy.catalog import PLATFORMS, find_method
 from proxy.envelope import EnvelopeFacts, build_envelope, server_now
 from proxy.errors import (
     PARAM_ERROR,
     GatewayError,
 )
+from proxy.openai_door import event_stream
 from proxy.openapi_docs import API_DOC, method_catalog_entries
 from proxy.params import (
     echo_call_args,
@@ -134,27 +136,63 @@ def handle_call(platform: str | None) -> Response:
     result = run_call(
         gateway, current_app.config, prepare, request_id=request_id, client_ip=client_ip
     )
-    envelope = build_envelope(
-        EnvelopeFacts(
-            code=result.code,
-            response=result.response,
-            lang=presentation["lang"],
-            detail=result.detail,
-            cached=result.cached,
-            api_info=result.api_info,
-            elapsed_seconds=result.elapsed_seconds,
-            now=server_now(current_app.config["SERVER_TIMEZONE"]),
-            time_label=current_app.config["SERVER_TIME_LABEL"],
-            client_ip=client_ip,
-            call_args=echo_call_args(raw),
-            api_type=platform or _platform_of(result.method),
-            request_id=request_id,
-            last_id=result.last_id,
+    config = current_app.config
+
+    def envelope_of(result: CallResult) -> dict:
+        return build_envelope(
+            EnvelopeFacts(
+                code=result.code,
+                response=result.response,
+                lang=presentation["lang"],
+                detail=result.detail,
+                cached=result.cached,
+                api_info=result.api_info,
+                elapsed_seconds=result.elapsed_seconds,
+                now=server_now(config["SERVER_TIMEZONE"]),
+                time_label=config["SERVER_TIME_LABEL"],
+                client_ip=client_ip,
+                call_args=echo_call_args(raw),
+                api_type=platform or _platform_of(result.method),
+                request_id=request_id,
+                last_id=result.last_id,
+            )
         )
-    )
+
+    if isinstance(result, StreamingCall):
+        return event_stream(envelope_events(result, envelope_of, request_id))
+    envelope = envelope_of(result)
     return render_envelope(
         envelope, presentation["result_type"], presentation["callback"], result.code
     )
+
+
+def envelope_events(streaming: StreamingCall, envelope_of, request_id: str) -> Iterator[str]:
+    """`stream: true` on /api: server-sent events of envelopes, the AIFlowy convention:
+    `status` START (the first chunk), MIDDLE (the next ones), END (the last chunk in a whole
+    envelope, with error_code, api_info and the rest). One chunk is held back, so that the
+    last one can travel in the END envelope."""
+    held, status = None, "START"
+    for kind, value in streaming.events:
+        if kind == "chunk":
+            if held is not None:
+                yield _event(
+                    {
+                        "status": status,
+                        "error_code": "0000",
+                        "response": held,
+                        "request_id": request_id,
+                    }
+                )
+                status = "MIDDLE"
+            held = value
+            continue
+        if value.code in ("0000", "2000") and held is not None:
+            value.response = held
+        yield _event({"status": "END", **envelope_of(value)})
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
 def render_envelope(envelope: dict, result_type: str, callback: str, code: str) -> Response:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import openai
 import pytest
 import requests
 
 from tests.conftest import SEALING_KEY, TINY_PNG_B64
-from tests.served import ServedGateway
+from tests.served import ServedGateway, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +188,106 @@ def test_an_upstream_failure_is_a_502_with_the_upstream_error_inside(client):
     assert raised.value.status_code == 502
     assert raised.value.code == "4002"
     assert raised.value.body["upstream_error"]["message"]
+
+
+SLOW_WORDS = "one two three four five six"  # stub-stream-slow sends one word per 0.5 s
+
+
+def test_a_stream_reaches_the_client_chunk_by_chunk_before_the_upstream_ends(client):
+    started = time.perf_counter()
+    arrivals, text = [], ""
+    for chunk in client.chat.completions.create(
+        model="stub-stream-slow",
+        stream=True,
+        messages=[{"role": "user", "content": SLOW_WORDS}],
+    ):
+        arrivals.append(time.perf_counter() - started)
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+    assert text == "stub reply: " + SLOW_WORDS
+    # the upstream spaces its chunks 0.5 s apart: the first arrives seconds before the last
+    assert arrivals[-1] - arrivals[0] > 2.0, arrivals
+
+
+def test_a_stream_is_metered_from_the_upstream_usage_the_client_did_not_ask_for(gateway):
+    account = gateway.flask_json("accounts", "create", "stream-usage")
+    chunks = list(
+        sdk(gateway, account).chat.completions.create(
+            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "a b c"}]
+        )
+    )
+    assert all(chunk.usage is None and chunk.choices for chunk in chunks)
+    report = gateway.flask_json("usage", account["key"])
+    assert (report["charged"], report["by_code"]) == (1, {"0000": 1})
+    assert report["tokens"]["total"] > 0
+
+
+def test_a_stream_that_asks_for_usage_gets_the_usage_chunk(client):
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "a b c"}],
+        )
+    )
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.total_tokens > 0
+
+
+def test_an_api_stream_is_server_sent_envelopes_start_middle_end(gateway, account):
+    response = requests.get(
+        gateway.base + "/api",
+        params={
+            "key": account["key"],
+            "secret": account["secret"],
+            "method": "v1/chat/completions",
+            "_o_args": json.dumps(
+                {"stream": True, "messages": [{"role": "user", "content": "a b"}]}
+            ),
+        },
+        stream=True,
+        timeout=30,
+    )
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["X-Accel-Buffering"] == "no"
+    events = [
+        json.loads(line[len("data: ") :])
+        for line in response.iter_lines(decode_unicode=True)
+        if line.startswith("data: ")
+    ]
+    statuses = [event["status"] for event in events]
+    assert statuses[0] == "START" and statuses[-1] == "END"
+    assert set(statuses[1:-1]) <= {"MIDDLE"}
+    text = "".join(
+        event["response"]["choices"][0]["delta"].get("content") or "" for event in events
+    )
+    assert text == "stub reply: a b"
+    end = events[-1]
+    assert end["error_code"] == "0000"
+    assert end["api_info"].startswith("today:")
+
+
+def test_an_abandoned_stream_is_stopped_and_charged_once_a_chunk_was_delivered(gateway):
+    account = gateway.flask_json("accounts", "create", "abandons")
+    response = requests.post(
+        gateway.base + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
+        json={
+            "model": "stub-stream-slow",
+            "stream": True,
+            "messages": [{"role": "user", "content": SLOW_WORDS * 4}],
+        },
+        stream=True,
+        timeout=30,
+    )
+    lines = response.iter_lines(decode_unicode=True)
+    assert next(line for line in lines if line.startswith("data: "))
+    response.close()  # the client goes away mid-stream
+    wait_until(
+        lambda: gateway.flask_json("usage", account["key"])["calls"] == 1,
+        timeout=60,
+        message="the abandoned stream was never settled",
+    )
+    report = gateway.flask_json("usage", account["key"])
+    assert (report["charged"], report["by_code"]) == (1, {"0000": 1})

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import inspect
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import openai
@@ -26,6 +28,7 @@ from proxy.errors import (
 from proxy.uploads import FileField, FileUpload
 
 PLATFORM = "openai"
+log = logging.getLogger("proxy")
 
 
 class _UpstreamArgs(Schema):
@@ -362,9 +365,9 @@ def _call(raw_call: Callable, args: dict) -> dict:
     return payload
 
 
-def _raw(raw_call: Callable, args: dict):
-    """Call an SDK resource method; its raw response, or GatewayError. Arguments the SDK
-    method does not name travel in the JSON body; files go as (name, bytes, type)."""
+def _sdk_arguments(raw_call: Callable, args: dict) -> dict:
+    """The SDK method's keyword arguments: the ones it does not name travel in the JSON body
+    (extra_body); files go as (name, bytes, type)."""
     known = _sdk_parameters(raw_call)
     kwargs, extra = {}, {}
     for name, value in args.items():
@@ -375,8 +378,20 @@ def _raw(raw_call: Callable, args: dict):
         (kwargs if name in known else extra)[name] = value
     if extra:
         kwargs["extra_body"] = extra
+    return kwargs
+
+
+def _raw(raw_call: Callable, args: dict):
+    """Call an SDK resource method; its raw response, or GatewayError."""
+    with upstream_errors():
+        return raw_call(**_sdk_arguments(raw_call, args))
+
+
+@contextmanager
+def upstream_errors():
+    """The SDK's failures as gateway codes (4017, 4001, 4002)."""
     try:
-        return raw_call(**kwargs)
+        yield
     except openai.APITimeoutError:  # a subclass of APIConnectionError: test it first
         raise GatewayError(
             TIMEOUT, "the upstream did not answer in time; try again later"
@@ -389,6 +404,52 @@ def _raw(raw_call: Callable, args: dict):
             f"the upstream answered HTTP {exc.status_code}",
             response=_upstream_error_object(exc.response.text, exc.status_code),
         ) from None
+
+
+def _lines(response) -> Iterator[str]:
+    """The stream's lines; a read that fails mid-stream (the SDK's HTTP client raises its own
+    exceptions there) is 4001."""
+    lines = response.iter_lines()
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except Exception:
+            log.warning("upstream stream broke off", exc_info=True)
+            raise GatewayError(NETWORK_ERROR, "the upstream's stream broke off") from None
+        yield line
+
+
+STREAMING = {
+    "v1/chat/completions": lambda client: client.chat.completions,
+    "v1/completions": lambda client: client.completions,
+}
+
+
+def stream_chunks(client: openai.OpenAI, method: str, args: dict) -> Iterator[dict]:
+    """The upstream's SSE chunks of a `stream: true` call, one dict per `data:` line, as the
+    upstream sends them; the connection closes when the generator is closed."""
+    raw_call = STREAMING[method](client).with_streaming_response.create
+    with upstream_errors():
+        with raw_call(**_sdk_arguments(raw_call, args)) as response:
+            for line in _lines(response):
+                if not line.startswith("data:"):
+                    continue
+                data = line[len("data:") :].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise GatewayError(
+                        TARGET_SERVER_ERROR, "the upstream sent a stream chunk that is not JSON"
+                    ) from None
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise GatewayError(
+                        TARGET_SERVER_ERROR, "the upstream failed mid-stream", response=chunk
+                    )
+                yield chunk
 
 
 def _upstream_error_object(body_text: str, status_code: int) -> dict:
