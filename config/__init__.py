@@ -90,6 +90,8 @@ class Config:
         self.JOB_HEARTBEAT_SECONDS = _env_float("JOB_HEARTBEAT_SECONDS", 5.0)
         self.JOB_STALE_SECONDS = _env_float("JOB_STALE_SECONDS", 30.0)
         self.JOB_MAX_RUNNING = _env_int("JOB_MAX_RUNNING", 4)  # per worker process
+        # Conversation memory (chat_id): at most this many stored messages go before new ones.
+        self.CHAT_MEMORY_MAX_MESSAGES = _env_int("CHAT_MEMORY_MAX_MESSAGES", 40)
         # Cache: in-process TTL cache bounded by the bytes of the answers it holds.
         self.CACHE_TTL_SECONDS = _env_int("CACHE_TTL_SECONDS", 600)
         self.CACHE_MAX_BYTES = _env_int("CACHE_MAX_BYTES", 64 * 1024 * 1024)

@@ -25,6 +25,7 @@ class Gateway:
     api_states: object  # proxy.api_states.ApiStates
     dispatcher: object  # proxy.dispatcher.Dispatcher
     api: Api
+    chats: object = None  # proxy.chats.ChatMemory
     redis: object = None  # redis.Redis when REDIS_URL is set
 
     def ping_database(self) -> None:
@@ -37,6 +38,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy import cli, openai_door, routes, storage
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
+    from proxy.chats import ChatMemory
     from proxy.dispatcher import Dispatcher
     from proxy.handlers.gateway import generate_for_job
     from proxy.jobs import ImageJobs
@@ -98,6 +100,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             ),
         ),
         api=api,
+        chats=ChatMemory(engine, max_messages=app.config["CHAT_MEMORY_MAX_MESSAGES"]),
         redis=redis_client,
     )
     openai_door.register(app)

@@ -12,8 +12,10 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from proxy.accounts import Account, Credentials
+from proxy.chats import take_conversation
 from proxy.dispatcher import Call
 from proxy.errors import (
     API_NOT_ADDED,
@@ -92,14 +94,23 @@ def run_call(
         )
         if spec.takes_files:
             o_args = with_files(o_args, call.files)
+        o_args, conversation = take_conversation(o_args, spec.name)
         args = gateway.dispatcher.validate_args(spec, o_args)  # 4003 before anything is held
+        remember = None
+        if conversation is not None:
+            new_messages = args["messages"]
+            args["messages"] = [
+                *gateway.chats.history(account.id, conversation.chat_id),
+                *new_messages,
+            ]
+            remember = partial(_remember, gateway.chats, account.id, conversation, new_messages)
         admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
         if args.get("stream"):
             stream = gateway.dispatcher.open_stream(spec, args)
             chunks = iter(stream)
             first = next(chunks, None)  # the upstream's refusal surfaces here, before any byte
             record = Record(gateway, request_id, client_ip, started, account, admission)
-            return StreamingCall(_stream_events(stream, chunks, first, record, spec.name))
+            return StreamingCall(_stream_events(stream, chunks, first, record, spec.name, remember))
         outcome = gateway.dispatcher.execute(
             spec,
             args,
@@ -108,7 +119,7 @@ def run_call(
                 o_args=o_args,
                 account_id=account.id,
                 version=call.version,
-                use_cache=call.use_cache,
+                use_cache=call.use_cache and conversation is None,
                 platform=call.platform,
                 request_id=request_id,
             ),
@@ -119,6 +130,8 @@ def run_call(
             outcome.cached,
             outcome.usage,
         )
+        if remember is not None and code == SUCCESS:
+            remember(_answer_text(response))
     except GatewayError as exc:
         code, response, detail = exc.code, exc.response, exc.detail
     except Exception:  # never a trace or a secret in the answer; the request id finds the log
@@ -186,7 +199,30 @@ class Record:
         return result
 
 
-def _stream_events(stream, chunks, first, record: Record, method: str):
+def _remember(chats, account_id: int, conversation, new_messages: list, answer) -> None:
+    """Store the call's own messages and the answer in its conversation."""
+    chats.append(
+        account_id,
+        conversation,
+        [*new_messages, {"role": "assistant", "content": answer}],
+    )
+
+
+def _answer_text(response) -> str:
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if not choices:
+        return ""
+    return (choices[0].get("message") or {}).get("content") or ""
+
+
+def _delta_text(chunk: dict) -> str:
+    choices = chunk.get("choices") or []
+    if not choices:
+        return ""
+    return (choices[0].get("delta") or {}).get("content") or choices[0].get("text") or ""
+
+
+def _stream_events(stream, chunks, first, record: Record, method: str, remember=None):
     """Pass the chunks on; settle when the upstream ends, fails, or the client goes away.
 
     Charging (docs/streaming.md): a stream that ends normally is charged (0000) with the
@@ -194,10 +230,11 @@ def _stream_events(stream, chunks, first, record: Record, method: str):
     the client abandons is stopped upstream and charged when at least one chunk reached the
     client (the upstream has produced tokens), refunded when none did."""
     result = CallResult(code=SUCCESS, response=[], method=method, platform="openai")
-    delivered = 0
+    delivered, answer = 0, []
     try:
         chunk = first
         while chunk is not None:
+            answer.append(_delta_text(chunk))
             yield "chunk", chunk
             delivered += 1
             chunk = next(chunks, None)
@@ -213,6 +250,8 @@ def _stream_events(stream, chunks, first, record: Record, method: str):
         log.exception("unexpected error in the stream of request %s", record.request_id)
         result.code, result.detail = UNKNOWN_ERROR, f"see log of {record.request_id}"
     stream.close()
+    if remember is not None and result.code == SUCCESS:
+        remember("".join(answer))
     yield "end", record.settle(result, stream.usage)
 
 

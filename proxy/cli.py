@@ -1,4 +1,5 @@
-"""Admin command line: `flask accounts ...`, `flask apis ...`, `flask usage`, `flask init-db`.
+"""Admin command line: `flask accounts ...`, `flask apis ...`, `flask usage`, `flask chats ...`,
+`flask init-db`.
 
 Every command takes `--json` and then prints exactly one JSON document, for scripts.
 """
@@ -264,6 +265,55 @@ def _local_midnight_utc(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
 
 
+chats_cli = AppGroup("chats", help="List, show and delete remembered conversations (chat_id).")
+
+
+@chats_cli.command("list")
+@click.option("--account", "key", default=None, help="Only this key's conversations.")
+@json_option
+@with_appcontext
+def list_chats(key: str | None, as_json: bool) -> None:
+    """Conversations: account, chat_id, custom_uid, messages, last message time."""
+    chats = _gateway().chats.list(_account(key).id if key else None)
+    if as_json:
+        click.echo(json.dumps({"chats": chats}))
+        return
+    for chat in chats:
+        click.echo(
+            f"{chat['account_id']:>6}  {chat['chat_id']:<40} {chat['messages']:>5} messages  "
+            f"{chat['last_at']}  {chat['custom_uid'] or '-'}"
+        )
+
+
+@chats_cli.command("show")
+@click.argument("key")
+@click.argument("chat_id")
+@json_option
+@with_appcontext
+def show_chat(key: str, chat_id: str, as_json: bool) -> None:
+    """The stored messages of one conversation, oldest first."""
+    messages = _gateway().chats.messages(_account(key).id, chat_id)
+    if as_json:
+        click.echo(json.dumps({"chat_id": chat_id, "messages": messages}, ensure_ascii=False))
+        return
+    for message in messages:
+        click.echo(f"{message['at']}  {message['role']:>9}: {message['content']}")
+
+
+@chats_cli.command("delete")
+@click.argument("key")
+@click.argument("chat_id")
+@json_option
+@with_appcontext
+def delete_chat(key: str, chat_id: str, as_json: bool) -> None:
+    """Forget one conversation."""
+    deleted = _gateway().chats.delete(_account(key).id, chat_id)
+    if as_json:
+        click.echo(json.dumps({"chat_id": chat_id, "deleted_messages": deleted}))
+    else:
+        click.echo(f"deleted {deleted} messages of {chat_id}")
+
+
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
@@ -276,4 +326,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(accounts_cli)
     app.cli.add_command(apis_cli)
     app.cli.add_command(usage)
+    app.cli.add_command(chats_cli)
     app.cli.add_command(init_db)

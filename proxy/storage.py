@@ -121,6 +121,20 @@ image_jobs = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# Conversation memory (chat_id): the messages of each account's conversations, in order.
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("account_id", Integer, nullable=False),
+    Column("chat_id", String(128), nullable=False),
+    Column("custom_uid", String(128), nullable=True),
+    Column("role", String(32), nullable=False),
+    Column("content", Text, nullable=False),  # JSON: a string, or a list of content parts
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_chat_messages_chat", "account_id", "chat_id", "id"),
+)
+
 usage = Table(
     "usage",
     metadata,

@@ -291,3 +291,19 @@ def test_an_abandoned_stream_is_stopped_and_charged_once_a_chunk_was_delivered(g
     )
     report = gateway.flask_json("usage", account["key"])
     assert (report["charged"], report["by_code"]) == (1, {"0000": 1})
+
+
+def test_a_chat_id_second_turn_through_the_sdk_reaches_the_upstream_with_the_first(client, stub):
+    for content in ("my name is Li", "what is my name?"):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": content}],
+            extra_body={"chatId": "sdk-chat", "customUid": "u-1"},
+        )
+    sent = [r["body"] for r in stub.requests_seen() if r["path"] == "/v1/chat/completions"][-1]
+    assert sent["messages"] == [
+        {"role": "user", "content": "my name is Li"},
+        {"role": "assistant", "content": "stub reply: my name is Li"},
+        {"role": "user", "content": "what is my name?"},
+    ]
+    assert "chatId" not in sent and "customUid" not in sent
