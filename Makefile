@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTHON  ?= python3
 
-.PHONY: run test lint format system-packages bench bench-metering clean
+.PHONY: run test lint format system-packages bench bench-metering bench-stream clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && \
@@ -42,6 +42,10 @@ bench: $(STAMP)
 # What metering (reservation + usage row) costs per call, on SQLite and a private PostgreSQL.
 bench-metering: $(STAMP) system-packages
 	$(PY) bench/metering_bench.py
+
+# Time to first chunk of a streamed chat: through the gateway versus straight to the stub.
+bench-stream: $(STAMP)
+	$(PY) bench/stream_bench.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
