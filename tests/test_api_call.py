@@ -338,9 +338,10 @@ def test_unknown_lang_is_4003(call):
     assert call("v1/models", lang="fr")["error_code"] == "4003"
 
 
-def test_stream_on_api_is_4003_until_supported(call):
-    envelope = call("v1/chat/completions", {**CHAT_ARGS, "stream": True})
-    assert envelope["error_code"] == "4003" and "stream" in envelope["reason"]
+def test_stream_on_a_method_that_does_not_stream_is_4003(call):
+    envelope = call("v1/embeddings", {"input": "x", "stream": True})
+    assert envelope["error_code"] == "4003"
+    assert "stream=true is served for v1/chat/completions, v1/completions" in envelope["reason"]
 
 
 def test_too_many_messages_is_4003(make_app):
