@@ -200,6 +200,7 @@ def arguments() -> dict:
 
 
 def multipart_files() -> dict[str, FileUpload]:
+    """The request's multipart parts named file, image or mask, as FileUploads (both doors)."""
     return {
         name: FileUpload(
             filename=(part.filename or f"{name}.bin")[:255],

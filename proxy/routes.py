@@ -22,14 +22,13 @@ from proxy.errors import (
     PARAM_ERROR,
     GatewayError,
 )
-from proxy.openai_door import event_stream
+from proxy.openai_door import event_stream, multipart_files
 from proxy.openapi_docs import API_DOC, method_catalog_entries
 from proxy.params import (
     echo_call_args,
     load_common,
     parse_presentation,
 )
-from proxy.uploads import FILE_FIELDS, FileUpload
 
 log = logging.getLogger("proxy")
 
@@ -90,19 +89,6 @@ def with_header_credentials(raw: dict) -> dict:
     if not merged.get("secret") and request.headers.get("X-API-SECRET"):
         merged["secret"] = request.headers["X-API-SECRET"]
     return merged
-
-
-def multipart_files() -> dict[str, FileUpload]:
-    """The request's multipart parts named file, image or mask, as FileUploads."""
-    return {
-        name: FileUpload(
-            filename=(part.filename or f"{name}.bin")[:255],
-            content=part.read(),
-            content_type=part.mimetype or "application/octet-stream",
-        )
-        for name in FILE_FIELDS
-        if (part := request.files.get(name)) is not None
-    }
 
 
 def handle_call(platform: str | None) -> Response:
