@@ -22,6 +22,7 @@ from proxy.accounts import Credentials
 from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
 from proxy.catalog import METHODS
 from proxy.errors import ERROR_CODES, MISSING_PARAM, PARAM_ERROR, SUCCESS, GatewayError
+from proxy.params import parse_json_body
 from proxy.uploads import FILE_FIELDS, FileUpload
 
 # Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status).
@@ -186,17 +187,7 @@ def arguments() -> dict:
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
-    if not text.strip():
-        return {}
-    try:
-        body = json.loads(text)
-    except ValueError:
-        raise GatewayError(PARAM_ERROR, "the request body is not valid JSON") from None
-    except RecursionError:
-        raise GatewayError(PARAM_ERROR, "the JSON body is nested too deep") from None
-    if not isinstance(body, dict):
-        raise GatewayError(PARAM_ERROR, "the JSON body must be an object")
-    return body
+    return parse_json_body(text)
 
 
 def multipart_files() -> dict[str, FileUpload]:

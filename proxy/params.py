@@ -138,6 +138,21 @@ def load_common(raw: dict, known_versions: tuple[str, ...]) -> dict:
     return params
 
 
+def parse_json_body(text: str) -> dict:
+    """A request's JSON body, which must be an object; {} when the body is empty."""
+    if not text.strip():
+        return {}
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise GatewayError(PARAM_ERROR, "the JSON body is not valid JSON") from None
+    except RecursionError:
+        raise GatewayError(PARAM_ERROR, "the JSON body is nested too deep") from None
+    if not isinstance(body, dict):
+        raise GatewayError(PARAM_ERROR, "the JSON body must be an object")
+    return body
+
+
 def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
     """`_o_args` as a dict: a JSON string (GET/form) or an object (JSON body); absent is {}."""
     if raw is None or raw == "":

@@ -27,6 +27,7 @@ from proxy.openapi_docs import API_DOC, method_catalog_entries
 from proxy.params import (
     echo_call_args,
     load_common,
+    parse_json_body,
     parse_presentation,
 )
 
@@ -62,17 +63,8 @@ def collect_raw_params() -> dict:
     raw = _first_non_empty(request.args)
     try:
         if request.mimetype == "application/json" or request.is_json:
-            body_text = request.get_data(cache=True, as_text=True)
-            if body_text.strip():
-                try:
-                    body = json.loads(body_text)
-                except ValueError:
-                    raise GatewayError(PARAM_ERROR, "the JSON body is not valid JSON") from None
-                except RecursionError:
-                    raise GatewayError(PARAM_ERROR, "the JSON body is nested too deep") from None
-                if not isinstance(body, dict):
-                    raise GatewayError(PARAM_ERROR, "the JSON body must be an object")
-                raw.update({k: v for k, v in body.items() if v is not None})
+            body = parse_json_body(request.get_data(cache=True, as_text=True))
+            raw.update({k: v for k, v in body.items() if v is not None})
         else:
             raw.update(_first_non_empty(request.form))
     except RequestEntityTooLarge:
