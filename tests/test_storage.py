@@ -20,7 +20,11 @@ def _boot_worker(url: str, barrier, failures) -> None:
 
 
 def test_workers_booting_at_once_all_create_one_sqlite_schema(tmp_path):
-    context = multiprocessing.get_context("fork")
+    # Like gunicorn's workers, forked from a process with no other threads: forking pytest
+    # itself could copy a SQLite mutex that another test's thread held at that instant, and
+    # the child would wait on it forever.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     for round_number in range(10):  # the race needs a few tries to show on an idle machine
         url = f"sqlite:///{tmp_path / f'round-{round_number}.sqlite3'}"
         barrier = context.Barrier(WORKERS)
