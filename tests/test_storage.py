@@ -35,8 +35,13 @@ def test_workers_booting_at_once_all_create_one_sqlite_schema(tmp_path):
         ]
         for worker in workers:
             worker.start()
-        for worker in workers:
-            worker.join(timeout=120)
+        try:
+            for worker in workers:
+                worker.join(timeout=120)
+        finally:
+            for worker in workers:
+                if worker.is_alive():  # a hung worker must not outlive the test
+                    worker.kill()
         reported = []
         while not failures.empty():
             reported.append(failures.get())
