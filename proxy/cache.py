@@ -64,6 +64,21 @@ class AnswerCache:
         self._lock = threading.Lock()
         self._flights = SingleFlight()
         self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
+
+    def describe(self) -> dict:
+        """The cache's state for /health: this worker's entries and the bytes they hold."""
+        with self._lock:
+            self._entries.expire()
+            entries, used = len(self._entries), self._entries.currsize
+        return {
+            "backend": "memory",
+            "state": "ok",
+            "entries": entries,
+            "bytes": used,
+            "max_bytes": self.max_bytes,
+            "ttl_seconds": self.ttl_seconds,
+        }
 
     def get(self, key: str):
         with self._lock:

@@ -354,7 +354,13 @@ class RedisAnswerCache:
         return True
 
     def describe(self) -> dict:
-        return {"backend": "redis", "reachable": self.ping()}
+        """The cache's state for /health (entries are not counted: that would scan Redis)."""
+        return {
+            "backend": "redis",
+            "state": "ok" if self.ping() else "unreachable",
+            "max_entry_bytes": self.max_bytes,
+            "ttl_seconds": self._ttl_seconds,
+        }
 
     def _get(self, key: str) -> tuple[object, bool]:
         """(value or None, whether Redis answered)."""

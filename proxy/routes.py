@@ -230,14 +230,15 @@ class MethodCatalog(MethodView):
 @service_blp.route("/health")
 class Health(MethodView):
     def get(self):
-        """Health: the database (503 when unreachable) and, when configured, Redis (200 with
-        status "degraded" when unreachable: only concurrency-limited calls need it)."""
+        """Health: the database (503 when unreachable), the answer cache and, when configured,
+        Redis (200 with status "degraded" when unreachable: the cache then misses and only
+        concurrency-limited calls fail)."""
         gateway = _gateway()
-        report = {"status": "healthy", "database": "ok"}
+        cache = gateway.dispatcher.cache.describe()
+        report = {"status": "healthy", "database": "ok", "cache": cache}
         if gateway.redis is not None:
-            reachable = gateway.dispatcher.cache.ping()
-            report["redis"] = "ok" if reachable else "unreachable"
-            if not reachable:
+            report["redis"] = cache["state"]
+            if cache["state"] != "ok":
                 report["status"] = "degraded"
         try:
             gateway.ping_database()
@@ -263,7 +264,7 @@ class ServiceInfo(MethodView):
                     "/v1/*": "OpenAI-compatible door (Authorization: Bearer KEY:SECRET)",
                     "/docs": "Swagger UI (offline)",
                     "/openapi.json": "OpenAPI document",
-                    "/health": "database health",
+                    "/health": "database, cache and Redis state",
                 },
                 "platforms": sorted(PLATFORMS),
                 "result_types": list(formats.RESULT_TYPES),

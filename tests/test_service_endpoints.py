@@ -44,10 +44,31 @@ def test_methods_endpoint_lists_catalog_with_schemas(client):
     assert chat["cacheable"] is True and chat["platform"] == "openai"
 
 
-def test_health_checks_database(client):
+def test_health_checks_database_and_reports_the_in_process_cache(make_app):
+    client = make_app(CACHE_TTL_SECONDS=600, CACHE_MAX_BYTES=1000000).test_client()
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "healthy", "database": "ok"}
+    assert response.get_json() == {
+        "status": "healthy",
+        "database": "ok",
+        "cache": {
+            "backend": "memory",
+            "state": "ok",
+            "entries": 0,
+            "bytes": 0,
+            "max_bytes": 1000000,
+            "ttl_seconds": 600,
+        },
+    }
+
+
+def test_health_counts_the_cached_answers_of_this_worker(client, call):
+    assert (
+        call(o_args={"messages": [{"role": "user", "content": "hi"}]}, cache="yes")["error_code"]
+        == "0000"
+    )
+    cache = client.get("/health").get_json()["cache"]
+    assert cache["entries"] == 1 and cache["bytes"] > 0
 
 
 def test_health_is_503_when_database_is_gone(app, client, monkeypatch):
@@ -64,11 +85,19 @@ def test_root_lists_endpoints(client):
     assert "/api" in info["endpoints"] and info["platforms"] == ["openai"]
 
 
-def test_health_reports_redis_when_configured(make_app, redis_server):
-    client = make_app(REDIS_URL=redis_server.url).test_client()
+def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redis_server):
+    client = make_app(
+        REDIS_URL=redis_server.url, CACHE_TTL_SECONDS=600, CACHE_MAX_BYTES=1000000
+    ).test_client()
     assert client.get("/health").get_json() == {
         "status": "healthy",
         "database": "ok",
+        "cache": {
+            "backend": "redis",
+            "state": "ok",
+            "max_entry_bytes": 1000000,
+            "ttl_seconds": 600,
+        },
         "redis": "ok",
     }
 
@@ -77,4 +106,10 @@ def test_health_is_degraded_not_down_when_redis_is_unreachable(make_app):
     client = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "degraded", "database": "ok", "redis": "unreachable"}
+    report = response.get_json()
+    assert (report["status"], report["database"], report["redis"]) == (
+        "degraded",
+        "ok",
+        "unreachable",
+    )
+    assert report["cache"]["state"] == "unreachable"
