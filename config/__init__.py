@@ -106,6 +106,9 @@ class Config:
         )
         # Number of reverse proxies (nginx = 1) whose X-Forwarded-For is trusted for client_ip.
         self.TRUSTED_PROXY_HOPS = _env_int("TRUSTED_PROXY_HOPS", 0)
+        # Browser pages on these origins may call the gateway (CORS): `*`, or a comma-separated
+        # list such as https://app.example,https://admin.example. Empty: same-origin only.
+        self.CORS_ORIGINS = env("CORS_ORIGINS", "")
         # Limits on what a client controls.
         # A body holds at most one MAX_UPLOAD_BYTES file as base64 (4/3) plus the arguments.
         self.MAX_CONTENT_LENGTH = _env_int("MAX_BODY_BYTES", 16 * 1024 * 1024)

@@ -153,20 +153,22 @@ def envelope_events(streaming: StreamingCall, envelope_of, request_id: str) -> I
     for kind, value in streaming.events:
         if kind == "chunk":
             if held is not None:
-                yield _event(
-                    {
-                        "status": status,
-                        "error_code": "0000",
-                        "response": held,
-                        "request_id": request_id,
-                    }
-                )
+                yield _chunk_event(status, held, request_id)
                 status = "MIDDLE"
             held = value
             continue
-        if value.code in ("0000", "2000") and held is not None:
-            value.response = held
+        if held is not None:
+            if value.code in ("0000", "2000"):
+                value.response = held
+            else:  # a failure mid-stream: the chunk held back is still the client's text
+                yield _chunk_event(status, held, request_id)
         yield _event({"status": "END", **envelope_of(value)})
+
+
+def _chunk_event(status: str, chunk: dict, request_id: str) -> str:
+    return _event(
+        {"status": status, "error_code": "0000", "response": chunk, "request_id": request_id}
+    )
 
 
 def _event(data: dict) -> str:
