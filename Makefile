@@ -14,12 +14,14 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $@
 
 # Real PHP judges the PHP formats; real PostgreSQL and redis-server (started by the tests on
-# loopback, in temporary directories) hold the limits across workers and hosts.
+# loopback, in temporary directories) hold the limits across workers and hosts; headless
+# Chromium reads the /api stream with the documented fetch reader.
 system-packages:
 	@if ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx curl || ! php -m 2>/dev/null | grep -qx SimpleXML \
-		|| ! command -v redis-server >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		|| ! command -v redis-server >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| ! test -x /usr/bin/chromium; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			php-cli php-curl php-xml postgresql redis-server; fi
+			php-cli php-curl php-xml postgresql redis-server chromium; fi
 
 run: $(STAMP)
 	@bash bin/run

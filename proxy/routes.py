@@ -137,7 +137,9 @@ def handle_call(platform: str | None) -> Response:
         )
 
     if isinstance(result, StreamingCall):
-        return event_stream(envelope_events(result, envelope_of, request_id))
+        response = event_stream(envelope_events(result, envelope_of, request_id))
+        response.headers["X-Request-Id"] = request_id
+        return response
     envelope = envelope_of(result)
     return render_envelope(
         envelope, presentation["result_type"], presentation["callback"], result.code

@@ -251,6 +251,7 @@ def test_an_api_stream_is_server_sent_envelopes_start_middle_end(gateway, accoun
     )
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["X-Accel-Buffering"] == "no"
+    assert response.headers["X-Request-Id"].startswith("gw-1.")
     events = [
         json.loads(line[len("data: ") :])
         for line in response.iter_lines(decode_unicode=True)
