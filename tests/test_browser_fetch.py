@@ -172,4 +172,3 @@ def test_chromium_reads_the_api_stream_piece_by_piece_with_the_documented_reader
     # the upstream spaces its words 0.5 s apart: the page shows the first seconds before the last
     assert arrivals[-1] - arrivals[0] > 2.0, arrivals
     assert gateway.flask_json("usage", account["key"])["by_code"] == {"0000": 1}
-
