@@ -92,6 +92,8 @@ class Config:
         self.JOB_MAX_RUNNING = _env_int("JOB_MAX_RUNNING", 4)  # per worker process
         # Conversation memory (chat_id): at most this many stored messages go before new ones.
         self.CHAT_MEMORY_MAX_MESSAGES = _env_int("CHAT_MEMORY_MAX_MESSAGES", 40)
+        # ... and, when set, only the newest of them that fit in this many estimated tokens.
+        self.CHAT_MEMORY_MAX_TOKENS = _env_int("CHAT_MEMORY_MAX_TOKENS", 0)
         # Cache: in-process TTL cache bounded by the bytes of the answers it holds.
         self.CACHE_TTL_SECONDS = _env_int("CACHE_TTL_SECONDS", 600)
         self.CACHE_MAX_BYTES = _env_int("CACHE_MAX_BYTES", 64 * 1024 * 1024)

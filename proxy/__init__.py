@@ -100,7 +100,11 @@ def create_app(test_config: dict | None = None) -> Flask:
             ),
         ),
         api=api,
-        chats=ChatMemory(engine, max_messages=app.config["CHAT_MEMORY_MAX_MESSAGES"]),
+        chats=ChatMemory(
+            engine,
+            max_messages=app.config["CHAT_MEMORY_MAX_MESSAGES"],
+            max_tokens=app.config["CHAT_MEMORY_MAX_TOKENS"],
+        ),
         redis=redis_client,
     )
     openai_door.register(app)

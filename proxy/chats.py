@@ -1,7 +1,8 @@
 """Conversation memory: `chat_id` (aliases `chatId`, `thread_id`) keeps a conversation per
 account in the database; the stored history goes before the new messages, and the new
 messages and the answer are stored after a successful call. `custom_uid` (alias `customUid`)
-is recorded with them. Bounded: at most `max_messages` stored messages are sent back.
+is recorded with them. Bounded: at most `max_messages` stored messages are sent back, and,
+when `max_tokens` is set, only the newest of them whose estimated tokens fit in it.
 See docs/chats.md.
 """
 
@@ -22,6 +23,45 @@ CHAT_ID_NAMES = ("chat_id", "chatId", "thread_id")
 CUSTOM_UID_NAMES = ("custom_uid", "customUid")
 CHAT_METHOD = "v1/chat/completions"
 _ID = re.compile(r"^[\w.:@-]{1,128}$")
+
+
+# Token estimate of a stored message: OpenAI's tokenizers give about 4 characters of English
+# per token and about 1 token per CJK character; an image part is counted as a low-detail
+# image (85 tokens); each message costs a few tokens of framing. The upstream's tokenizer is
+# not available offline, so the bound is approximate by design.
+_MESSAGE_FRAMING_TOKENS = 4
+_IMAGE_PART_TOKENS = 85
+_WIDE_CHARACTER = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
+def estimated_tokens(content) -> int:
+    """About how many tokens a message's `content` (a string or a list of parts) costs."""
+    if isinstance(content, str):
+        wide = len(_WIDE_CHARACTER.findall(content))
+        return _MESSAGE_FRAMING_TOKENS + wide + -(-(len(content) - wide) // 4)
+    if isinstance(content, list):
+        total = _MESSAGE_FRAMING_TOKENS
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                total += estimated_tokens(str(part.get("text", ""))) - _MESSAGE_FRAMING_TOKENS
+            else:
+                total += _IMAGE_PART_TOKENS
+        return total
+    return _MESSAGE_FRAMING_TOKENS
+
+
+def newest_within(messages: list[dict], max_tokens: int) -> list[dict]:
+    """The newest messages (oldest first, as given) whose estimated tokens add up to at most
+    `max_tokens`; all of them when `max_tokens` is 0."""
+    if max_tokens <= 0:
+        return messages
+    kept, used = 0, 0
+    for message in reversed(messages):
+        used += estimated_tokens(message["content"])
+        if used > max_tokens:
+            break
+        kept += 1
+    return messages[len(messages) - kept :]
 
 
 @dataclass(frozen=True)
@@ -56,12 +96,14 @@ def take_conversation(o_args: dict, method: str) -> tuple[dict, Conversation | N
 
 
 class ChatMemory:
-    def __init__(self, engine: Engine, *, max_messages: int):
+    def __init__(self, engine: Engine, *, max_messages: int, max_tokens: int = 0):
         self.engine = engine
         self.max_messages = max_messages
+        self.max_tokens = max_tokens
 
     def history(self, account_id: int, chat_id: str) -> list[dict]:
-        """The last `max_messages` messages of the conversation, oldest first."""
+        """The last `max_messages` messages of the conversation, oldest first, cut to the
+        newest that fit in `max_tokens` (estimated) when that is set."""
         table = storage.chat_messages
         with self.engine.connect() as connection:
             rows = connection.execute(
@@ -70,7 +112,10 @@ class ChatMemory:
                 .order_by(table.c.id.desc())
                 .limit(self.max_messages)
             ).all()
-        return [{"role": row.role, "content": json.loads(row.content)} for row in reversed(rows)]
+        messages = [
+            {"role": row.role, "content": json.loads(row.content)} for row in reversed(rows)
+        ]
+        return newest_within(messages, self.max_tokens)
 
     def append(self, account_id: int, conversation: Conversation, messages: list[dict]) -> None:
         if not messages:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from proxy.chats import estimated_tokens, newest_within
 from tests.conftest import create_account
 
 
@@ -79,6 +80,44 @@ def test_history_is_bounded_by_chat_memory_max_messages(make_app, stub):
         {"role": "assistant", "content": "stub reply: two"},
         {"role": "user", "content": "three"},
     ]
+
+
+def test_history_is_bounded_by_chat_memory_max_tokens_newest_first(make_app, stub):
+    # "two" is 4 + 1 estimated tokens and "stub reply: two" 4 + 4: 13 holds the last exchange
+    app = make_app(CHAT_MEMORY_MAX_TOKENS=13)
+    account = create_account(app.test_cli_runner())
+    client = app.test_client()
+    for content in ("one", "two", "three"):
+        client.get(
+            "/api",
+            query_string={
+                "key": account["key"],
+                "secret": account["secret"],
+                "method": "v1/chat/completions",
+                "_o_args": json.dumps(
+                    {"messages": [{"role": "user", "content": content}], "chat_id": "t"}
+                ),
+            },
+        )
+    assert chat_bodies(stub)[-1]["messages"] == [
+        {"role": "user", "content": "two"},
+        {"role": "assistant", "content": "stub reply: two"},
+        {"role": "user", "content": "three"},
+    ]
+
+
+def test_token_estimate_counts_four_latin_characters_or_one_cjk_character_a_token():
+    assert estimated_tokens("hello world") == 4 + 3  # 11 characters
+    assert estimated_tokens("你好世界") == 4 + 4
+    assert estimated_tokens([{"type": "text", "text": "abcd"}, {"type": "image_url"}]) == 4 + 1 + 85
+
+
+def test_newest_within_keeps_the_newest_messages_that_fit():
+    messages = [{"content": "aaaa"}, {"content": "bbbb"}, {"content": "cccc"}]  # 5 tokens each
+    assert newest_within(messages, 10) == messages[1:]
+    assert newest_within(messages, 9) == messages[2:]
+    assert newest_within(messages, 4) == []
+    assert newest_within(messages, 0) == messages
 
 
 def test_a_failed_call_is_not_remembered(call, stub):
