@@ -16,11 +16,13 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from openai import OpenAI
-
 from config import GUNICORN_TIMEOUT_SECONDS
+
+if TYPE_CHECKING:  # imported by client_for: the admin commands never need the SDK
+    from openai import OpenAI
 
 # Used when OPENAI_BASE_URL is empty: the bundled stub that `make run` starts.
 STUB_BASE_URL = "http://127.0.0.1:8001/v1"
@@ -125,6 +127,8 @@ class UpstreamRouter:
             client.audio.transcriptions, client.audio.translations, client.audio.speech  # noqa: B018
 
     def client_for(self, upstream: Upstream) -> OpenAI:
+        from openai import OpenAI
+
         with self._lock:
             client = self._clients.get(upstream.name)
             if client is None:

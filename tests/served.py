@@ -59,7 +59,9 @@ class ServedGateway:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60
+        # A worker imports the SDK and builds the app: seconds on a quiet machine, and once
+        # 55 s on a loaded CI machine.
+        deadline = time.monotonic() + 180
         while True:
             try:
                 if requests.get(self.base + "/health", timeout=5).status_code == 200:

@@ -188,7 +188,7 @@ def test_a_job_whose_worker_is_killed_mid_job_ends_failed_not_stuck(served):
     before = set(gateway.worker_pids())
     gateway.kill_workers()  # the job's worker dies with the upstream call in flight
     wait_until(lambda: len(set(gateway.worker_pids()) - before) == 2, timeout=60)
-    wait_until(lambda: _healthy(gateway.base), timeout=60)
+    wait_until(lambda: _healthy(gateway.base), timeout=180)  # new workers boot (see served.py)
     failed = poll(served, imgid, lambda a: a["error_code"] != "0000", timeout=60)
     assert failed["error_code"] == "5000"
     assert failed["response"]["status"] == "failed"

@@ -62,10 +62,13 @@ def test_a_job_whose_worker_stopped_beating_is_failed_with_a_reason(engine):
 
 def test_a_job_longer_than_stale_seconds_stays_running_while_its_worker_beats(engine):
     release = threading.Event()
-    owner = jobs_on(engine, lambda args: release.wait(30) and {"data": []})
-    reader = jobs_on(engine, lambda args: {})
+    # stale 10 heartbeats: a loaded CI machine has starved a 0.2 s heartbeat for a whole second
+    owner = jobs_on(
+        engine, lambda args: release.wait(30) and {"data": []}, heartbeat=0.5, stale=5.0
+    )
+    reader = jobs_on(engine, lambda args: {}, heartbeat=0.5, stale=5.0)
     imgid = owner.submit(7, {"prompt": "p"}, "req-1")
-    time.sleep(2.0)  # twice stale_seconds: only the heartbeat keeps it alive
+    time.sleep(6.0)  # longer than stale_seconds: only the heartbeat keeps it alive
     assert reader.get(7, imgid)["status"] == "running"
     release.set()
     wait_until(lambda: reader.get(7, imgid)["status"] == "done", timeout=10)

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import TYPE_CHECKING
 
-import openai
 from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
 from proxy.errors import (
@@ -26,6 +26,9 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.uploads import FileField, FileUpload
+
+if TYPE_CHECKING:  # the SDK is imported when a call first needs it (see upstream_errors)
+    import openai
 
 PLATFORM = "openai"
 log = logging.getLogger("proxy")
@@ -390,6 +393,11 @@ def _raw(raw_call: Callable, args: dict):
 @contextmanager
 def upstream_errors():
     """The SDK's failures as gateway codes (4017, 4001, 4002)."""
+    # Imported here, not at the top: importing the SDK takes seconds of CPU, which the admin
+    # commands (flask accounts ...) would otherwise pay on every run. Workers import it at
+    # boot (UpstreamRouter.warm_up), so no call waits for it.
+    import openai
+
     try:
         yield
     except openai.APITimeoutError:  # a subclass of APIConnectionError: test it first
