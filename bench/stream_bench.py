@@ -13,6 +13,7 @@ waits for the upstream's second chunk: one chunk interval more, by design.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import statistics
@@ -20,8 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,19 +31,30 @@ from proxy.stub_upstream import StubServer  # noqa: E402
 from tests.served import ServedGateway  # noqa: E402
 
 
-def stream_once(client: httpx.Client, url: str, headers: dict, body: dict) -> tuple[float, ...]:
-    """(ms to the response headers, to the first `data:` line, to the end of the stream).
-    httpx, as the OpenAI SDK uses it, hands over each piece as the socket delivers it
-    (requests' iter_lines waits for 512 bytes, which hid the first chunk behind later ones)."""
+def stream_once(url: str, headers: dict, body: dict) -> tuple[float, ...]:
+    """(ms to the response headers, to the first `data:` line, to the end of the stream), on a
+    new connection. http.client's read1 hands over what the socket has delivered, as the SDK's
+    HTTP client does (requests' iter_lines waits for 512 bytes, which hid the first chunk
+    behind later ones)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    payload = json.dumps(body).encode()
     started = time.perf_counter()
-    with client.stream("POST", url, headers=headers, json=body) as response:
-        response.raise_for_status()
+    try:
+        connection.request(
+            "POST", parts.path, payload, {**headers, "Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
         headers_at = time.perf_counter() - started
-        first = None
-        for line in response.iter_lines():
-            if first is None and line.startswith("data: "):
+        assert response.status == 200, response.read()
+        first, received = None, b""
+        while piece := response.read1(65536):
+            received += piece
+            if first is None and b"data: " in received:
                 first = time.perf_counter() - started
         return headers_at * 1000, first * 1000, (time.perf_counter() - started) * 1000
+    finally:
+        connection.close()
 
 
 def p95(values: list[float]) -> float:
@@ -76,19 +87,16 @@ def main() -> None:
         try:
             paths = {
                 "direct to the stub": (
-                    "POST",
                     stub.base_url + "/chat/completions",
                     {"Authorization": "Bearer sk-bench"},
                     body,
                 ),
                 "through the gateway /v1": (
-                    "POST",
                     gateway.base + "/v1/chat/completions",
                     {"Authorization": f"Bearer {account['key']}:{account['secret']}"},
                     body,
                 ),
                 "through the gateway /api": (
-                    "POST",
                     gateway.base + "/api",
                     {},
                     {
@@ -100,12 +108,11 @@ def main() -> None:
                 ),
             }
             samples = {name: [] for name in paths}
-            with httpx.Client(timeout=60) as client:
-                for round_number in range(3 + options.calls):  # 3 rounds warm every path
-                    for name, (_, url, headers, payload) in paths.items():
-                        timing = stream_once(client, url, headers, payload)
-                        if round_number >= 3:
-                            samples[name].append(timing)
+            for round_number in range(3 + options.calls):  # 3 rounds warm every path
+                for name, (url, headers, payload) in paths.items():
+                    timing = stream_once(url, headers, payload)
+                    if round_number >= 3:
+                        samples[name].append(timing)
         finally:
             gateway.stop()
     print(f"{options.calls} streamed chats each way (the stub spaces its chunks 20 ms apart)")
