@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import CHAT_ARGS
+from tests.conftest import CHAT_ARGS, SEALING_KEY
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +35,22 @@ class ServedGateway:
             **settings,
         }
         self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def on_stub(cls, workdir: Path, stub, *, workers: int = 2, **settings: str) -> ServedGateway:
+        """A gateway with its own SQLite file in `workdir`, the test sealing key, and `stub`
+        as its upstream; `settings` add to or override those."""
+        return cls(
+            workdir,
+            workers=workers,
+            **{
+                "DATABASE_URL": f"sqlite:///{workdir / 'gateway.sqlite3'}",
+                "OPENAI_BASE_URL": stub.base_url,
+                "OPENAI_API_KEY": "sk-upstream-secret",
+                "ACCOUNT_SEALING_KEY": SEALING_KEY,
+                **settings,
+            },
+        )
 
     def flask(self, *args: str) -> str:
         done = subprocess.run(

@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import SEALING_KEY
 from tests.served import REPO, ServedGateway
 from tests.servers import free_port
 
@@ -100,14 +99,10 @@ def page_server():
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, stub, page_server):
     workdir = tmp_path_factory.mktemp("browser")
-    served = ServedGateway(
+    served = ServedGateway.on_stub(
         workdir,
-        workers=2,
-        DATABASE_URL=f"sqlite:///{workdir / 'gateway.sqlite3'}",
-        OPENAI_BASE_URL=stub.base_url,
-        OPENAI_API_KEY="sk-upstream-secret",
+        stub,
         UPSTREAM_MAX_RETRIES="0",
-        ACCOUNT_SEALING_KEY=SEALING_KEY,
         CORS_ORIGINS=page_server.origin,
     ).start()
     yield served

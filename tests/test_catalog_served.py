@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from proxy.stub_upstream import StubServer
-from tests.conftest import SEALING_KEY, TINY_PNG_B64
+from tests.conftest import TINY_PNG_B64
 from tests.php_judge import run_php
 from tests.served import ServedGateway, wait_until
 
@@ -66,16 +66,12 @@ def served(tmp_path_factory, slow_stub, qwen_stub):
         'models = ["qwen-*"]\n'
         "timeout_seconds = 10\n"
     )
-    gateway = ServedGateway(
+    gateway = ServedGateway.on_stub(
         workdir,
-        workers=2,
-        DATABASE_URL=f"sqlite:///{workdir / 'gateway.sqlite3'}",
-        OPENAI_BASE_URL=slow_stub.base_url,
-        OPENAI_API_KEY="sk-upstream-secret",
+        slow_stub,
         QWEN_API_KEY="sk-qwen-secret",
         UPSTREAMS_FILE=str(upstreams_file),
         UPSTREAM_MAX_RETRIES="0",
-        ACCOUNT_SEALING_KEY=SEALING_KEY,
         JOB_HEARTBEAT_SECONDS="0.5",
         JOB_STALE_SECONDS="3",
     )

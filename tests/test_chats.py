@@ -59,23 +59,27 @@ def test_conversations_are_per_account(call, stub, runner, client):
     assert chat_bodies(stub)[-1]["messages"] == [{"role": "user", "content": "hi"}]
 
 
-def test_history_is_bounded_by_chat_memory_max_messages(make_app, stub):
-    app = make_app(CHAT_MEMORY_MAX_MESSAGES=2)
+def third_turn_sent(app, stub) -> list[dict]:
+    """The messages the upstream got for the third of three turns "one", "two", "three"."""
     account = create_account(app.test_cli_runner())
     client = app.test_client()
     for content in ("one", "two", "three"):
+        o_args = {"messages": [{"role": "user", "content": content}], "chat_id": "c"}
         client.get(
             "/api",
             query_string={
                 "key": account["key"],
                 "secret": account["secret"],
                 "method": "v1/chat/completions",
-                "_o_args": json.dumps(
-                    {"messages": [{"role": "user", "content": content}], "chat_id": "b"}
-                ),
+                "_o_args": json.dumps(o_args),
             },
         )
-    assert chat_bodies(stub)[-1]["messages"] == [
+    return chat_bodies(stub)[-1]["messages"]
+
+
+def test_history_is_bounded_by_chat_memory_max_messages(make_app, stub):
+    app = make_app(CHAT_MEMORY_MAX_MESSAGES=2)
+    assert third_turn_sent(app, stub) == [
         {"role": "user", "content": "two"},
         {"role": "assistant", "content": "stub reply: two"},
         {"role": "user", "content": "three"},
@@ -85,21 +89,7 @@ def test_history_is_bounded_by_chat_memory_max_messages(make_app, stub):
 def test_history_is_bounded_by_chat_memory_max_tokens_newest_first(make_app, stub):
     # "two" is 4 + 1 estimated tokens and "stub reply: two" 4 + 4: 13 holds the last exchange
     app = make_app(CHAT_MEMORY_MAX_TOKENS=13)
-    account = create_account(app.test_cli_runner())
-    client = app.test_client()
-    for content in ("one", "two", "three"):
-        client.get(
-            "/api",
-            query_string={
-                "key": account["key"],
-                "secret": account["secret"],
-                "method": "v1/chat/completions",
-                "_o_args": json.dumps(
-                    {"messages": [{"role": "user", "content": content}], "chat_id": "t"}
-                ),
-            },
-        )
-    assert chat_bodies(stub)[-1]["messages"] == [
+    assert third_turn_sent(app, stub) == [
         {"role": "user", "content": "two"},
         {"role": "assistant", "content": "stub reply: two"},
         {"role": "user", "content": "three"},

@@ -12,21 +12,17 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import SEALING_KEY, TINY_PNG_B64
+from tests.conftest import TINY_PNG_B64
 from tests.served import ServedGateway, wait_until
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, stub):
     workdir = tmp_path_factory.mktemp("openai-door")
-    served = ServedGateway(
+    served = ServedGateway.on_stub(
         workdir,
-        workers=2,
-        DATABASE_URL=f"sqlite:///{workdir / 'gateway.sqlite3'}",
-        OPENAI_BASE_URL=stub.base_url,
-        OPENAI_API_KEY="sk-upstream-secret",
+        stub,
         UPSTREAM_MAX_RETRIES="0",
-        ACCOUNT_SEALING_KEY=SEALING_KEY,
     ).start()
     yield served
     served.stop()

@@ -10,7 +10,6 @@ import time
 import pytest
 import requests
 
-from tests.conftest import SEALING_KEY
 from tests.php_judge import XML_DECODER_PHP, run_php
 from tests.served import ServedGateway
 
@@ -47,13 +46,9 @@ echo json_encode($out, JSON_UNESCAPED_UNICODE);
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, stub):
     workdir = tmp_path_factory.mktemp("served")
-    gateway = ServedGateway(
+    gateway = ServedGateway.on_stub(
         workdir,
-        workers=2,
-        DATABASE_URL=f"sqlite:///{workdir / 'gateway.sqlite3'}",
-        OPENAI_BASE_URL=stub.base_url,
-        OPENAI_API_KEY="sk-upstream-secret",
-        ACCOUNT_SEALING_KEY=SEALING_KEY,
+        stub,
     )
     account = gateway.flask_json("accounts", "create", "php")
     gateway.start()
