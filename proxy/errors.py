@@ -170,6 +170,9 @@ INSUFFICIENT_BALANCE = "4016"
 TIMEOUT = "4017"
 UNKNOWN_ERROR = "5000"
 
+# The upstream answered: with a result (0000) or with an empty one (2000).
+ANSWERED_CODES = frozenset({SUCCESS, NO_RESULT})
+
 
 def reason_text(code: str, lang: str, detail: str = "") -> str:
     """The envelope's `reason`: the table text in `lang`, then what to fix (details are English)."""

@@ -21,7 +21,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from proxy.accounts import Credentials
 from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
 from proxy.catalog import METHODS
-from proxy.errors import ERROR_CODES, MISSING_PARAM, PARAM_ERROR, SUCCESS, GatewayError
+from proxy.errors import (
+    ANSWERED_CODES,
+    ERROR_CODES,
+    MISSING_PARAM,
+    PARAM_ERROR,
+    GatewayError,
+)
 from proxy.params import parse_json_body
 from proxy.uploads import FILE_FIELDS, FileUpload
 
@@ -107,7 +113,7 @@ def serve(method: str, **path_args) -> Response:
     )
     if isinstance(result, StreamingCall):
         response = event_stream(openai_events(result))
-    elif result.code in (SUCCESS, "2000"):
+    elif result.code in ANSWERED_CODES:
         response = answer(result)
     else:
         response = error_answer(result)
@@ -116,7 +122,7 @@ def serve(method: str, **path_args) -> Response:
         response.headers["X-Error-Code"] = result.code
         if result.api_info:
             response.headers["X-Api-Info"] = result.api_info
-        if result.code in (SUCCESS, "2000"):
+        if result.code in ANSWERED_CODES:
             response.headers["X-Gateway-Cache"] = "hit" if result.cached else "miss"
     return response
 
@@ -135,7 +141,7 @@ def openai_events(streaming: StreamingCall) -> Iterator[str]:
     for kind, value in streaming.events:
         if kind == "chunk":
             yield f"data: {json.dumps(value, ensure_ascii=False)}\n\n"
-        elif value.code not in (SUCCESS, "2000"):
+        elif value.code not in ANSWERED_CODES:
             error = json.loads(error_answer(value).get_data(as_text=True))
             yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
     yield "data: [DONE]\n\n"

@@ -19,6 +19,7 @@ from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
 from proxy.catalog import PLATFORMS, find_method
 from proxy.envelope import EnvelopeFacts, build_envelope, server_now
 from proxy.errors import (
+    ANSWERED_CODES,
     PARAM_ERROR,
     GatewayError,
 )
@@ -160,7 +161,7 @@ def envelope_events(streaming: StreamingCall, envelope_of, request_id: str) -> I
             held = value
             continue
         if held is not None:
-            if value.code in ("0000", "2000"):
+            if value.code in ANSWERED_CODES:
                 value.response = held
             else:  # a failure mid-stream: the chunk held back is still the client's text
                 yield _chunk_event(status, held, request_id)
