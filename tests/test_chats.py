@@ -59,6 +59,14 @@ def test_conversations_are_per_account(call, stub, runner, client):
     assert chat_bodies(stub)[-1]["messages"] == [{"role": "user", "content": "hi"}]
 
 
+# What either bound below lets through on the third turn: the second exchange only.
+LAST_EXCHANGE_THEN_THIRD_TURN = [
+    {"role": "user", "content": "two"},
+    {"role": "assistant", "content": "stub reply: two"},
+    {"role": "user", "content": "three"},
+]
+
+
 def third_turn_sent(app, stub) -> list[dict]:
     """The messages the upstream got for the third of three turns "one", "two", "three"."""
     account = create_account(app.test_cli_runner())
@@ -79,21 +87,13 @@ def third_turn_sent(app, stub) -> list[dict]:
 
 def test_history_is_bounded_by_chat_memory_max_messages(make_app, stub):
     app = make_app(CHAT_MEMORY_MAX_MESSAGES=2)
-    assert third_turn_sent(app, stub) == [
-        {"role": "user", "content": "two"},
-        {"role": "assistant", "content": "stub reply: two"},
-        {"role": "user", "content": "three"},
-    ]
+    assert third_turn_sent(app, stub) == LAST_EXCHANGE_THEN_THIRD_TURN
 
 
 def test_history_is_bounded_by_chat_memory_max_tokens_newest_first(make_app, stub):
     # "two" is 4 + 1 estimated tokens and "stub reply: two" 4 + 4: 13 holds the last exchange
     app = make_app(CHAT_MEMORY_MAX_TOKENS=13)
-    assert third_turn_sent(app, stub) == [
-        {"role": "user", "content": "two"},
-        {"role": "assistant", "content": "stub reply: two"},
-        {"role": "user", "content": "three"},
-    ]
+    assert third_turn_sent(app, stub) == LAST_EXCHANGE_THEN_THIRD_TURN
 
 
 def test_token_estimate_counts_four_latin_characters_or_one_cjk_character_a_token():
