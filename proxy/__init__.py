@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
+from proxy.wsgi_guards import BoundedChunkedBody, CollapsedSlashes
 
 
 @dataclass
@@ -51,6 +52,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_object(Config())
     if test_config:
         app.config.update(test_config)
+    _serve_without_redirects(app)
+    app.wsgi_app = BoundedChunkedBody(app.wsgi_app, lambda: app.config["MAX_CONTENT_LENGTH"])
     if app.config["TRUSTED_PROXY_HOPS"] > 0:
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
@@ -111,6 +114,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     cors.init_app(app)
     cli.init_app(app)
     return app
+
+
+def _serve_without_redirects(app: Flask) -> None:
+    """No call is ever redirected: a redirect's Location would send key and secret back in
+    the query string, to whatever Host the client named. Werkzeug redirects `//` to `/` and
+    `/x` to `/x/`; here a path with `//` is served as if it had one slash, and a trailing
+    slash is optional on every route."""
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.wsgi_app = CollapsedSlashes(app.wsgi_app)
 
 
 def _shared_state(config) -> tuple:

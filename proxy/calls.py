@@ -57,6 +57,7 @@ class CallResult:
     api_info: str = ""
     last_id: str = ""
     elapsed_seconds: float = 0.0
+    http_status: int | None = None  # GatewayError.http_status, for the /v1 door
 
 
 def run_call(
@@ -72,6 +73,7 @@ def run_call(
     admission = None
     method_name, platform = "", None
     code, response, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
+    http_status = None
     try:
         call = prepare()
         method_name, platform = call.method, call.platform
@@ -133,7 +135,7 @@ def run_call(
         if remember is not None and code == SUCCESS:
             remember(_answer_text(response))
     except GatewayError as exc:
-        code, response, detail = exc.code, exc.response, exc.detail
+        code, response, detail, http_status = exc.code, exc.response, exc.detail, exc.http_status
     except Exception:  # never a trace or a secret in the answer; the request id finds the log
         log.exception("unexpected error in request %s", request_id)
         code, response, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
@@ -146,6 +148,7 @@ def run_call(
             cached=cached,
             method=method_name,
             platform=platform or "openai",
+            http_status=http_status,
         ),
         usage,
     )

@@ -28,7 +28,7 @@ from proxy.errors import (
     PARAM_ERROR,
     GatewayError,
 )
-from proxy.params import parse_json_body
+from proxy.params import UNNAMED_PART_REASON, form_values, parse_json_body
 from proxy.uploads import FILE_FIELDS, FileUpload
 
 # Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status).
@@ -58,6 +58,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    413: "invalid_request_error",
     429: "rate_limit_error",
 }
 # Retrying cannot help these: the SDK is told not to (it retries 429 and 5xx by default).
@@ -170,6 +171,7 @@ def credentials_from_headers() -> Credentials:
             MISSING_PARAM,
             "no API key: send Authorization: Bearer KEY:SECRET (the SDK's api_key), "
             "or an api-key header",
+            http_status=401,
         )
     key, _, secret = token.partition(":")
     secret = secret or request.headers.get("X-API-SECRET", "")
@@ -177,6 +179,7 @@ def credentials_from_headers() -> Credentials:
         raise GatewayError(
             MISSING_PARAM,
             "the API key must be KEY:SECRET (the gateway key, a colon, its secret)",
+            http_status=401,
         )
     return Credentials(key=key, secret=secret, sign="", signed_params={})
 
@@ -186,18 +189,22 @@ def arguments() -> dict:
     query string of a GET."""
     try:
         if request.mimetype == "multipart/form-data":
-            return {name: request.form.get(name) for name in request.form}
+            return form_values(request.form)
         if request.method in ("GET", "DELETE"):
             return {name: request.args.get(name) for name in request.args}
         text = request.get_data(as_text=True)
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
+        raise GatewayError(
+            PARAM_ERROR, f"the request body is larger than {limit} bytes", http_status=413
+        ) from None
     return parse_json_body(text)
 
 
 def multipart_files() -> dict[str, FileUpload]:
     """The request's multipart parts named file, image or mask, as FileUploads (both doors)."""
+    if None in request.files:
+        raise GatewayError(PARAM_ERROR, UNNAMED_PART_REASON)
     return {
         name: FileUpload(
             filename=(part.filename or f"{name}.bin")[:255],
@@ -230,7 +237,7 @@ def _message(result: CallResult) -> str:
 
 
 def error_answer(result: CallResult) -> Response:
-    status = HTTP_STATUS.get(result.code, 500)
+    status = result.http_status or HTTP_STATUS.get(result.code, 500)
     upstream_error = result.response if isinstance(result.response, dict) else None
     body = {
         "error": {

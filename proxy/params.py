@@ -4,6 +4,8 @@ parsing of `_o_args`. Pure: no Flask."""
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
@@ -143,13 +145,14 @@ def parse_json_body(text: str) -> dict:
     if not text.strip():
         return {}
     try:
-        body = json.loads(text)
+        body = load_client_json(text)
     except ValueError:
         raise GatewayError(PARAM_ERROR, "the JSON body is not valid JSON") from None
     except RecursionError:
         raise GatewayError(PARAM_ERROR, "the JSON body is nested too deep") from None
     if not isinstance(body, dict):
         raise GatewayError(PARAM_ERROR, "the JSON body must be an object")
+    refuse_unsendable(body, "")
     return body
 
 
@@ -158,10 +161,11 @@ def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
     if raw is None or raw == "":
         return {}
     if isinstance(raw, str):
+        refuse_unsendable(raw, "_o_args")
         if len(raw.encode("utf-8")) > max_bytes:
             raise GatewayError(PARAM_ERROR, f"_o_args is larger than {max_bytes} bytes")
         try:
-            value = json.loads(raw)
+            value = load_client_json(raw)
         except ValueError as exc:
             raise GatewayError(
                 PARAM_ERROR,
@@ -171,6 +175,7 @@ def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
             raise GatewayError(
                 PARAM_ERROR, f"_o_args is nested deeper than {max_depth} levels"
             ) from None
+        refuse_unsendable(value, "_o_args")
     else:
         value = raw
         if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > max_bytes:
@@ -180,6 +185,86 @@ def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
     if _depth(value) > max_depth:
         raise GatewayError(PARAM_ERROR, f"_o_args is nested deeper than {max_depth} levels")
     return value
+
+
+# Python refuses to read longer integers (sys.get_int_max_str_digits); no upstream takes them.
+MAX_INTEGER_DIGITS = 4300
+
+
+@dataclass(frozen=True)
+class _UnsendableNumber:
+    """A number JSON text may hold but no JSON encoder sends on (NaN, Infinity, 1e999, an
+    integer too long to read): kept in place by load_client_json so the walk can name it."""
+
+    problem: str
+
+
+def load_client_json(text: str):
+    """json.loads for what a client sends; unsendable numbers become _UnsendableNumber for
+    refuse_unsendable to name. Malformed JSON raises ValueError as json.loads does."""
+
+    def finite_float(literal: str):
+        number = float(literal)
+        if math.isfinite(number):
+            return number
+        return _UnsendableNumber(
+            f"the number {literal[:20]} is too large for a 64-bit float; send a smaller one"
+        )
+
+    def bounded_int(literal: str):
+        digits = len(literal.lstrip("-"))
+        if digits <= MAX_INTEGER_DIGITS:
+            return int(literal)
+        return _UnsendableNumber(
+            f"an integer of {digits} digits is longer than the {MAX_INTEGER_DIGITS} accepted; "
+            "send it as a string"
+        )
+
+    return json.loads(
+        text,
+        parse_constant=lambda name: _UnsendableNumber(
+            f"{name} is not a JSON number; send a finite number or null"
+        ),
+        parse_float=finite_float,
+        parse_int=bounded_int,
+    )
+
+
+def refuse_unsendable(value, field: str) -> None:
+    """GatewayError(4003) naming the first value in `value` that cannot be sent on: a text
+    (or object key) holding a lone UTF-16 surrogate such as \\ud800, which is not Unicode and
+    which no UTF-8 encoder (the database, the upstream's JSON) can write; or an unsendable
+    number (NaN, Infinity, 1e999, a 4,301-digit integer)."""
+    stack = [(value, field)]
+    while stack:
+        node, path = stack.pop()
+        where = path or "a field"
+        if isinstance(node, str) and not _is_unicode_text(node):
+            raise GatewayError(PARAM_ERROR, _surrogate_reason(where))
+        if isinstance(node, _UnsendableNumber):
+            raise GatewayError(PARAM_ERROR, f"{where}: {node.problem}")
+        if isinstance(node, dict):
+            for name, child in node.items():
+                if isinstance(name, str) and not _is_unicode_text(name):
+                    raise GatewayError(PARAM_ERROR, _surrogate_reason(f"a field name in {where}"))
+                stack.append((child, f"{path}.{str(name)[:64]}" if path else str(name)[:64]))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(node))
+
+
+def _surrogate_reason(where: str) -> str:
+    return (
+        f"{where} holds a lone UTF-16 surrogate (such as \\ud800), which is not text; "
+        "send valid Unicode (a surrogate pair, or UTF-8)"
+    )
+
+
+def _is_unicode_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _depth(value) -> int:
@@ -193,6 +278,18 @@ def _depth(value) -> int:
         )
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return deepest
+
+
+UNNAMED_PART_REASON = (
+    'a multipart part has no name; name every part (Content-Disposition: form-data; name="key")'
+)
+
+
+def form_values(form) -> dict:
+    """A form's fields by name (the first value of each); a part without a name is a 4003."""
+    if None in form:
+        raise GatewayError(PARAM_ERROR, UNNAMED_PART_REASON)
+    return {name: form.get(name) for name in form}
 
 
 ECHO_MAX_CHARACTERS = 4096  # a base64 file in _o_args is not sent back whole

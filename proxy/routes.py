@@ -26,6 +26,7 @@ from proxy.errors import (
 from proxy.openai_door import event_stream, multipart_files
 from proxy.openapi_docs import API_DOC, method_catalog_entries
 from proxy.params import (
+    UNNAMED_PART_REASON,
     echo_call_args,
     load_common,
     parse_json_body,
@@ -49,6 +50,8 @@ def _new_request_id() -> str:
 def _first_non_empty(multi) -> dict:
     """Legacy query strings repeat parameters (`api_name` twice) and leave empty segments."""
     merged: dict = {}
+    if None in multi:
+        raise GatewayError(PARAM_ERROR, UNNAMED_PART_REASON)
     for name in multi.keys():
         name_clean = name.strip()
         if not name_clean:

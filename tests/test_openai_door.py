@@ -113,7 +113,7 @@ def test_a_key_without_its_secret_is_refused_with_a_reason(gateway, account):
         headers={"Authorization": f"Bearer {account['key']}"},
         timeout=30,
     )
-    assert response.status_code == 400
+    assert response.status_code == 401
     assert response.json()["error"]["code"] == "4014"
     assert "KEY:SECRET" in response.json()["error"]["message"]
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING
 
-from marshmallow import INCLUDE, RAISE, Schema, fields, validate
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from proxy.errors import (
     NETWORK_ERROR,
@@ -34,7 +34,33 @@ PLATFORM = "openai"
 log = logging.getLogger("proxy")
 
 
-class _UpstreamArgs(Schema):
+# The SDK's options for one request: they set our upstream request's headers (Authorization
+# among them), query string, whole body and timeout. None of them ever comes from a client.
+SDK_REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+
+
+class _PassThroughArgs(Schema):
+    """Arguments the schema does not name pass through, in the upstream's JSON body only."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    @validates_schema(pass_original=True)
+    def _no_sdk_options(self, _data, original, **_kwargs):
+        named = (
+            sorted(SDK_REQUEST_OPTIONS.intersection(original)) if isinstance(original, dict) else []
+        )
+        if named:
+            raise ValidationError(
+                {
+                    name: "is an option of the gateway's own upstream request, not an argument; "
+                    "send provider fields at the top level of _o_args"
+                    for name in named
+                }
+            )
+
+
+class _UpstreamArgs(_PassThroughArgs):
     """Every OpenAI argument the schema does not name passes through unchanged."""
 
     class Meta:
@@ -189,9 +215,8 @@ class FileIdArgs(Schema):
     file_id = fields.String(required=True, validate=_FILE_ID)
 
 
-class NoArgs(Schema):
-    class Meta:
-        unknown = INCLUDE
+class NoArgs(_PassThroughArgs):
+    """No arguments of its own."""
 
 
 def list_models(client: openai.OpenAI, args: dict) -> dict:
@@ -371,7 +396,7 @@ def _call(raw_call: Callable, args: dict) -> dict:
 def _sdk_arguments(raw_call: Callable, args: dict) -> dict:
     """The SDK method's keyword arguments: the ones it does not name travel in the JSON body
     (extra_body); files go as (name, bytes, type)."""
-    known = _sdk_parameters(raw_call)
+    known = _sdk_parameters(raw_call) - SDK_REQUEST_OPTIONS  # never set by a client (schemas)
     kwargs, extra = {}, {}
     for name, value in args.items():
         if isinstance(value, FileUpload):
