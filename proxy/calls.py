@@ -57,6 +57,7 @@ class CallResult:
     api_info: str = ""
     last_id: str = ""
     elapsed_seconds: float = 0.0
+    not_found: bool = False  # GatewayError.not_found: what the call names is not this account's
 
 
 def run_call(
@@ -72,6 +73,7 @@ def run_call(
     admission = None
     method_name, platform = "", None
     code, response, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
+    not_found = False
     try:
         call = prepare()
         method_name, platform = call.method, call.platform
@@ -133,7 +135,7 @@ def run_call(
         if remember is not None and code == SUCCESS:
             remember(_answer_text(response))
     except GatewayError as exc:
-        code, response, detail = exc.code, exc.response, exc.detail
+        code, response, detail, not_found = exc.code, exc.response, exc.detail, exc.not_found
     except Exception:  # never a trace or a secret in the answer; the request id finds the log
         log.exception("unexpected error in request %s", request_id)
         code, response, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
@@ -146,6 +148,7 @@ def run_call(
             cached=cached,
             method=method_name,
             platform=platform or "openai",
+            not_found=not_found,
         ),
         usage,
     )
@@ -195,6 +198,7 @@ class Record:
         except Exception:  # an unmetered answer is not handed out as a success
             log.exception("usage ledger failed in request %s", self.request_id)
             result.code, result.response, result.cached = INTERNAL_ERROR, [], False
+            result.not_found = False
             result.detail = f"the call could not be recorded; see log of {self.request_id}"
         return result
 

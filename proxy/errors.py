@@ -187,12 +187,25 @@ class GatewayError(Exception):
 
     `detail` says what to fix and must never contain a key, secret or sign.
     `response` is what goes into the envelope's `response` (e.g. the upstream's error object).
+    `not_found`: the thing the call names does not exist for this account (the /v1 door
+    answers HTTP 404 whatever the code). `upstream_status`: the HTTP status of an upstream
+    refusal.
     """
 
-    def __init__(self, code: str, detail: str = "", response=None):
+    def __init__(
+        self,
+        code: str,
+        detail: str = "",
+        response=None,
+        *,
+        not_found: bool = False,
+        upstream_status: int | None = None,
+    ):
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(f"{code} {detail}".strip())
         self.code = code
         self.detail = detail
         self.response = response if response is not None else []
+        self.not_found = not_found
+        self.upstream_status = upstream_status

@@ -31,7 +31,8 @@ from proxy.errors import (
 from proxy.params import parse_json_body
 from proxy.uploads import FILE_FIELDS, FileUpload
 
-# Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status).
+# Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status); an error
+# whose `not_found` is set (another account's file) is 404 whatever its code.
 HTTP_STATUS = {
     "4000": 500,
     "4001": 502,
@@ -230,7 +231,7 @@ def _message(result: CallResult) -> str:
 
 
 def error_answer(result: CallResult) -> Response:
-    status = HTTP_STATUS.get(result.code, 500)
+    status = 404 if result.not_found else HTTP_STATUS.get(result.code, 500)
     upstream_error = result.response if isinstance(result.response, dict) else None
     body = {
         "error": {
