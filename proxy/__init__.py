@@ -41,6 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy.api_states import ApiStates
     from proxy.chats import ChatMemory
     from proxy.dispatcher import Dispatcher
+    from proxy.files import FileOwners
     from proxy.handlers.gateway import generate_for_job
     from proxy.jobs import ImageJobs
     from proxy.metering import Meter
@@ -101,6 +102,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                 stale_seconds=app.config["JOB_STALE_SECONDS"],
                 max_running=app.config["JOB_MAX_RUNNING"],
             ),
+            files=FileOwners(engine),
         ),
         api=api,
         chats=ChatMemory(

@@ -198,6 +198,7 @@ class Record:
         except Exception:  # an unmetered answer is not handed out as a success
             log.exception("usage ledger failed in request %s", self.request_id)
             result.code, result.response, result.cached = INTERNAL_ERROR, [], False
+            result.http_status = None
             result.detail = f"the call could not be recorded; see log of {self.request_id}"
         return result
 

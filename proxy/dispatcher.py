@@ -54,6 +54,7 @@ class Dispatcher:
         max_upload_bytes: int,
         shared_cache: bool = False,
         jobs=None,  # proxy.jobs.ImageJobs, for images/submit and images/get
+        files=None,  # proxy.files.FileOwners, for the v1/files methods
     ):
         self.router = router
         self.cache = cache
@@ -62,6 +63,7 @@ class Dispatcher:
         self.max_upload_bytes = max_upload_bytes
         self.shared_cache = shared_cache
         self.jobs = jobs
+        self.files = files
 
     def lookup(self, method: str, platform: str | None) -> MethodSpec:
         spec = find_method(method)

@@ -188,14 +188,25 @@ class GatewayError(Exception):
     `detail` says what to fix and must never contain a key, secret or sign.
     `response` is what goes into the envelope's `response` (e.g. the upstream's error object).
     `http_status` overrides the code's usual HTTP status on the OpenAI-compatible door (e.g.
-    401 for a missing API key, which the table's 4014 makes 400); /api answers are always 200.
+    401 for a missing API key, which the table's 4014 makes 400; 404 for a file id that is not
+    the caller's); /api answers are always 200. `upstream_status`: the HTTP status of an
+    upstream refusal.
     """
 
-    def __init__(self, code: str, detail: str = "", response=None, *, http_status=None):
+    def __init__(
+        self,
+        code: str,
+        detail: str = "",
+        response=None,
+        *,
+        http_status: int | None = None,
+        upstream_status: int | None = None,
+    ):
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(f"{code} {detail}".strip())
         self.code = code
         self.detail = detail
         self.response = response if response is not None else []
-        self.http_status: int | None = http_status
+        self.http_status = http_status
+        self.upstream_status = upstream_status

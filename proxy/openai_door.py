@@ -31,7 +31,8 @@ from proxy.errors import (
 from proxy.params import UNNAMED_PART_REASON, form_values, parse_json_body
 from proxy.uploads import FILE_FIELDS, FileUpload
 
-# Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status).
+# Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status); an error
+# with its own `http_status` (a missing key: 401; another account's file: 404) overrides it.
 HTTP_STATUS = {
     "4000": 500,
     "4001": 502,

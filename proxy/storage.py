@@ -121,6 +121,21 @@ image_jobs = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# Files uploaded through the gateway and the account that owns each: the upstream holds every
+# account's files under the one upstream key, so only this table says whose a file is.
+file_owners = Table(
+    "file_owners",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),  # upload order
+    Column("file_id", String(80), nullable=False, unique=True),
+    Column("account_id", Integer, nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("file_object", Text, nullable=False),  # the upstream's answer to the upload, as JSON
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_file_owners_account", "account_id", "seq"),
+    sqlite_autoincrement=True,
+)
+
 # Conversation memory (chat_id): the messages of each account's conversations, in order.
 chat_messages = Table(
     "chat_messages",

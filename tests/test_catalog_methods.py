@@ -218,8 +218,8 @@ def test_file_upload_then_retrieve_content_and_delete(call):
     assert deleted["error_code"] == "0000"
     assert deleted["response"]["deleted"] is True
     gone = call("v1/files/retrieve", {"file_id": uploaded["id"]})
-    assert gone["error_code"] == "4002"
-    assert gone["response"]["error"]["message"]
+    assert gone["error_code"] == "4003"
+    assert f"{uploaded['id']} is not a file of this account" in gone["reason"]
 
 
 def test_file_upload_without_purpose_is_4003(call):

@@ -10,6 +10,7 @@ import base64
 import inspect
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -22,7 +23,6 @@ from proxy.errors import (
     PARAM_ERROR,
     TARGET_SERVER_ERROR,
     TIMEOUT,
-    WRONG_PAGE_TOKEN,
     GatewayError,
 )
 from proxy.uploads import FileField, FileUpload
@@ -185,14 +185,16 @@ class SpeechArgs(_UpstreamArgs):
     speed = fields.Float(validate=validate.Range(min=0.25, max=4.0))
 
 
-_FILE_ID = validate.Regexp(r"^file-[A-Za-z0-9_-]{1,64}$", error="must be a file id: file-...")
+# \Z, not $: $ also matches before a trailing newline ("file-abc\n" would pass).
+FILE_ID = re.compile(r"file-[A-Za-z0-9_-]{1,64}\Z")
+_FILE_ID = validate.Regexp(FILE_ID, error="must be a file id: file-...")
 
 
 class FilesArgs(Schema):
-    """List the files, or upload one when `file` is given."""
+    """List the account's files, or upload one when `file` is given."""
 
     class Meta:
-        unknown = RAISE  # a GET upstream: there is no body to pass unknown arguments in
+        unknown = RAISE  # the list is the gateway's own: no upstream call to pass them to
         ordered = True
 
     file = FileField(metadata={"description": "A file to upload: base64, or a multipart part."})
@@ -312,35 +314,12 @@ def create_speech(client: openai.OpenAI, args: dict) -> dict:
     }
 
 
-def list_or_upload_files(client: openai.OpenAI, args: dict) -> dict:
-    if "file" in args:
-        if not args.get("purpose"):
-            raise GatewayError(
-                PARAM_ERROR, "_o_args.purpose is required to upload a file (e.g. assistants)"
-            )
-        return _call(client.files.with_raw_response.create, args)
-    after = args.get("after")
-    if after is not None and _FILE_ID.regex.match(after) is None:
-        raise GatewayError(WRONG_PAGE_TOKEN, _bad_cursor_reason(after))
-    try:
-        return _call(client.files.with_raw_response.list, args)
-    except GatewayError as exc:
-        if _upstream_error_param(exc.response) == "after":
-            raise GatewayError(WRONG_PAGE_TOKEN, _bad_cursor_reason(after)) from None
-        raise
-
-
-def _bad_cursor_reason(after) -> str:
-    return (
-        f"_o_args.after={after!r} is not a file id of this list; pass the last id of the "
-        "previous page (its last_id), or leave it out for the first page"
-    )
-
-
-def _upstream_error_param(response) -> str | None:
-    if isinstance(response, dict) and isinstance(response.get("error"), dict):
-        return response["error"].get("param")
-    return None
+def upload_file(client: openai.OpenAI, args: dict) -> dict:
+    if not args.get("purpose"):
+        raise GatewayError(
+            PARAM_ERROR, "_o_args.purpose is required to upload a file (e.g. assistants)"
+        )
+    return _call(client.files.with_raw_response.create, args)
 
 
 def retrieve_file(client: openai.OpenAI, args: dict) -> dict:
@@ -436,6 +415,7 @@ def upstream_errors():
             TARGET_SERVER_ERROR,
             f"the upstream answered HTTP {exc.status_code}",
             response=_upstream_error_object(exc.response.text, exc.status_code),
+            upstream_status=exc.status_code,
         ) from None
 
 
