@@ -22,7 +22,7 @@ from proxy.errors import PARAM_ERROR, GatewayError
 CHAT_ID_NAMES = ("chat_id", "chatId", "thread_id")
 CUSTOM_UID_NAMES = ("custom_uid", "customUid")
 CHAT_METHOD = "v1/chat/completions"
-_ID = re.compile(r"^[\w.:@-]{1,128}$")
+_ID = re.compile(r"[\w.:@-]{1,128}\Z")  # \Z: $ would let a final newline through
 
 
 # Token estimate of a stored message: OpenAI's tokenizers give about 4 characters of English

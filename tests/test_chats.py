@@ -8,7 +8,7 @@ import json
 import pytest
 
 from proxy.chats import estimated_tokens, newest_within
-from tests.conftest import create_account
+from tests.conftest import CHAT_ARGS, create_account
 
 
 def chat_bodies(stub) -> list[dict]:
@@ -163,3 +163,9 @@ def test_a_streamed_answer_is_remembered(client, account, stub):
         {"role": "user", "content": "stream me"},
         {"role": "assistant", "content": "stub reply: stream me"},
     ]
+
+
+def test_chat_id_with_a_final_newline_is_4003(call):
+    envelope = call("v1/chat/completions", {**CHAT_ARGS, "chat_id": "c\n"})
+    assert envelope["error_code"] == "4003"
+    assert "_o_args.chat_id must be 1-128 letters, digits or . _ - : @" in envelope["reason"]
