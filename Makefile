@@ -26,9 +26,13 @@ system-packages:
 run: $(STAMP)
 	@bash bin/run
 
+# Four test processes, each taking whole modules (a module's served gateway boots once): most
+# tests wait on sockets and subprocesses, so four overlap well even on two cores.
+PYTEST_WORKERS ?= 4
+
 test: $(STAMP) system-packages
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
