@@ -35,7 +35,7 @@ class Gateway:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from proxy import cli, cors, openai_door, routes, storage
+    from proxy import cli, cors, openai_door, refusals, routes, storage
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
     from proxy.chats import ChatMemory
@@ -108,6 +108,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         redis=redis_client,
     )
     openai_door.register(app)
+    refusals.init_app(app)
     cors.init_app(app)
     cli.init_app(app)
     return app

@@ -84,7 +84,8 @@ def with_header_credentials(raw: dict) -> dict:
     return merged
 
 
-def handle_call(platform: str | None) -> Response:
+def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Response:
+    """One call on the /api door; `refusal` answers (and records) a request it does not take."""
     gateway = _gateway()
     request_id = _new_request_id()
     g.request_id = request_id
@@ -92,9 +93,15 @@ def handle_call(platform: str | None) -> Response:
     raw: dict = {}
 
     def prepare() -> CallRequest:
-        raw.update(collect_raw_params())
-        result_type, lang, callback = parse_presentation(raw)
-        presentation.update(result_type=result_type, lang=lang, callback=callback)
+        try:
+            raw.update(collect_raw_params())
+            result_type, lang, callback = parse_presentation(raw)
+            presentation.update(result_type=result_type, lang=lang, callback=callback)
+        except GatewayError:
+            if refusal is None:
+                raise
+        if refusal is not None:  # the refusal is the answer, in the format asked when it parses
+            raise refusal
         params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
         return CallRequest(
             credentials=Credentials(
@@ -217,6 +224,16 @@ class PlatformCall(MethodView):
     def post(self, platform):
         """Same as GET, with parameters in a form or JSON body."""
         return handle_call(_known_platform(platform))
+
+
+def refuse_verb(platform: str | None) -> Response:
+    """A verb the /api door does not take: the envelope (4003) and a usage row like every
+    call, as HTTP 405 (docs/envelope.md); the caller adds `Allow`."""
+    detail = f"{request.method[:16]} is not served here; call it with GET or POST"
+    known = _known_platform(platform) if platform is not None else None
+    response = handle_call(known, refusal=GatewayError(PARAM_ERROR, detail))
+    response.status_code = 405
+    return response
 
 
 def _known_platform(platform: str) -> str:
