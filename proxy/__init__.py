@@ -43,7 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy.handlers.gateway import generate_for_job
     from proxy.jobs import ImageJobs
     from proxy.metering import Meter
-    from proxy.openapi_docs import register_method_schemas
+    from proxy.openapi_docs import register_method_schemas, register_openai_paths
     from proxy.sealing import SecretSealer
     from proxy.upstreams import UpstreamRouter
 
@@ -108,6 +108,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         redis=redis_client,
     )
     openai_door.register(app)
+    register_openai_paths(api)
     refusals.init_app(app)
     cors.init_app(app)
     cli.init_app(app)

@@ -79,10 +79,6 @@ def door_routes() -> Iterator[tuple[str, str, MethodSpec]]:
             yield verb, path, spec
 
 
-def endpoint_name(verb: str, path: str) -> str:
-    return f"openai {verb} {path}"
-
-
 # The door's own routes, apart from the catch-all: they tell a wrong verb from an unknown path.
 _ROUTES = Map(
     [Rule(path, methods=[verb], endpoint=spec.name) for verb, path, spec in door_routes()],
@@ -102,7 +98,7 @@ def register(app: Flask) -> None:
     for verb, path, spec in door_routes():
         app.add_url_rule(
             path,
-            endpoint=endpoint_name(verb, path),
+            endpoint=f"openai {verb} {path}",
             view_func=partial(serve, spec.name),
             methods=[verb],
             strict_slashes=False,

@@ -24,7 +24,13 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.openai_door import event_stream, multipart_files
-from proxy.openapi_docs import API_DOC, method_catalog_entries
+from proxy.openapi_docs import (
+    API_DOC,
+    HealthDoc,
+    MethodCatalogDoc,
+    ServiceInfoDoc,
+    method_catalog_entries,
+)
 from proxy.params import (
     echo_call_args,
     load_common,
@@ -243,6 +249,7 @@ def _known_platform(platform: str) -> str:
 
 @api_blp.route("/api/methods")
 class MethodCatalog(MethodView):
+    @api_blp.response(200, MethodCatalogDoc)
     def get(self):
         """The method catalog: each method's platform, flags, price and `_o_args` schema."""
         gateway = _gateway()
@@ -251,6 +258,8 @@ class MethodCatalog(MethodView):
 
 @service_blp.route("/health")
 class Health(MethodView):
+    @service_blp.response(200, HealthDoc)
+    @service_blp.alt_response(503, schema=HealthDoc, description="The database is unreachable.")
     def get(self):
         """Health: the database (503 when unreachable), the answer cache and, when configured,
         Redis (200 with status "degraded" when unreachable: the cache then misses and only
@@ -273,6 +282,7 @@ class Health(MethodView):
 
 @service_blp.route("/")
 class ServiceInfo(MethodView):
+    @service_blp.response(200, ServiceInfoDoc)
     def get(self):
         """Service information and the endpoints it serves."""
         return jsonify(

@@ -34,6 +34,9 @@ PLATFORM = "openai"
 log = logging.getLogger("proxy")
 
 
+_STREAM_DESCRIPTION = "true: the answer as server-sent events (docs/streaming.md)."
+
+
 class _UpstreamArgs(Schema):
     """Every OpenAI argument the schema does not name passes through unchanged."""
 
@@ -62,7 +65,7 @@ class ChatCompletionArgs(_UpstreamArgs):
         validate=validate.Length(min=1),
         metadata={"description": "The conversation, as in the OpenAI API."},
     )
-    stream = fields.Boolean(metadata={"description": "Not served on this door yet: must be false."})
+    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
 
 
 class CompletionArgs(_UpstreamArgs):
@@ -70,7 +73,7 @@ class CompletionArgs(_UpstreamArgs):
         required=True, metadata={"description": "Text (or list of texts) to complete."}
     )
     max_tokens = fields.Integer(validate=validate.Range(min=1))
-    stream = fields.Boolean(metadata={"description": "Not served on this door yet: must be false."})
+    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
 
 
 class EmbeddingArgs(_UpstreamArgs):
