@@ -168,19 +168,19 @@ def openai_events(streaming: StreamingCall) -> Iterator[str]:
 def unknown_path(unknown: str) -> Response:
     """A /v1 request no route serves, recorded like every call: 405 with `Allow` when the path
     takes other verbs, else 404 (4010)."""
-    path = f"/v1/{unknown}"[:84]
+    path, verb = f"/v1/{unknown}"[:84], request.method[:16]
     allowed = allowed_methods(path)
     if not allowed:
         return serve(
             "",
             refusal=GatewayError(
                 API_NOT_FOUND,
-                f"{request.method} {path} is not served; GET /api/methods lists the methods "
+                f"{verb} {path} is not served; GET /api/methods lists the methods "
                 "and their /v1 paths",
             ),
         )
     verbs = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
-    detail = f"{request.method} is not served on {path}; use {verbs}"
+    detail = f"{verb} is not served on {path}; use {verbs}"
     response = serve("", refusal=GatewayError(PARAM_ERROR, detail))
     response.status_code = 405
     response.headers["Allow"] = ", ".join(allowed)
