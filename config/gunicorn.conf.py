@@ -14,8 +14,9 @@ from config import (  # noqa: E402
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads: a worker waiting on a slow upstream still serves other calls.
-worker_class = "gthread"
+# Threads (gthread): a worker waiting on a slow upstream still serves other calls. gunicorn's
+# own refusals (unparsable request lines) answer JSON and log no credentials.
+worker_class = "config.gunicorn_worker.GatewayWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(GUNICORN_TIMEOUT_SECONDS)))
 graceful_timeout = 30

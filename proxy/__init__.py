@@ -36,7 +36,7 @@ class Gateway:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from proxy import cli, cors, openai_door, routes, storage
+    from proxy import cli, cors, openai_door, refusals, routes, storage
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
     from proxy.chats import ChatMemory
@@ -45,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy.handlers.gateway import generate_for_job
     from proxy.jobs import ImageJobs
     from proxy.metering import Meter
-    from proxy.openapi_docs import register_method_schemas
+    from proxy.openapi_docs import register_method_schemas, register_openai_paths
     from proxy.sealing import SecretSealer
     from proxy.upstreams import UpstreamRouter
 
@@ -113,6 +113,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         redis=redis_client,
     )
     openai_door.register(app)
+    register_openai_paths(api)
+    refusals.init_app(app)
     cors.init_app(app)
     cli.init_app(app)
     return app

@@ -431,10 +431,13 @@ def _xml_child_of_object(key: str) -> tuple[str, str]:
 
 
 def _xml_string(text: str) -> tuple[str, str]:
-    """(attributes, content) of a string: escaped text, or base64 if XML forbids a char in it."""
+    """(attributes, content) of a string: its escaped text; when XML forbids a character in
+    it, the text without those characters, and the exact value in a base64 attribute."""
     text = php_str(text)
     if _XML_FORBIDDEN.search(text):
-        return ' encoding="base64"', _base64(text)
+        # (string) of the element stays readable; the documented decoder reads the attribute.
+        readable = _XML_FORBIDDEN.sub("", text)
+        return f' base64="{_base64(text)}"', readable.translate(_XML_TEXT_ESCAPES)
     return "", text.translate(_XML_TEXT_ESCAPES)
 
 

@@ -17,12 +17,14 @@ from functools import partial
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import Map, Rule
 
 from proxy.accounts import Credentials
 from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
-from proxy.catalog import METHODS
+from proxy.catalog import METHODS, MethodSpec
 from proxy.errors import (
     ANSWERED_CODES,
+    API_NOT_FOUND,
     ERROR_CODES,
     MISSING_PARAM,
     PARAM_ERROR,
@@ -71,33 +73,49 @@ BINARY_ANSWERS = {
 }
 
 
+def door_routes() -> Iterator[tuple[str, str, MethodSpec]]:
+    """(verb, Flask rule, method) of every catalog route: the only list of what the door serves."""
+    for spec in METHODS:
+        for route in spec.openai_routes:
+            verb, path = route.split(" ", 1)
+            yield verb, path, spec
+
+
+# The door's own routes, apart from the catch-all: they tell a wrong verb from an unknown path.
+_ROUTES = Map(
+    [Rule(path, methods=[verb], endpoint=spec.name) for verb, path, spec in door_routes()],
+    strict_slashes=False,
+)
+
+
 def register(app: Flask) -> None:
-    """A URL rule per catalog route: the catalog is the only list of what the door serves.
-    Any other /v1 path is an OpenAI-shaped 404 (4010)."""
+    """A URL rule per catalog route. Any other /v1 request is an OpenAI-shaped 405 (a verb the
+    path does not take) or 404 (4010)."""
     app.add_url_rule(
         "/v1/<path:unknown>",
         endpoint="openai unknown",
         view_func=unknown_path,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     )
-    for spec in METHODS:
-        for route in spec.openai_routes:
-            verb, path = route.split(" ", 1)
-            app.add_url_rule(
-                path,
-                endpoint=f"openai {verb} {path}",
-                view_func=partial(serve, spec.name),
-                methods=[verb],
-                strict_slashes=False,
-            )
+    for verb, path, spec in door_routes():
+        app.add_url_rule(
+            path,
+            endpoint=f"openai {verb} {path}",
+            view_func=partial(serve, spec.name),
+            methods=[verb],
+            strict_slashes=False,
+        )
 
 
-def serve(method: str, **path_args) -> Response:
+def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Response:
+    """One call on the door; `refusal` answers (and records) a request no route serves."""
     gateway = current_app.extensions["gateway"]
     request_id = f"{current_app.config['REQUEST_ID_PREFIX']}.{uuid.uuid4().hex[:16]}"
     g.request_id = request_id
 
     def prepare() -> CallRequest:
+        if refusal is not None:
+            raise refusal
         return CallRequest(
             credentials=credentials_from_headers(),
             method=method,
@@ -150,13 +168,32 @@ def openai_events(streaming: StreamingCall) -> Iterator[str]:
 
 
 def unknown_path(unknown: str) -> Response:
-    result = CallResult(
-        code="4010",
-        response=[],
-        detail=f"{request.method} /v1/{unknown[:80]} is not served; GET /api/methods lists "
-        "the methods and their /v1 paths",
-    )
-    return error_answer(result)
+    """A /v1 request no route serves, recorded like every call: 405 with `Allow` when the path
+    takes other verbs, else 404 (4010)."""
+    path, verb = f"/v1/{unknown}"[:84], request.method[:16]
+    allowed = allowed_methods(path)
+    if not allowed:
+        return serve(
+            "",
+            refusal=GatewayError(
+                API_NOT_FOUND,
+                f"{verb} {path} is not served; GET /api/methods lists the methods "
+                "and their /v1 paths",
+            ),
+        )
+    verbs = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
+    detail = f"{verb} is not served on {path}; use {verbs}"
+    response = serve("", refusal=GatewayError(PARAM_ERROR, detail))
+    response.status_code = 405
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The verbs the door takes at `path`, with HEAD and OPTIONS as Flask answers them, sorted;
+    [] where it serves nothing."""
+    methods = _ROUTES.bind("").allowed_methods(path)
+    return sorted({*methods, "OPTIONS"}) if methods else []
 
 
 def credentials_from_headers() -> Credentials:

@@ -24,7 +24,13 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.openai_door import event_stream, multipart_files
-from proxy.openapi_docs import API_DOC, method_catalog_entries
+from proxy.openapi_docs import (
+    API_DOC,
+    HealthDoc,
+    MethodCatalogDoc,
+    ServiceInfoDoc,
+    method_catalog_entries,
+)
 from proxy.params import (
     UNNAMED_PART_REASON,
     echo_call_args,
@@ -87,7 +93,8 @@ def with_header_credentials(raw: dict) -> dict:
     return merged
 
 
-def handle_call(platform: str | None) -> Response:
+def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Response:
+    """One call on the /api door; `refusal` answers (and records) a request it does not take."""
     gateway = _gateway()
     request_id = _new_request_id()
     g.request_id = request_id
@@ -95,9 +102,15 @@ def handle_call(platform: str | None) -> Response:
     raw: dict = {}
 
     def prepare() -> CallRequest:
-        raw.update(collect_raw_params())
-        result_type, lang, callback = parse_presentation(raw)
-        presentation.update(result_type=result_type, lang=lang, callback=callback)
+        try:
+            raw.update(collect_raw_params())
+            result_type, lang, callback = parse_presentation(raw)
+            presentation.update(result_type=result_type, lang=lang, callback=callback)
+        except GatewayError:
+            if refusal is None:
+                raise
+        if refusal is not None:  # the refusal is the answer, in the format asked when it parses
+            raise refusal
         params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
         return CallRequest(
             credentials=Credentials(
@@ -222,6 +235,16 @@ class PlatformCall(MethodView):
         return handle_call(_known_platform(platform))
 
 
+def refuse_verb(platform: str | None) -> Response:
+    """A verb the /api door does not take: the envelope (4003) and a usage row like every
+    call, as HTTP 405 (docs/envelope.md); the caller adds `Allow`."""
+    detail = f"{request.method[:16]} is not served here; call it with GET or POST"
+    known = _known_platform(platform) if platform is not None else None
+    response = handle_call(known, refusal=GatewayError(PARAM_ERROR, detail))
+    response.status_code = 405
+    return response
+
+
 def _known_platform(platform: str) -> str:
     # An unknown platform goes on as a name no catalog entry has, so the answer is 4010.
     return platform if platform in PLATFORMS else f"unknown:{platform[:40]}"
@@ -229,6 +252,7 @@ def _known_platform(platform: str) -> str:
 
 @api_blp.route("/api/methods")
 class MethodCatalog(MethodView):
+    @api_blp.response(200, MethodCatalogDoc)
     def get(self):
         """The method catalog: each method's platform, flags, price and `_o_args` schema."""
         gateway = _gateway()
@@ -237,6 +261,8 @@ class MethodCatalog(MethodView):
 
 @service_blp.route("/health")
 class Health(MethodView):
+    @service_blp.response(200, HealthDoc)
+    @service_blp.alt_response(503, schema=HealthDoc, description="The database is unreachable.")
     def get(self):
         """Health: the database (503 when unreachable), the answer cache and, when configured,
         Redis (200 with status "degraded" when unreachable: the cache then misses and only
@@ -259,6 +285,7 @@ class Health(MethodView):
 
 @service_blp.route("/")
 class ServiceInfo(MethodView):
+    @service_blp.response(200, ServiceInfoDoc)
     def get(self):
         """Service information and the endpoints it serves."""
         return jsonify(

@@ -63,11 +63,10 @@ function gateway_xml_value(SimpleXMLElement $element)
             }
             return $object;
         case 'string':
-            $text = (string) $element;
-            if ((string) ($attributes['encoding'] ?? '') === 'base64') {
-                $text = base64_decode($text, true);
+            if (isset($attributes['base64'])) {
+                return base64_decode((string) $attributes['base64'], true);
             }
-            return $text;
+            return (string) $element;
     }
     throw new UnexpectedValueException("unknown type attribute: $type");
 }

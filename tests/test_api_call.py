@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import re
 import socket
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from config import Config
 from proxy import storage
 from proxy.envelope import FIELD_ORDER
 from tests.conftest import CHAT_ARGS, create_account
 
+ROOT = Path(__file__).resolve().parent.parent
 SEED_O_ARGS = '{"prompt":"中国队什么时候进世界杯","max_tokens":200}'
 
 
@@ -375,6 +378,11 @@ def test_oversize_body_is_4003(app, client, account):
     )
     envelope = response.get_json()
     assert envelope["error_code"] == "4003" and "larger than 1000 bytes" in envelope["reason"]
+
+
+def test_envelope_doc_states_the_default_body_limit():
+    mib = Config().MAX_CONTENT_LENGTH // 2**20
+    assert f"body `MAX_BODY_BYTES` ({mib} MiB" in (ROOT / "docs/envelope.md").read_text()
 
 
 def test_invalid_json_body_is_4003(client):

@@ -482,11 +482,33 @@ def test_xml_escapes_quote_and_whitespace_in_key_attribute():
     )
 
 
-def test_xml_base64_encodes_strings_with_characters_xml_forbids():
-    assert render_xml(["a\x00b", "\x1f", "\ufffe", "\uffff"]) == DECL + (
-        '<root type="list"><item encoding="base64">YQBi</item><item encoding="base64">Hw==</item>'
-        '<item encoding="base64">77++</item><item encoding="base64">77+/</item></root>'
+def test_xml_drops_characters_xml_forbids_from_the_text_and_keeps_the_exact_value_in_base64():
+    assert render_xml(["a\x00b", "\x1f", "\ufffe", "x\uffff&"]) == DECL + (
+        '<root type="list"><item base64="YQBi">ab</item><item base64="Hw=="/>'
+        '<item base64="77++"/><item base64="eO+/vyY=">x&amp;</item></root>'
     )
+
+
+# A model answer as the envelope carries it, with one character XML 1.0 forbids.
+ANSWER_WITH_SOH = {"response": {"choices": [{"message": {"content": "Hello\x01 world 你好"}}]}}
+
+
+def test_xml_text_of_a_string_with_a_forbidden_character_stays_readable_in_php():
+    done = run_php(
+        "$x = simplexml_load_string(stream_get_contents(STDIN));"
+        "echo (string) $x->response->choices->item->message->content;",
+        render_xml(ANSWER_WITH_SOH).encode(),
+    )
+    assert (done.returncode, done.stderr, done.stdout.decode()) == (0, b"", "Hello world 你好")
+
+
+def test_xml_decoder_gives_the_exact_string_with_its_forbidden_character():
+    done = run_php(
+        XML_DECODER_PHP + "echo json_encode(gateway_xml_decode(stream_get_contents(STDIN)));",
+        render_xml(ANSWER_WITH_SOH).encode(),
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert json.loads(done.stdout) == ANSWER_WITH_SOH
 
 
 def test_xml_base64_encodes_keys_with_characters_xml_forbids():

@@ -4,6 +4,7 @@ upstream, and a PHP 8 curl client decoding all five formats; the access log hold
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 
@@ -103,6 +104,53 @@ def test_access_log_has_no_query_string_key_or_secret(served):
     assert '"GET /api HTTP/1.1" 200' in log_text
     assert account["secret"] not in log_text and account["key"] not in log_text
     assert "secret=" not in log_text and "key=" not in log_text
+
+
+def raw_exchange(base: str, request: bytes) -> tuple[str, dict, bytes]:
+    """(status line, headers, body) of a raw HTTP/1.1 request: for what clients like requests
+    refuse to send."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return status, headers, body
+
+
+def test_a_request_line_gunicorn_refuses_is_logged_without_key_or_secret(served):
+    account = served["account"]
+    line = f"GET /api?key={account['key']}&secret={account['secret']}&x=\x01 HTTP/1.1"
+    status, _, _ = raw_exchange(served["base"], line.encode() + b"\r\nHost: a\r\n\r\n")
+    assert status == "HTTP/1.1 400 Bad Request"
+    time.sleep(0.3)  # let the worker flush its log line
+    log_text = served["log"].read_text(encoding="utf-8", errors="replace")
+    assert "Invalid request from ip=127.0.0.1: Invalid HTTP request line" in log_text
+    assert account["secret"] not in log_text and account["key"] not in log_text
+
+
+def test_a_request_line_gunicorn_refuses_is_answered_as_json(served):
+    status, headers, body = raw_exchange(served["base"], b"BLAH\r\n\r\n")
+    assert (status, headers["Content-Type"]) == ("HTTP/1.1 400 Bad Request", "application/json")
+    assert json.loads(body) == {
+        "code": 400,
+        "status": "Bad Request",
+        "message": "Invalid Request Line (the text sent is not repeated)",
+    }
+
+
+def test_too_long_a_request_line_is_a_json_414(served):
+    request = b"GET /api?_o_args=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    status, headers, body = raw_exchange(served["base"], request)
+    assert (status, headers["Content-Type"]) == ("HTTP/1.1 414 URI Too Long", "application/json")
+    assert json.loads(body) == {
+        "code": 414,
+        "status": "URI Too Long",
+        "message": "Request Line is too large (9026 > 8190): send long parameters in a POST body",
+    }
 
 
 def test_demo_curl_line_answers_0000(served):

@@ -4,8 +4,157 @@ from __future__ import annotations
 
 import re
 
+import pytest
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import OpenAPIV30SpecValidator, validate
+
 from proxy.catalog import METHODS
 from tests.servers import free_port
+
+
+@pytest.fixture
+def spec(client) -> dict:
+    return client.get("/openapi.json").get_json()
+
+
+def test_openapi_document_is_valid_openapi_3_0_3(spec):
+    assert spec["openapi"] == "3.0.3"
+    validate(spec, cls=OpenAPIV30SpecValidator)
+
+
+def test_openapi_documents_every_v1_route_of_the_catalog_with_its_verb(spec):
+    documented = {
+        (verb.upper(), path)
+        for path, item in spec["paths"].items()
+        if path.startswith("/v1/")
+        for verb in item
+        if verb != "parameters"
+    }
+    assert documented == {
+        (route.split(" ")[0], route.split(" ")[1].replace("<file_id>", "{file_id}"))
+        for m in METHODS
+        for route in m.openai_routes
+    }
+
+
+def test_openapi_v1_body_is_the_methods_o_args_schema(spec):
+    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ChatCompletionArgs"
+    }
+
+
+def test_openapi_v1_uploads_also_take_multipart_with_binary_file_parts(spec):
+    content = spec["paths"]["/v1/audio/transcriptions"]["post"]["requestBody"]["content"]
+    multipart = content["multipart/form-data"]["schema"]
+    assert multipart["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert multipart["required"] == ["file"]
+
+
+def test_openapi_v1_file_routes_take_the_file_id_from_the_path(spec):
+    for path in ("/v1/files/{file_id}", "/v1/files/{file_id}/content"):
+        parameters = spec["paths"][path]["parameters"]
+        assert parameters == [
+            {
+                "in": "path",
+                "name": "file_id",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^file-[A-Za-z0-9_-]{1,64}$"},
+            }
+        ]
+
+
+def test_openapi_v1_listing_takes_its_query_parameters(spec):
+    parameters = spec["paths"]["/v1/files"]["get"]["parameters"]
+    assert [p["name"] for p in parameters] == ["purpose", "limit", "order", "after"]
+    assert {p["in"] for p in parameters} == {"query"}
+
+
+def test_openapi_v1_routes_need_the_gateway_key_as_a_bearer_token(spec):
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["gatewayBearer"]["type"] == "http"
+    assert schemes["gatewayBearer"]["scheme"] == "bearer"
+    assert (schemes["gatewayApiKey"]["in"], schemes["gatewayApiKey"]["name"]) == (
+        "header",
+        "api-key",
+    )
+    operation = spec["paths"]["/v1/models"]["get"]
+    assert operation["security"] == [{"gatewayBearer": []}, {"gatewayApiKey": []}]
+
+
+def test_openapi_v1_answers_json_streams_or_bytes(spec):
+    paths = spec["paths"]
+    chat = paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert set(chat) == {"application/json", "text/event-stream"}
+    embeddings = paths["/v1/embeddings"]["post"]["responses"]["200"]["content"]
+    assert set(embeddings) == {"application/json"}
+    speech = paths["/v1/audio/speech"]["post"]["responses"]["200"]["content"]
+    assert speech["audio/*"]["schema"] == {"type": "string", "format": "binary"}
+    content = paths["/v1/files/{file_id}/content"]["get"]["responses"]["200"]["content"]
+    assert content["*/*"]["schema"] == {"type": "string", "format": "binary"}
+
+
+def test_openapi_v1_errors_are_openai_error_objects_by_status(spec):
+    responses = spec["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "429", "500", "502", "503", "504"} <= set(responses)
+    for status in ("400", "401", "429", "502"):
+        schema = responses[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/OpenAIErrorDoc"}
+    assert "4013" in responses["429"]["description"]
+    error = spec["components"]["schemas"]["OpenAIErrorDoc"]
+    assert error["required"] == ["error"]
+
+
+@pytest.mark.parametrize("verb", ["get", "post"])
+def test_openapi_documents_the_405_envelope_of_the_api_door_with_allow(spec, verb):
+    response = spec["paths"]["/api"][verb]["responses"]["405"]
+    assert response["headers"]["Allow"]["schema"] == {"type": "string"}
+    assert response["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EnvelopeDoc"
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "schema"),
+    [("/", "ServiceInfoDoc"), ("/health", "HealthDoc"), ("/api/methods", "MethodCatalogDoc")],
+)
+def test_openapi_documents_the_200_answer_of_the_service_endpoints(spec, path, schema):
+    content = spec["paths"][path]["get"]["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
+    assert spec["components"]["schemas"][schema]["properties"]
+
+
+def assert_matches_documented_schema(spec, response, path, verb):
+    documented = spec["paths"][path][verb]["responses"][str(response.status_code)]
+    schema = documented["content"][response.mimetype]["schema"]
+    # The $refs resolve against the document's components, as a client's validator would.
+    OAS30Validator({**schema, "components": spec["components"]}).validate(response.get_json())
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/api/methods"])
+def test_service_answers_match_their_documented_schemas(spec, client, path):
+    assert_matches_documented_schema(spec, client.get(path), path, "get")
+
+
+def test_v1_errors_and_api_refusals_match_their_documented_schemas(spec, client, account):
+    refused = client.post(
+        "/v1/chat/completions",
+        json={},
+        headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
+    )
+    assert refused.status_code == 400
+    assert_matches_documented_schema(spec, refused, "/v1/chat/completions", "post")
+    unknown_key = client.get("/v1/models", headers={"Authorization": "Bearer k:s"})
+    assert unknown_key.status_code == 401
+    assert_matches_documented_schema(spec, unknown_key, "/v1/models", "get")
+    wrong_verb = client.put("/api")
+    assert wrong_verb.status_code == 405
+    assert_matches_documented_schema(spec, wrong_verb, "/api", "get")
+
+
+def test_openapi_documents_the_503_of_an_unhealthy_database(spec):
+    content = spec["paths"]["/health"]["get"]["responses"]["503"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/HealthDoc"}
 
 
 def test_openapi_documents_api_parameters_and_method_schemas(client):
@@ -42,6 +191,16 @@ def test_methods_endpoint_lists_catalog_with_schemas(client):
     chat = next(m for m in listed if m["method"] == "v1/chat/completions")
     assert chat["o_args_schema"]["required"] == ["messages"]
     assert chat["cacheable"] is True and chat["platform"] == "openai"
+
+
+def test_methods_endpoint_lists_the_v1_routes_of_each_method(client):
+    listed = {
+        m["method"]: m["openai_routes"] for m in client.get("/api/methods").get_json()["methods"]
+    }
+    assert listed["v1/chat/completions"] == ["POST /v1/chat/completions"]
+    assert listed["v1/files"] == ["GET /v1/files", "POST /v1/files"]
+    assert listed["v1/files/retrieve"] == ["GET /v1/files/{file_id}"]
+    assert listed["images/submit"] == []
 
 
 def test_health_checks_database_and_reports_the_in_process_cache(make_app):

@@ -34,6 +34,9 @@ PLATFORM = "openai"
 log = logging.getLogger("proxy")
 
 
+_STREAM_DESCRIPTION = "true: the answer as server-sent events (docs/streaming.md)."
+
+
 # The SDK's options for one request: they set our upstream request's headers (Authorization
 # among them), query string, whole body and timeout. None of them ever comes from a client.
 SDK_REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
@@ -88,7 +91,7 @@ class ChatCompletionArgs(_UpstreamArgs):
         validate=validate.Length(min=1),
         metadata={"description": "The conversation, as in the OpenAI API."},
     )
-    stream = fields.Boolean(metadata={"description": "Not served on this door yet: must be false."})
+    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
 
 
 class CompletionArgs(_UpstreamArgs):
@@ -96,7 +99,7 @@ class CompletionArgs(_UpstreamArgs):
         required=True, metadata={"description": "Text (or list of texts) to complete."}
     )
     max_tokens = fields.Integer(validate=validate.Range(min=1))
-    stream = fields.Boolean(metadata={"description": "Not served on this door yet: must be false."})
+    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
 
 
 class EmbeddingArgs(_UpstreamArgs):
@@ -188,6 +191,8 @@ class SpeechArgs(_UpstreamArgs):
 # \Z, not $: $ also matches before a trailing newline ("file-abc\n" would pass).
 FILE_ID = re.compile(r"file-[A-Za-z0-9_-]{1,64}\Z")
 _FILE_ID = validate.Regexp(FILE_ID, error="must be a file id: file-...")
+# The same pattern as OpenAPI (ECMA-262) reads it, where $ never matches before a newline.
+FILE_ID_DOCUMENTED = {"pattern": "^file-[A-Za-z0-9_-]{1,64}$"}
 
 
 class FilesArgs(Schema):
@@ -214,7 +219,7 @@ class FileIdArgs(Schema):
     class Meta:
         unknown = RAISE
 
-    file_id = fields.String(required=True, validate=_FILE_ID)
+    file_id = fields.String(required=True, validate=_FILE_ID, metadata=FILE_ID_DOCUMENTED)
 
 
 class NoArgs(_PassThroughArgs):
