@@ -246,11 +246,14 @@ class RedisConcurrency:
         """Put back the slot of every live call, then mark the slots complete."""
         tokens = self._live_slots()
         self._restore(*self._restore_arguments(tokens, rebuild=True))
-        log.warning(
-            "concurrency limiter: Redis at %s had lost its slots (restart, flush or failover); "
-            "%d slots of live calls put back",
+        restored = sum(len(held) for held in tokens.values())
+        # The first call after Redis started (a first start, a restart, a flush, a failover).
+        log.log(
+            logging.WARNING if restored else logging.INFO,
+            "concurrency limiter: slots not known complete in this run of Redis at %s; "
+            "%d slots of live calls put back from the reservations",
             self._health.address,
-            sum(len(held) for held in tokens.values()),
+            restored,
         )
 
     def _restore_arguments(self, tokens: Mapping[int, Sequence[str]], *, rebuild: bool):

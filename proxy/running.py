@@ -39,6 +39,7 @@ class RunningCalls:
         self._keeper: threading.Thread | None = None
         self._always = False  # keep (and sweep) even with no call: a served worker
         self._stopping = False
+        self._cut_timer: threading.Timer | None = None
 
     def add(self, record) -> None:
         """Register an admitted call; GatewayError 4017 once the process is cutting calls."""
@@ -104,10 +105,14 @@ class RunningCalls:
     # -- a stopping worker ---------------------------------------------------------------------
 
     def cut_after(self, seconds: float) -> None:
-        """Cut the calls still running `seconds` from now (the worker is being stopped)."""
-        timer = threading.Timer(max(0.0, seconds), self.cut_all)
-        timer.name, timer.daemon = "gateway-cut-calls", True
-        timer.start()
+        """Cut the calls still running `seconds` from now (the worker is being stopped). Once:
+        a worker may get SIGTERM twice (from its master and from systemd, say)."""
+        with self._lock:
+            if self._cut_timer is not None:
+                return
+            self._cut_timer = threading.Timer(max(0.0, seconds), self.cut_all)
+        self._cut_timer.name, self._cut_timer.daemon = "gateway-cut-calls", True
+        self._cut_timer.start()
 
     def cut_all(self) -> int:
         """Settle every running call as cut (4017, refunded) and refuse new ones; one log line
