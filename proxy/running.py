@@ -53,10 +53,6 @@ class RunningCalls:
         with self._lock:
             self._records.pop(record.request_id, None)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._records)
-
     # -- the keeper ------------------------------------------------------------------------------
 
     def keep_always(self) -> None:
@@ -89,6 +85,8 @@ class RunningCalls:
 
     def _renew(self, records: list) -> None:
         admissions = {r.request_id: r.admission for r in records if r.admission is not None}
+        if not admissions:
+            return
         self.meter.renew(list(admissions.values()))
         with self._lock:
             settled = [a for rid, a in admissions.items() if rid not in self._records]

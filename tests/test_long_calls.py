@@ -133,3 +133,18 @@ def test_slots_redis_lost_mid_call_are_rebuilt_before_the_next_call_counts(
         assert redis.command("ZCARD", f"gw:slots:{account['id']}") == "0"
     finally:
         redis.close()
+
+
+def test_call_cut_by_a_stopping_worker_answers_4017_with_its_one_usage_row(make_app, slow_stub):
+    slow_stub.reset()
+    app = make_app(OPENAI_BASE_URL=slow_stub.base_url, UPSTREAM_TIMEOUT_SECONDS=20)
+    account = create_account(app.test_cli_runner(), "cut", "--daily-quota", "1")
+    threads, codes = slow_calls(app, account, 1, slow_stub)
+    assert app.extensions["gateway"].running.cut_all() == 1
+    assert api_code(app, account) == "4017"  # admitted after the cut: refused, refunded
+    threads[0].join()  # the upstream answers after the cut: the client gets the cut's answer
+    assert codes == ["4017"]
+    report = cli_json(app, "usage", account["key"])
+    assert (report["calls"], report["charged"], report["by_code"]) == (2, 0, {"4017": 2})
+    after = cli_json(app, "accounts", "show", account["key"])["today"]
+    assert (after["used"], after["in_flight"]) == (0, 0)
