@@ -124,11 +124,9 @@ class Config:
         # DEFAULT_METHOD_PRICE for the others. Listing models is free.
         self.DEFAULT_METHOD_PRICE = _env_int("DEFAULT_METHOD_PRICE", 1)
         self.METHOD_PRICES = {"v1/models": 0, **_env_prices("METHOD_PRICES")}
-        # A call's reservation (quota, credits, slot) is refunded when its worker died: after
-        # this long, longer than any live call (gunicorn kills a worker at its timeout).
-        self.RESERVATION_TTL_SECONDS = _env_float(
-            "RESERVATION_TTL_SECONDS", GUNICORN_TIMEOUT_SECONDS + 30
-        )
+        # A call's reservation (quota, credits, slot) is renewed while the call runs, however
+        # long; when its worker dies it is refunded within about this long (docs/accounts.md).
+        self.RESERVATION_TTL_SECONDS = _env_float("RESERVATION_TTL_SECONDS", 60.0)
         # Signed requests: `dateline` within this many seconds of the server's clock.
         self.SIGN_WINDOW_SECONDS = _env_int("SIGN_WINDOW_SECONDS", 300)
         # Fernet key sealing account secrets at rest (empty: instance/sealing.key, made once).

@@ -2,6 +2,7 @@
 proxy_read_timeout (see docs/deploy.md)."""
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,7 +20,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "config.gunicorn_worker.GatewayWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(GUNICORN_TIMEOUT_SECONDS)))
-graceful_timeout = 30
+# SIGTERM: a worker stops accepting and lets running calls finish for up to this long, then
+# the master SIGKILLs it. Calls still running a little before that are cut (docs/deploy.md).
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), which two
 # gateways on one machine would fight over; the gateway is managed by signals, so it is off.
@@ -46,3 +49,42 @@ if _upstream_worst_case >= timeout:
 def post_worker_init(worker):
     """Before a worker takes calls: import the SDK's lazily loaded parts now, not mid-call."""
     worker.wsgi.extensions["gateway"].dispatcher.router.warm_up()
+    _account_for_running_calls(worker)
+
+
+# -- running calls: kept alive while they run, cut before the SIGKILL of a stop (proxy/running.py)
+
+# Calls still running this long before the master's SIGKILL are cut: time to settle and log them.
+_CUT_MARGIN_SECONDS = min(5.0, graceful_timeout / 5)
+
+
+def _running_calls(worker):
+    return worker.wsgi.extensions["gateway"].running
+
+
+def _account_for_running_calls(worker):
+    """Keep this worker's reservations renewed (and refund dead workers' ones, now and then
+    periodically); on SIGTERM, cut the calls that would still run at the SIGKILL."""
+    running = _running_calls(worker)
+    running.keep_always()
+    stop_accepting = worker.handle_exit
+
+    def on_sigterm(signum, frame):
+        stop_accepting(signum, frame)
+        running.cut_after(graceful_timeout - _CUT_MARGIN_SECONDS)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: calls are not interrupted
+
+
+def worker_int(worker):
+    """SIGINT or SIGQUIT: the worker exits at once, so its running calls are cut now."""
+    if worker.booted:
+        _running_calls(worker).cut_all()
+
+
+def worker_exit(server, worker):
+    """The worker's loop has ended (in the worker; gunicorn also calls this in the master):
+    calls still running now will not finish, so they are cut."""
+    if worker.booted:  # only in the worker, once it has served (False in the master)
+        _running_calls(worker).cut_all()

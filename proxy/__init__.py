@@ -28,6 +28,7 @@ class Gateway:
     api: Api
     chats: object = None  # proxy.chats.ChatMemory
     redis: object = None  # redis.Redis when REDIS_URL is set
+    running: object = None  # proxy.running.RunningCalls
 
     def ping_database(self) -> None:
         from proxy.storage import ping
@@ -46,6 +47,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy.jobs import ImageJobs
     from proxy.metering import Meter
     from proxy.openapi_docs import register_method_schemas, register_openai_paths
+    from proxy.running import RunningCalls
     from proxy.sealing import SecretSealer
     from proxy.upstreams import UpstreamRouter
 
@@ -69,8 +71,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     api.register_blueprint(routes.service_blp)
     register_method_schemas(api)
     _serve_swagger_assets(app)
-    redis_client, slots, cache = _shared_state(app.config)
+    redis_client, slots, cache = _shared_state(app.config, engine)
     router = UpstreamRouter.from_config(app.config)
+    meter = Meter(
+        engine,
+        timezone=app.config["SERVER_TIMEZONE"],
+        reservation_ttl_seconds=app.config["RESERVATION_TTL_SECONDS"],
+        prices=app.config["METHOD_PRICES"],
+        default_price=app.config["DEFAULT_METHOD_PRICE"],
+        slots=slots,
+    )
     app.extensions["gateway"] = Gateway(
         engine=engine,
         accounts=AccountStore(
@@ -79,14 +89,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             sealer=SecretSealer.from_config(app.config["ACCOUNT_SEALING_KEY"], app.instance_path),
             sign_window_seconds=app.config["SIGN_WINDOW_SECONDS"],
         ),
-        meter=Meter(
-            engine,
-            timezone=app.config["SERVER_TIMEZONE"],
-            reservation_ttl_seconds=app.config["RESERVATION_TTL_SECONDS"],
-            prices=app.config["METHOD_PRICES"],
-            default_price=app.config["DEFAULT_METHOD_PRICE"],
-            slots=slots,
-        ),
+        meter=meter,
         api_states=ApiStates(engine),
         dispatcher=Dispatcher(
             router=router,
@@ -111,6 +114,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             max_tokens=app.config["CHAT_MEMORY_MAX_TOKENS"],
         ),
         redis=redis_client,
+        # Renewed a few times per TTL, so a late round or two never lets a live call expire.
+        running=RunningCalls(
+            meter, renew_interval_seconds=app.config["RESERVATION_TTL_SECONDS"] / 3
+        ),
     )
     openai_door.register(app)
     register_openai_paths(api)
@@ -130,9 +137,10 @@ def _serve_without_redirects(app: Flask) -> None:
     app.wsgi_app = CollapsedSlashes(app.wsgi_app)
 
 
-def _shared_state(config) -> tuple:
+def _shared_state(config, engine: Engine) -> tuple:
     """(redis client, concurrency slots, answer cache): Redis-backed when REDIS_URL is set,
-    else (None, None: slots in the database, in-process cache)."""
+    else (None, None: slots in the database, in-process cache). Slots that Redis loses are
+    rebuilt from the reservations in `engine`."""
     from proxy.cache import AnswerCache
 
     if not config["REDIS_URL"]:
@@ -140,10 +148,15 @@ def _shared_state(config) -> tuple:
             ttl_seconds=config["CACHE_TTL_SECONDS"], max_bytes=config["CACHE_MAX_BYTES"]
         )
         return None, None, cache
+    from proxy.metering import live_slot_tokens
     from proxy.redis_store import RedisAnswerCache, RedisConcurrency, make_redis_client
 
     client = make_redis_client(config["REDIS_URL"], config["REDIS_TIMEOUT_SECONDS"])
-    slots = RedisConcurrency(client, slot_ttl_seconds=config["RESERVATION_TTL_SECONDS"])
+    slots = RedisConcurrency(
+        client,
+        slot_ttl_seconds=config["RESERVATION_TTL_SECONDS"],
+        live_slots=functools.partial(live_slot_tokens, engine),
+    )
     cache = RedisAnswerCache(
         client, ttl_seconds=config["CACHE_TTL_SECONDS"], max_entry_bytes=config["CACHE_MAX_BYTES"]
     )

@@ -9,6 +9,7 @@ Every outcome, bad parameters included, is settled: one usage row per call.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.params import parse_o_args
+from proxy.running import CUT_CODE
 from proxy.uploads import FileUpload
 from proxy.usage import UsageRecord
 
@@ -68,20 +70,19 @@ def run_call(
     request_id: str,
     client_ip: str,
 ) -> CallResult | StreamingCall:
-    started = time.perf_counter()
-    account: Account | None = None
-    admission = None
+    record = Record(gateway, request_id, client_ip, started=time.perf_counter())
     method_name, platform = "", None
     code, response, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
     http_status = None
     try:
         call = prepare()
         method_name, platform = call.method, call.platform
-        account = gateway.accounts.authenticate(
+        account = record.account = gateway.accounts.authenticate(
             call.credentials, today=gateway.meter.today(), now=time.time()
         )
         spec = gateway.dispatcher.lookup(call.method, call.platform)
-        method_name = spec.name
+        method_name = record.method = spec.name
+        record.platform = platform or "openai"
         gateway.api_states.check(spec.name, spec.platform, account.id)
         if not account.may_call(spec.name, spec.platform):
             raise GatewayError(
@@ -106,12 +107,12 @@ def run_call(
                 *new_messages,
             ]
             remember = partial(_remember, gateway.chats, account.id, conversation, new_messages)
-        admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+        record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+        gateway.running.add(record)  # renewed while it runs; refused once the worker stops
         if args.get("stream"):
             stream = gateway.dispatcher.open_stream(spec, args)
             chunks = iter(stream)
             first = next(chunks, None)  # the upstream's refusal surfaces here, before any byte
-            record = Record(gateway, request_id, client_ip, started, account, admission)
             return StreamingCall(_stream_events(stream, chunks, first, record, spec.name, remember))
         outcome = gateway.dispatcher.execute(
             spec,
@@ -139,7 +140,6 @@ def run_call(
     except Exception:  # never a trace or a secret in the answer; the request id finds the log
         log.exception("unexpected error in request %s", request_id)
         code, response, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
-    record = Record(gateway, request_id, client_ip, started, account, admission)
     return record.settle(
         CallResult(
             code=code,
@@ -165,16 +165,38 @@ class StreamingCall:
 
 @dataclass
 class Record:
-    """What settling a call needs, whenever it ends (at once, or when its stream ends)."""
+    """What settling a call needs, whenever it ends (at once, when its stream ends, or when a
+    stopping worker cuts it). A call is settled once: later settlements get the first one's
+    result."""
 
     gateway: object
     request_id: str
     client_ip: str
     started: float
-    account: Account | None
-    admission: object
+    account: Account | None = None
+    admission: object = None
+    method: str = ""  # the catalog name, once looked up
+    platform: str = ""
+    outcome: CallResult | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def settle(self, result: CallResult, usage: Mapping) -> CallResult:
+        with self._lock:
+            if self.outcome is None:
+                self.outcome = self._settle(result, usage)
+        self.gateway.running.remove(self)
+        return self.outcome
+
+    def cut(self, detail: str) -> bool:
+        """Settle the call now as cut (proxy/running.py), unless it is settled already."""
+        if self.outcome is not None:
+            return False
+        result = CallResult(
+            code=CUT_CODE, response=[], detail=detail, method=self.method, platform=self.platform
+        )
+        return self.settle(result, {}) is result
+
+    def _settle(self, result: CallResult, usage: Mapping) -> CallResult:
         result.elapsed_seconds = time.perf_counter() - self.started
         try:
             settlement = self.gateway.meter.settle(
@@ -237,7 +259,7 @@ def _stream_events(stream, chunks, first, record: Record, method: str, remember=
     delivered, answer = 0, []
     try:
         chunk = first
-        while chunk is not None:
+        while chunk is not None and record.outcome is None:  # not cut by a stopping worker
             answer.append(_delta_text(chunk))
             yield "chunk", chunk
             delivered += 1
@@ -254,7 +276,7 @@ def _stream_events(stream, chunks, first, record: Record, method: str, remember=
         log.exception("unexpected error in the stream of request %s", record.request_id)
         result.code, result.detail = UNKNOWN_ERROR, f"see log of {record.request_id}"
     stream.close()
-    if remember is not None and result.code == SUCCESS:
+    if remember is not None and result.code == SUCCESS and record.outcome is None:
         remember("".join(answer))
     yield "end", record.settle(result, stream.usage)
 

@@ -3,9 +3,10 @@
 A call is admitted by one transaction of conditional updates (quota, balance, and the
 concurrency slot when no Redis holds slots) plus a reservation row. Settling deletes the
 reservation and, in the same transaction, either keeps the charge (0000, 2000, cache hits) or
-refunds it, and writes the call's usage row. A reservation whose worker died is found past its
-expiry by the next admission of that account and refunded, exactly once: whoever deletes the
-row applies its refund or charge, and nobody else can.
+refunds it, and writes the call's usage row. While a call runs, its worker renews the
+reservation (`renew`, proxy/running.py), so a reservation past its expiry is one whose worker
+died: the next admission of that account, or any worker's periodic `refund_expired`, refunds it,
+exactly once: whoever deletes the row applies its refund or charge, and nobody else can.
 
 Conditional updates (`... WHERE used < quota`) are atomic on SQLite (one writer at a time) and
 on PostgreSQL (the row lock re-checks the condition), so limits hold across gunicorn workers
@@ -39,6 +40,9 @@ from proxy.errors import (
 from proxy.usage import UsageRecord
 
 log = logging.getLogger("proxy")
+
+# Reservation ids per UPDATE ... WHERE id IN (...): under SQLite's bound-parameter limit.
+_IDS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class Meter:
         credits = self.price_of(method) if charged and account.balance is not None else 0
         holds_db_slot = self.slots is None and account.concurrency_limit is not None
         with self.engine.begin() as connection:
-            self._sweep_expired(connection, account.id, now)
+            _refund_expired(connection, now, storage.reservations.c.account_id == account.id)
             if calls:
                 self._take_quota_unit(connection, account, today)
             else:
@@ -138,6 +142,7 @@ class Meter:
                     holds_slot=holds_db_slot,
                     expires_at=now + self.reservation_ttl,
                     created_at=now,
+                    slot_token=slot_token or None,
                 )
             ).inserted_primary_key[0]
         return Admission(
@@ -188,18 +193,50 @@ class Meter:
             raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
         raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
 
-    def _sweep_expired(self, connection: Connection, account_id: int, now: datetime) -> None:
-        """Refund the reservations of calls whose worker died (they outlived their expiry)."""
-        table = storage.reservations
-        expired = connection.execute(
-            delete(table)
-            .where(table.c.account_id == account_id, table.c.expires_at < now)
-            .returning(table.c.day, table.c.calls, table.c.credits, table.c.holds_slot)
-        ).all()
-        for row in expired:
-            log.warning("refunding an expired reservation of account %s", account_id)
-            _count_settled(connection, account_id, row.day, "uncharged")
-            _refund(connection, account_id, row.day, row.calls, row.credits, row.holds_slot)
+    # -- calls that run long, workers that die -------------------------------------------------
+
+    def renew(self, admissions: list[Admission]) -> None:
+        """Push the expiry of these live calls' reservations and Redis slots one TTL forward:
+        one UPDATE, one Redis script. A reservation settled meanwhile is simply not found."""
+        reservations = storage.reservations
+        expires_at = _utc_now() + self.reservation_ttl
+        ids = [admission.reservation_id for admission in admissions]
+        with self.engine.begin() as connection:
+            for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                connection.execute(
+                    update(reservations)
+                    .where(reservations.c.id.in_(ids[start : start + _IDS_PER_STATEMENT]))
+                    .values(expires_at=expires_at)
+                )
+        tokens: dict[int, list[str]] = {}
+        for admission in admissions:
+            if admission.slot_token:
+                tokens.setdefault(admission.account_id, []).append(admission.slot_token)
+        if tokens:
+            self.slots.renew(tokens)
+
+    def release_slot(self, admission: Admission) -> None:
+        """Give back the Redis slot of a settled call (again: a renewal may have re-added it)."""
+        if admission.slot_token:
+            self.slots.release(admission.account_id, admission.slot_token)
+
+    def refund_expired(self) -> int:
+        """Refund every account's expired reservations (their workers died), each in its own
+        transaction; how many. Workers run it at start and then periodically, so a dead
+        worker's hold does not wait for its account's next call."""
+        reservations = storage.reservations
+        now = _utc_now()
+        with self.engine.connect() as connection:
+            expired = list(
+                connection.execute(
+                    select(reservations.c.id).where(reservations.c.expires_at < now)
+                ).scalars()
+            )
+        refunded = 0
+        for reservation_id in expired:
+            with self.engine.begin() as connection:  # re-checks the expiry: it may be renewed
+                refunded += _refund_expired(connection, now, reservations.c.id == reservation_id)
+        return refunded
 
     # -- settlement ---------------------------------------------------------------------------
 
@@ -342,6 +379,39 @@ def _ensure_day_row(connection: Connection, account_id: int, day: date) -> None:
         )
         .on_conflict_do_nothing(index_elements=["account_id", "day"])
     )
+
+
+def _refund_expired(connection: Connection, now: datetime, *where) -> int:
+    """Delete the reservations past their expiry that match `where`, and refund each."""
+    table = storage.reservations
+    expired = connection.execute(
+        delete(table)
+        .where(table.c.expires_at < now, *where)
+        .returning(
+            table.c.account_id, table.c.day, table.c.calls, table.c.credits, table.c.holds_slot
+        )
+    ).all()
+    for row in expired:
+        log.warning("refunding an expired reservation of account %s", row.account_id)
+        _count_settled(connection, row.account_id, row.day, "uncharged")
+        _refund(connection, row.account_id, row.day, row.calls, row.credits, row.holds_slot)
+    return len(expired)
+
+
+def live_slot_tokens(engine: Engine) -> dict[int, list[str]]:
+    """The Redis slot tokens of unexpired reservations, by account: what the concurrency
+    limiter puts back when Redis has lost its slots."""
+    table = storage.reservations
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(table.c.account_id, table.c.slot_token).where(
+                table.c.slot_token.is_not(None), table.c.expires_at > _utc_now()
+            )
+        ).all()
+    tokens: dict[int, list[str]] = {}
+    for row in rows:
+        tokens.setdefault(row.account_id, []).append(row.slot_token)
+    return tokens
 
 
 def _count_settled(connection: Connection, account_id: int, day: date, column: str) -> None:

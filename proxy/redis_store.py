@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 from redis.backoff import NoBackoff
@@ -110,9 +110,20 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# Redis's run id changes whenever it starts. The slots are complete only while the epoch key
+# holds the current run id: after a restart (with or without its saved data), a FLUSHALL or a
+# failover, acquire answers -1 and the caller rebuilds them from the live reservations first.
+_RUN_ID = """
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+"""
+
 _ACQUIRE = (
     _NOW_MS
+    + _RUN_ID
     + """
+if redis.call('GET', KEYS[2]) ~= run_id then
+  return -1
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
@@ -120,6 +131,30 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   return 1
 end
 return 0
+"""
+)
+
+# (Re)writes live slots with a fresh expiry: a renewal, or a rebuild that then marks the slots
+# complete. KEYS: the epoch key, then one key per account. ARGV: the TTL in ms, 1 for a
+# rebuild (0 for a renewal), then for each account its number of tokens and the tokens.
+_RESTORE = (
+    _NOW_MS
+    + _RUN_ID
+    + """
+local ttl = tonumber(ARGV[1])
+local at = 3
+for i = 2, #KEYS do
+  local count = tonumber(ARGV[at])
+  for j = 1, count do
+    redis.call('ZADD', KEYS[i], now + ttl, ARGV[at + j])
+  end
+  redis.call('PEXPIRE', KEYS[i], ttl)
+  at = at + count + 1
+end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], run_id)
+end
+return 1
 """
 )
 
@@ -135,11 +170,15 @@ class RedisConcurrency:
     """Concurrency slots per account, exact across workers and hosts: one sorted set per
     account, member = the caller's token (unique per call), score = when the slot expires.
 
-    A slot whose holder died frees itself after `slot_ttl_seconds`. `acquire` fails closed
-    (LimiterUnavailable); `release` never raises: a release Redis did not take waits in a
-    pending list that a daemon thread retries every `retry_interval_seconds`, and every
-    successful acquire/release flushes first. A pending release is dropped once its slot
-    has expired anyway, so the list and the thread's life are bounded by the slot TTL.
+    A slot whose holder died frees itself after `slot_ttl_seconds`; a live holder `renew`s
+    its slots before that. `acquire` fails closed (LimiterUnavailable); `release` never
+    raises: a release Redis did not take waits in a pending list that a daemon thread retries
+    every `retry_interval_seconds`, and every successful acquire/release flushes first. A
+    pending release is dropped once its slot has expired anyway, so the list and the thread's
+    life are bounded by the slot TTL.
+
+    When Redis has lost the slots (see _RUN_ID), the next acquire puts back every live call's
+    slot, `live_slots()` (account id -> tokens, from the reservations), before it counts.
     """
 
     def __init__(
@@ -149,13 +188,17 @@ class RedisConcurrency:
         slot_ttl_seconds: float,
         prefix: str = "gw:slots:",
         retry_interval_seconds: float = 0.5,
+        live_slots: Callable[[], Mapping[int, Sequence[str]]] = lambda: {},
     ):
         self._client = client
         self._slot_ttl_seconds = slot_ttl_seconds
         self._ttl_ms = max(1, int(slot_ttl_seconds * 1000))
         self._prefix = prefix
+        self._epoch_key = f"{prefix}epoch"
         self._retry_interval = retry_interval_seconds
+        self._live_slots = live_slots
         self._acquire = client.register_script(_ACQUIRE)
+        self._restore = client.register_script(_RESTORE)
         self._live_count = client.register_script(_LIVE_COUNT)
         self._health = _Health("concurrency limiter", redis_address(client))
         # (account_id, token) -> monotonic time after which that slot has expired anyway
@@ -168,16 +211,57 @@ class RedisConcurrency:
 
     def acquire(self, account_id: int, limit: int, token: str) -> bool:
         """Take one of the account's `limit` slots under `token`; False when all are taken."""
+        keys, args = [self._key(account_id), self._epoch_key], [limit, self._ttl_ms, token]
         try:
             self._flush_pending()
-            taken = self._acquire(keys=[self._key(account_id)], args=[limit, self._ttl_ms, token])
+            taken = self._acquire(keys=keys, args=args)
+            if taken == -1:
+                self._rebuild()
+                taken = self._acquire(keys=keys, args=args)
         except RedisError as error:
             if isinstance(error, TimeoutError):
                 # The script may have run with its answer lost: give the slot back later.
                 self._queue_release(account_id, token)
             raise LimiterUnavailable(self._health.failed(error)) from error
         self._health.ok()
+        if taken == -1:
+            raise LimiterUnavailable(
+                f"Redis at {self._health.address} lost its slots again while they were rebuilt"
+            )
         return taken == 1
+
+    def renew(self, tokens: Mapping[int, Sequence[str]]) -> None:
+        """Push the expiry of these live slots (account id -> tokens) one TTL forward, and put
+        back any that Redis lost. Never raises: the next renewal retries."""
+        if not tokens:
+            return
+        try:
+            self._restore(*self._restore_arguments(tokens, rebuild=False))
+        except RedisError as error:
+            self._health.failed(error)
+            return
+        self._health.ok()
+
+    def _rebuild(self) -> None:
+        """Put back the slot of every live call, then mark the slots complete."""
+        tokens = self._live_slots()
+        self._restore(*self._restore_arguments(tokens, rebuild=True))
+        restored = sum(len(held) for held in tokens.values())
+        # The first call after Redis started (a first start, a restart, a flush, a failover).
+        log.log(
+            logging.WARNING if restored else logging.INFO,
+            "concurrency limiter: slots not known complete in this run of Redis at %s; "
+            "%d slots of live calls put back from the reservations",
+            self._health.address,
+            restored,
+        )
+
+    def _restore_arguments(self, tokens: Mapping[int, Sequence[str]], *, rebuild: bool):
+        keys, args = [self._epoch_key], [self._ttl_ms, 1 if rebuild else 0]
+        for account_id, held in tokens.items():
+            keys.append(self._key(account_id))
+            args += [len(held), *held]
+        return keys, args
 
     def release(self, account_id: int, token: str) -> None:
         """Give the slot back; never raises (see the class docstring)."""

@@ -65,7 +65,8 @@ account_days = Table(
 )
 
 # What a call in flight holds: one quota unit, its price in credits, maybe a database slot.
-# Settling deletes the row; a row past `expires_at` (its worker died) is refunded by a sweep.
+# Settling deletes the row. The worker running the call pushes `expires_at` forward while the
+# call runs, so a row past it belongs to a dead worker and is refunded by a sweep.
 reservations = Table(
     "reservations",
     metadata,
@@ -77,6 +78,8 @@ reservations = Table(
     Column("holds_slot", Boolean, nullable=False),
     Column("expires_at", DateTime, nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # The call's Redis slot, when Redis holds the slots: what rebuilds them if Redis loses them.
+    Column("slot_token", String(32), nullable=True),
     Index("ix_reservations_account_expiry", "account_id", "expires_at"),
     # Never reuse an id: a late settlement must not delete a newer reservation.
     sqlite_autoincrement=True,

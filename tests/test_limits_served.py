@@ -83,7 +83,9 @@ def test_failed_upstream_calls_cost_nothing(gateway):
 
 def test_a_killed_worker_loses_nothing_its_reservation_expires(tmp_path, slow_stub):
     slow_stub.reset()
-    ttl = 3.0
+    # Long enough for `accounts show` to read the hold before the respawned worker's periodic
+    # sweep may refund it (tests/test_long_calls_served.py checks that sweep).
+    ttl = 5.0
     settings = gateway_settings(tmp_path, slow_stub, RESERVATION_TTL_SECONDS=str(ttl))
     served = ServedGateway(tmp_path, workers=1, **settings).start()
     try:

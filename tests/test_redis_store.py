@@ -248,6 +248,50 @@ def test_pending_release_is_dropped_once_its_slot_has_expired_anyway(dead_url):
     wait_until(lambda: limiter._retrier is None, timeout=5)  # the retrier thread has exited
 
 
+def test_renewal_keeps_a_live_slot_past_its_ttl_and_puts_back_a_lost_one(client, prefix):
+    limiter = RedisConcurrency(client, slot_ttl_seconds=0.5, prefix=prefix)
+    held = token()
+    assert limiter.acquire(1, 1, held)
+    time.sleep(0.3)
+    limiter.renew({1: [held]})
+    time.sleep(0.3)  # past the first expiry
+    assert limiter.in_flight(1) == 1
+    client.delete(prefix + "1")
+    limiter.renew({1: [held]})
+    assert limiter.in_flight(1) == 1
+
+
+def test_slots_lost_by_a_flush_are_put_back_from_the_live_holders_before_counting(
+    private_redis,
+):
+    live: dict[int, list[str]] = {}
+    limiter = RedisConcurrency(
+        make_redis_client(private_redis.url), slot_ttl_seconds=60, live_slots=lambda: live
+    )
+    held = [token(), token()]
+    assert all(limiter.acquire(1, 2, one) for one in held)
+    live[1] = held  # their reservations
+    private_redis.command("FLUSHALL")
+    assert not limiter.acquire(1, 2, token())
+    assert limiter.in_flight(1) == 2
+
+
+def test_restart_from_saved_data_puts_back_the_slots_taken_after_the_save(private_redis):
+    live: dict[int, list[str]] = {}
+    limiter = RedisConcurrency(
+        make_redis_client(private_redis.url), slot_ttl_seconds=60, live_slots=lambda: live
+    )
+    held = [token(), token()]
+    assert limiter.acquire(1, 2, held[0])
+    private_redis.command("SAVE")
+    assert limiter.acquire(1, 2, held[1])
+    live[1] = held  # their reservations
+    private_redis.stop(save=False)
+    private_redis.start()  # with the first slot only
+    assert not limiter.acquire(1, 2, token())
+    assert limiter.in_flight(1) == 2
+
+
 # -- answer cache --------------------------------------------------------------------------
 
 
