@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 
 import swagger_ui_bundle
@@ -35,7 +34,7 @@ class Gateway:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from proxy import cli, cors, openai_door, routes, storage
+    from proxy import cli, cors, logs, openai_door, routes, storage
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
     from proxy.chats import ChatMemory
@@ -44,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy.jobs import ImageJobs
     from proxy.metering import Meter
     from proxy.openapi_docs import register_method_schemas
+    from proxy.request_body import GuardedBody
     from proxy.sealing import SecretSealer
     from proxy.upstreams import UpstreamRouter
 
@@ -51,10 +51,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_object(Config())
     if test_config:
         app.config.update(test_config)
+    app.wsgi_app = GuardedBody(app.wsgi_app)
     if app.config["TRUSTED_PROXY_HOPS"] > 0:
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    logging.getLogger("proxy").setLevel(logging.INFO)
+    logs.init_app(app)
 
     engine = storage.make_engine(
         storage.database_url(app.config["DATABASE_URL"], app.instance_path)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from functools import partial
 
 from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from proxy.accounts import Credentials
 from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
@@ -193,6 +193,8 @@ def arguments() -> dict:
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
+    except ClientDisconnected as exc:  # proxy/request_body.py: its text quotes nothing
+        raise GatewayError(PARAM_ERROR, exc.description) from None
     return parse_json_body(text)
 
 
