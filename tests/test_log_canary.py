@@ -102,12 +102,12 @@ class Traffic:
         self.gateway, self.account, self.database = gateway, account, database
         self.answers: list[bytes] = []
         self.refusals: list[bytes] = []  # answers to what gunicorn must refuse
+        self.unreadable: list[bytes] = []  # answers to bodies whose chunked framing is broken
 
-    def raw(self, request: bytes, *, refused: bool = True) -> None:
+    def raw(self, request: bytes) -> bytes:
         answer = raw_exchange(self.gateway.port, request)
         self.answers.append(answer)
-        if refused:
-            self.refusals.append(answer)
+        return answer
 
     def http(self, method: str, path: str, **kwargs) -> None:
         kwargs.setdefault("timeout", 30)
@@ -237,10 +237,8 @@ def traffic(tmp_path_factory, stub):
     gateway.start()
     calls = Traffic(gateway, account, workdir / "gateway.sqlite3")
     try:
-        for request in malformed_request_lines() + malformed_headers():
-            calls.raw(request)
-        for request in chunked_bodies():
-            calls.raw(request, refused=False)
+        calls.refusals = [calls.raw(r) for r in malformed_request_lines() + malformed_headers()]
+        calls.unreadable = [calls.raw(request) for request in chunked_bodies()]
         calls.calls_of_every_kind()
         calls.bad_multipart_bodies()
         calls.oversize_bodies()
@@ -282,3 +280,13 @@ def test_every_malformed_request_was_refused_by_gunicorn_itself(traffic):
 def test_the_database_failures_were_logged_with_their_request_ids(traffic):
     assert b"unexpected error in request gw-1." in traffic.log
     assert b"Traceback (most recent call last)" in traffic.log
+
+
+def test_a_body_with_broken_chunked_framing_is_4003_saying_so(traffic):
+    for answer in traffic.unreadable:
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert b"\r\nX-Error-Code: 4003\r\n" in head
+        assert json.loads(body)["reason"] == (
+            "用户输入参数错误: the request body could not be read: its chunked framing is broken, "
+            "or it ended early"
+        )
