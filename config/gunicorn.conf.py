@@ -12,12 +12,14 @@ from config import (  # noqa: E402
     UPSTREAM_MAX_RETRIES,
     UPSTREAM_TIMEOUT_SECONDS,
 )
+from proxy.logs import logging_config  # noqa: E402
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads (gthread): a worker waiting on a slow upstream still serves other calls. gunicorn's
-# own refusals (unparsable request lines) answer JSON and log no credentials.
-worker_class = "config.gunicorn_worker.GatewayWorker"
+# gthread (threads: a worker waiting on a slow upstream still serves other calls) that accepts
+# only while a thread is free, and never quotes a bad request in its log or its JSON refusal
+# (proxy/serving.py).
+worker_class = "proxy.serving.GatewayWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(GUNICORN_TIMEOUT_SECONDS)))
 # SIGTERM: a worker stops accepting and lets running calls finish for up to this long, then
@@ -30,11 +32,12 @@ control_socket_disable = True
 # Legacy GET clients put the whole `_o_args` in the URL: allow the largest bounded line.
 limit_request_line = 8190
 
-# The access log prints the path (%(U)s) but never the query string, where legacy clients put
-# key and secret; no header is logged either.
+# Logs: one line format for gunicorn and the app (proxy/logs.py). The access line prints the
+# path (%(U)s) but never the query string, where legacy clients put key and secret; no header.
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
+logconfig_dict = logging_config()
 
 _upstream_worst_case = float(
     os.environ.get("UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 
 import swagger_ui_bundle
@@ -13,7 +12,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
-from proxy.wsgi_guards import BoundedChunkedBody, CollapsedSlashes
+from proxy.wsgi_paths import CollapsedSlashes
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Gateway:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from proxy import cli, cors, openai_door, refusals, routes, storage
+    from proxy import cli, cors, logs, openai_door, refusals, routes, storage
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
     from proxy.chats import ChatMemory
@@ -47,6 +46,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from proxy.jobs import ImageJobs
     from proxy.metering import Meter
     from proxy.openapi_docs import register_method_schemas, register_openai_paths
+    from proxy.request_body import GuardedBody
     from proxy.running import RunningCalls
     from proxy.sealing import SecretSealer
     from proxy.upstreams import UpstreamRouter
@@ -56,11 +56,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     _serve_without_redirects(app)
-    app.wsgi_app = BoundedChunkedBody(app.wsgi_app, lambda: app.config["MAX_CONTENT_LENGTH"])
+    app.wsgi_app = GuardedBody(app.wsgi_app, lambda: app.config["MAX_CONTENT_LENGTH"])
     if app.config["TRUSTED_PROXY_HOPS"] > 0:
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    logging.getLogger("proxy").setLevel(logging.INFO)
+    logs.init_app(app)
 
     engine = storage.make_engine(
         storage.database_url(app.config["DATABASE_URL"], app.instance_path)

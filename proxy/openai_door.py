@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from functools import partial
 
 from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 
 from proxy.accounts import Credentials
@@ -236,6 +236,8 @@ def arguments() -> dict:
         raise GatewayError(
             PARAM_ERROR, f"the request body is larger than {limit} bytes", http_status=413
         ) from None
+    except ClientDisconnected as exc:  # proxy/request_body.py: its text quotes nothing
+        raise GatewayError(PARAM_ERROR, exc.description) from None
     return parse_json_body(text)
 
 

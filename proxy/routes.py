@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from flask import Response, current_app, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from proxy import formats
 from proxy.accounts import Credentials
@@ -80,6 +80,8 @@ def collect_raw_params() -> dict:
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
+    except ClientDisconnected as exc:  # proxy/request_body.py: its text quotes nothing
+        raise GatewayError(PARAM_ERROR, exc.description) from None
     return raw
 
 

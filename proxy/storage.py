@@ -181,8 +181,13 @@ def database_url(configured: str, instance_path: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
+    # SQLAlchemy's errors quote bound parameters (an account key among them) into the log.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -195,7 +200,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 # Any constant: the PostgreSQL advisory lock that serialises schema creation across processes.
