@@ -405,6 +405,16 @@ def test_upstream_429_is_4002_with_upstream_error_object(call):
     assert "error" in envelope["response"]
 
 
+def test_arguments_the_upstream_refuses_are_4003_with_its_error_object(call):
+    envelope = call("v1/moderations", {"input": []}, lang="en")
+    assert envelope["error_code"] == "4003"
+    assert envelope["reason"] == (
+        "Param error: the upstream refused the arguments (HTTP 400): 'input' must be a string,"
+        " an array of strings, or an array of content parts."
+    )
+    assert envelope["response"]["error"]["code"] == "invalid_value"
+
+
 def test_upstream_garbage_body_is_4002(call):
     envelope = call("v1/chat/completions", {**CHAT_ARGS, "model": "stub-garbage"})
     assert envelope["error_code"] == "4002" and "not a JSON object" in envelope["reason"]

@@ -143,9 +143,22 @@ def test_deleting_an_own_file_the_upstream_lost_answers_its_404_and_unlists_it(c
     file_id = upload(client, alice)
     requests.delete(f"{stub.base_url}/files/{file_id}", headers=UPSTREAM_KEY, timeout=30)
     envelope = api(client, alice, "v1/files/delete", {"file_id": file_id})
-    assert envelope["error_code"] == "4002"
+    assert (envelope["error_code"], envelope["reason"]) == (
+        "4003",
+        "Param error: the upstream refused the arguments (HTTP 404): "
+        f"No such File object: {file_id}",
+    )
     assert envelope["response"]["error"]["code"] == "file_not_found"
     assert listed_ids(client, alice) == []
+
+
+def test_an_own_file_the_upstream_lost_is_404_on_v1(client, alice, stub):
+    file_id = upload(client, alice)
+    requests.delete(f"{stub.base_url}/files/{file_id}", headers=UPSTREAM_KEY, timeout=30)
+    response = client.get(f"/v1/files/{file_id}", headers=bearer(alice))
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "4003"
+    assert response.get_json()["error"]["upstream_error"]["code"] == "file_not_found"
 
 
 def test_a_file_uploaded_upstream_outside_the_gateway_is_not_found(client, alice, stub):

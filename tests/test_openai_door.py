@@ -186,6 +186,13 @@ def test_an_upstream_failure_is_a_502_with_the_upstream_error_inside(client):
     assert raised.value.body["upstream_error"]["message"]
 
 
+def test_arguments_the_upstream_refuses_are_a_400_with_the_upstream_error_inside(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.moderations.create(model="omni-moderation-latest", input=[])
+    assert raised.value.code == "4003"
+    assert raised.value.body["upstream_error"]["code"] == "invalid_value"
+
+
 SLOW_WORDS = "one two three four five six"  # stub-stream-slow sends one word per 0.5 s
 
 

@@ -399,9 +399,14 @@ def _raw(raw_call: Callable, args: dict):
         return raw_call(**_sdk_arguments(raw_call, args))
 
 
+# Upstream statuses that judge the client's own arguments (the gateway passes them on
+# untouched): a param error (4003), not a target server error, and never a 5xx on /v1.
+REFUSED_ARGUMENTS = frozenset({400, 404, 409, 413, 422})
+
+
 @contextmanager
 def upstream_errors():
-    """The SDK's failures as gateway codes (4017, 4001, 4002)."""
+    """The SDK's failures as gateway codes (4017, 4001, 4002; 4003 for REFUSED_ARGUMENTS)."""
     # Imported here, not at the top: importing the SDK takes seconds of CPU, which the admin
     # commands (flask accounts ...) would otherwise pay on every run. Workers import it at
     # boot (UpstreamRouter.warm_up), so no call waits for it.
@@ -416,10 +421,20 @@ def upstream_errors():
     except openai.APIConnectionError:
         raise GatewayError(NETWORK_ERROR, "the upstream could not be reached") from None
     except openai.APIStatusError as exc:
+        error_object = _upstream_error_object(exc.response.text, exc.status_code)
+        if exc.status_code in REFUSED_ARGUMENTS:  # the client's fault: /v1 keeps the status
+            raise GatewayError(
+                PARAM_ERROR,
+                f"the upstream refused the arguments (HTTP {exc.status_code}): "
+                + _upstream_message(error_object),
+                response=error_object,
+                http_status=exc.status_code,
+                upstream_status=exc.status_code,
+            ) from None
         raise GatewayError(
             TARGET_SERVER_ERROR,
             f"the upstream answered HTTP {exc.status_code}",
-            response=_upstream_error_object(exc.response.text, exc.status_code),
+            response=error_object,
             upstream_status=exc.status_code,
         ) from None
 
@@ -468,6 +483,12 @@ def stream_chunks(client: openai.OpenAI, method: str, args: dict) -> Iterator[di
                         TARGET_SERVER_ERROR, "the upstream failed mid-stream", response=chunk
                     )
                 yield chunk
+
+
+def _upstream_message(error_object: dict) -> str:
+    error = error_object.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message)[:300] if message else "no reason given"
 
 
 def _upstream_error_object(body_text: str, status_code: int) -> dict:
