@@ -97,6 +97,13 @@ def register(app: Flask) -> None:
         view_func=unknown_path,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     )
+    app.add_url_rule(  # /v1 and /v1/ themselves, which <path:> (never empty) does not take
+        "/v1/",
+        endpoint="openai unknown root",
+        view_func=unknown_path,
+        defaults={"unknown": ""},
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    )
     for verb, path, spec in door_routes():
         app.add_url_rule(
             path,

@@ -176,6 +176,17 @@ def test_an_unknown_v1_path_is_an_openai_404(gateway, account):
     assert response.json()["error"]["code"] == "4010"
 
 
+@pytest.mark.parametrize("path", ["/v1", "/v1/"])
+def test_the_v1_root_is_an_openai_404(gateway, account, path):
+    response = requests.get(
+        gateway.base + path,
+        headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
+        timeout=30,
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "4010"
+
+
 def test_an_upstream_failure_is_a_502_with_the_upstream_error_inside(client):
     with pytest.raises(openai.APIStatusError) as raised:
         client.chat.completions.create(
