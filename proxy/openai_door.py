@@ -17,7 +17,7 @@ from functools import partial
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, PathConverter, Rule
 
 from proxy.accounts import Credentials
 from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
@@ -88,11 +88,19 @@ _ROUTES = Map(
 )
 
 
+class AnyPathConverter(PathConverter):
+    """<path:>, newlines included: its `.` stops at one (`/v1/x%0A`), and such a path fell out
+    of the door to Flask's own 404."""
+
+    regex = "[^/][\\s\\S]*?"
+
+
 def register(app: Flask) -> None:
     """A URL rule per catalog route. Any other /v1 request is an OpenAI-shaped 405 (a verb the
     path does not take) or 404 (4010)."""
+    app.url_map.converters["any_path"] = AnyPathConverter
     app.add_url_rule(
-        "/v1/<path:unknown>",
+        "/v1/<any_path:unknown>",
         endpoint="openai unknown",
         view_func=unknown_path,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],

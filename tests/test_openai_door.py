@@ -176,8 +176,8 @@ def test_an_unknown_v1_path_is_an_openai_404(gateway, account):
     assert response.json()["error"]["code"] == "4010"
 
 
-@pytest.mark.parametrize("path", ["/v1", "/v1/"])
-def test_the_v1_root_is_an_openai_404(gateway, account, path):
+@pytest.mark.parametrize("path", ["/v1", "/v1/", "/v1/nope%0A", "/v1/a%0Ab/c"])
+def test_the_v1_root_and_paths_with_a_newline_are_openai_404s(gateway, account, path):
     response = requests.get(
         gateway.base + path,
         headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
