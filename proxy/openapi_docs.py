@@ -167,7 +167,25 @@ _ENVELOPE_CONTENT = {
     "text/plain": {"schema": {"type": "string", "description": "PHP serialize or var_export"}},
 }
 _STRING = {"type": "string"}
-_STREAM = {"type": "string", "description": "`data:` events, then `data: [DONE]`"}
+
+
+def _server_sent_event(data: str) -> dict:
+    """One event of a text/event-stream answer: OpenAPI 3.0 has a stream's `schema` describe
+    each event (3.2 names it itemSchema), as schemathesis and other validators read it."""
+    return {
+        "type": "object",
+        "description": "One server-sent event.",
+        "properties": {
+            "data": {"type": "string", "description": data},
+            "event": _STRING,
+            "id": _STRING,
+            "retry": {"type": "integer"},
+        },
+        "required": ["data"],
+    }
+
+
+_STREAM = _server_sent_event("A chunk as JSON, or [DONE] after the last one.")
 _ALLOW = {"description": "The verbs the path takes.", "schema": _STRING}
 
 API_DOC = {
@@ -189,7 +207,9 @@ API_DOC = {
             "content": {
                 **_ENVELOPE_CONTENT,
                 "text/event-stream": {
-                    "schema": {"type": "string", "description": "`data:` events of envelopes"}
+                    "schema": _server_sent_event(
+                        "An envelope as JSON with its `status`: START, MIDDLE, END."
+                    )
                 },
             },
         },

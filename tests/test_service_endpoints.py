@@ -94,6 +94,36 @@ def test_openapi_v1_answers_json_streams_or_bytes(spec):
     assert content["*/*"]["schema"] == {"type": "string", "format": "binary"}
 
 
+def server_sent_events(text: str) -> list[dict]:
+    """The events of a text/event-stream body as their fields (`data` and the rest)."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = [line.split(": ", 1) for line in block.splitlines() if ": " in line]
+        if fields:
+            events.append(dict(fields))
+    return events
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", {"stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/completions", {"stream": True, "prompt": "hi"}),
+    ],
+)
+def test_v1_streams_match_their_documented_event_schema(spec, client, account, path, body):
+    response = client.post(
+        path, json=body, headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"}
+    )
+    assert response.mimetype == "text/event-stream"
+    events = server_sent_events(response.get_data(as_text=True))
+    assert events[-1] == {"data": "[DONE]"}
+    # OpenAPI 3.0 has a stream's `schema` describe each of its events (3.2 calls it itemSchema).
+    schema = spec["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    for event in events:
+        OAS30Validator(schema["schema"]).validate(event)
+
+
 def test_openapi_v1_errors_are_openai_error_objects_by_status(spec):
     responses = spec["paths"]["/v1/chat/completions"]["post"]["responses"]
     assert {"400", "401", "403", "404", "429", "500", "502", "503", "504"} <= set(responses)
