@@ -27,6 +27,7 @@ class ImageGetArgs(_UpstreamArgs):
         validate=validate.Regexp(
             r"[0-9]{1,32}\Z", error="must be the imgid images/submit returned"
         ),
+        metadata={"pattern": "^[0-9]{1,32}$"},  # as OpenAPI (ECMA-262) reads it
     )
 
 
