@@ -92,10 +92,10 @@ class _Held:
 
 
 def estimated_memory(json_bytes: int) -> int:
-    """What an answer kept parsed takes in memory, with the texts of the formats it was served
-    in, from the size of its JSON (measured: a 376 B chat answer 5.6 KB, a 32.7 KB embedding
-    117 KB; bench/answer_store_bench.py)."""
-    return 3 * json_bytes + 4096
+    """What an answer kept parsed takes in memory with its json and jsonu texts, from the size
+    of its JSON (bench/answer_store_bench.py measured a 569 B chat answer at 7.2 KB and a
+    22.5 KB embedding at 96.7 KB)."""
+    return 4 * json_bytes + 5120
 
 
 def _same(json_bytes: int) -> int:

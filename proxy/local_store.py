@@ -8,6 +8,7 @@ only (the answers' JSON), so reading it never runs code; its directory is the ow
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -16,19 +17,18 @@ import time
 from proxy.cache import Entry, SharedAnswerCache, StoreError
 
 FILE_NAME = "answers.sqlite3"
+MMAP_BYTES = 64 * 1024 * 1024
 # A write waits this long for another worker's write; past it the fill is skipped (the
 # answer is still served), never the call delayed further.
 BUSY_TIMEOUT_MS = 1000
-# Entries removed per statement while the store is over its size.
-_EVICT_BATCH = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
-    key TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
     expires_at REAL NOT NULL,
     size INTEGER NOT NULL,
     value BLOB NOT NULL
-) WITHOUT ROWID;
+);
 -- Every entry lives the same TTL: the first to expire is also the oldest, evicted first.
 CREATE INDEX IF NOT EXISTS answers_by_expiry ON answers (expires_at);
 CREATE TABLE IF NOT EXISTS totals (
@@ -75,7 +75,7 @@ class LocalStore:
                 (key, time.time()),
             ).fetchone()
         )
-        return None if row is None else Entry(bytes(row[0]), row[1])
+        return None if row is None else Entry(row[0], row[1])
 
     def write(self, key: str, blob: bytes, ttl_seconds: int) -> None:
         def write(db: sqlite3.Connection) -> None:
@@ -123,13 +123,17 @@ class LocalStore:
         return {"entries": entries, "bytes": used, "max_bytes": self.max_bytes}
 
     def _evict(self, db: sqlite3.Connection) -> None:
-        """Remove the entries that expire first while the store holds more than max_bytes."""
-        while db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0] > self.max_bytes:
-            db.execute(
-                "DELETE FROM answers WHERE key IN "
-                "(SELECT key FROM answers ORDER BY expires_at LIMIT ?)",
-                (_EVICT_BATCH,),
-            )
+        """Remove the entries that expire first until the store holds at most max_bytes."""
+        excess = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0] - self.max_bytes
+        if excess <= 0:
+            return
+        victims, freed = [], 0
+        for key, size in db.execute("SELECT key, size FROM answers ORDER BY expires_at"):
+            victims.append((key,))
+            freed += size
+            if freed >= excess:
+                break
+        db.executemany("DELETE FROM answers WHERE key = ?", victims)
 
     def _run(self, work):
         """`work(connection)`; any SQLite or file error as StoreError naming the store."""
@@ -144,18 +148,27 @@ class LocalStore:
         if db is not None and self._local.pid == pid:
             return db
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        db = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        try:
-            os.chmod(self.path, 0o600)
-            db.execute("PRAGMA journal_mode=WAL")
-            # A crash of the machine may lose the last answers stored: a cache can afford it.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)  # each statement is idempotent: workers may race here
-        except BaseException:
-            db.close()
-            raise
+        # Workers opening the file at once would meet SQLite's "database is locked" while one
+        # of them switches it to WAL: they take turns at opening.
+        with open(os.path.join(self.directory, "open.lock"), "a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            db = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                os.chmod(self.path, 0o600)
+                db.execute("PRAGMA journal_mode=WAL")
+                # A crash of the machine may lose the last answers stored: a cache can afford.
+                db.execute("PRAGMA synchronous=NORMAL")
+                # Reads map the file instead of copying pages through SQLite's cache.
+                db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
         self._local.db, self._local.pid = db, pid
         return db
 
