@@ -7,6 +7,8 @@ SQLite database, and diskcache when it is installed (it is not a dependency).
    fills the cache as fast as it can; the usage rows' latency with the cache's writes in
    the same database file and in a file of their own.
 3. What an answer kept parsed in a worker's memory takes, against its JSON bytes.
+4. A hit's own work, both ways in one run: parsing the stored JSON and rendering the envelope
+   (as before), against the worker's kept answer (formats.Frozen: each format renders once).
 
 Run: `.venv/bin/python bench/answer_store_bench.py`. It asserts nothing.
 """
@@ -38,6 +40,7 @@ from sqlalchemy import (  # noqa: E402
 )
 
 from proxy import formats  # noqa: E402
+from proxy.cache import AnswerCache  # noqa: E402
 from proxy.local_store import LocalStore  # noqa: E402
 from proxy.storage import make_engine  # noqa: E402
 
@@ -220,12 +223,73 @@ def kept_memory() -> None:
         print(f"   {label:<10} JSON {len(blob):6d} B   in memory {used:8.0f} B ({ratio:.1f}x)")
 
 
+def envelope(response) -> dict:
+    """An envelope as routes.py builds it around a cached answer."""
+    return {
+        "response": response,
+        "error": "",
+        "reason": "ok",
+        "error_code": "0000",
+        "cache": 1,
+        "api_info": "today:1 max:30000 all[1=1+0+0];expires:never",
+        "execution_time": "0.001",
+        "server_time": "Beijing/2026-12-01 00:00:00",
+        "client_ip": "127.0.0.1",
+        "call_args": {"method": "v1/chat/completions"},
+        "api_type": "openai",
+        "translate_language": "cn",
+        "server_memory": "50.00MB",
+        "request_id": "gw-1.0123456789abcdef",
+        "last_id": "1",
+    }
+
+
+def v1_json(payload) -> str:
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def hit_work() -> None:
+    print("4. a hit's own work (us): parse + render, against the kept answer (median of 7 runs)")
+    for label, blob in (("chat", CHAT), ("embedding", EMBEDDING)):
+        kept = AnswerCache(ttl_seconds=600, max_bytes=1 << 30, counts_memory=True)
+        kept.set("k", json.loads(blob))
+        for result_type in ("json", "jsonu", "serialize", "xml", "/v1"):
+
+            def parsed(result_type=result_type, blob=blob):
+                value = json.loads(blob)
+                if result_type == "/v1":
+                    return v1_json(value)
+                return formats.render(envelope(value), result_type)
+
+            def from_memory(result_type=result_type, kept=kept):
+                value = kept.get("k")
+                if result_type == "/v1":
+                    return value.rendering("/v1", v1_json)
+                return formats.render(envelope(value), result_type)
+
+            assert parsed() == from_memory()
+            count = 1000 if label == "chat" else 50
+            before, after = [], []
+            for _ in range(7):
+                for way, samples in ((parsed, before), (from_memory, after)):
+                    started = time.perf_counter()
+                    for _ in range(count):
+                        way()
+                    samples.append((time.perf_counter() - started) / count * 1e6)
+            ratio = statistics.median(a / b for a, b in zip(after, before, strict=True))
+            print(
+                f"   {label:<10} {result_type:<10} parse + render {statistics.median(before):7.1f}"
+                f"   kept {statistics.median(after):6.1f}   ratio {ratio:.3f}"
+            )
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         per_operation(Path(workdir))
     with tempfile.TemporaryDirectory() as workdir:
         contention(Path(workdir))
     kept_memory()
+    hit_work()
 
 
 if __name__ == "__main__":
