@@ -139,17 +139,14 @@ class AnswerCache:
         self.keep(key, Entry(encode(value), time.time() + self.ttl_seconds))
 
     def keep(self, key: str, entry: Entry, value=None) -> Frozen | None:
-        """Keep `entry` (its JSON parsed, or `value` when it is that JSON's value already);
-        the kept answer, or None when it is larger than the whole cache."""
+        """Keep `entry` (its JSON parsed, or `value` when it is that JSON's value already)
+        until it expires; the answer as kept, or None when it is larger than the whole cache."""
         size = self._size_of(len(entry.blob))
         if size > self.max_bytes:  # larger than the whole cache: not worth evicting for
             return None
         frozen = Frozen(json.loads(entry.blob) if value is None else value)
         with self._lock:
-            try:
-                self._entries[key] = _Held(frozen, size, entry.expires_at)
-            except ValueError:  # already expired: nothing to keep
-                return None
+            self._entries[key] = _Held(frozen, size, entry.expires_at)  # not kept if expired
         return frozen
 
     def single_flight(self, key: str):

@@ -7,6 +7,9 @@ import logging
 import threading
 import time
 
+from sqlalchemy.engine import make_url
+
+from proxy import answer_store_directory
 from proxy.cache import AnswerCache, TieredCache, canonical_key
 from proxy.dispatcher import Call
 from proxy.local_store import LocalAnswerCache
@@ -201,3 +204,18 @@ def test_a_failing_store_costs_no_call_and_memory_still_serves_hits(make_app, tm
     assert caplog.records[0].getMessage().startswith(f"answer cache: the answer store {in_the_way}")
     health = client.get("/health").get_json()
     assert (health["status"], health["cache"]["state"]) == ("healthy", "failing")
+
+
+def test_store_folder_is_named_after_the_database_and_never_shared_by_two():
+    def folder(url: str, configured: str = "") -> str | None:
+        return answer_store_directory(configured, make_url(url), "/srv/gw/instance")
+
+    assert folder("sqlite:////srv/gw/instance/gateway.sqlite3") == (
+        "/srv/gw/instance/gateway.sqlite3-answers"
+    )
+    assert folder("sqlite://") is None and folder("sqlite:///:memory:") is None
+    one = folder("postgresql+psycopg://gw:pw1@db/one")
+    assert one.startswith("/srv/gw/instance/answer-cache-") and len(one) == 30 + 12
+    assert folder("postgresql+psycopg://gw:pw2@db/one") == one  # the password is not in it
+    assert folder("postgresql+psycopg://gw:pw1@db/two") != one
+    assert folder("postgresql+psycopg://gw@db/one", configured="/var/cache/gw") == "/var/cache/gw"
