@@ -235,7 +235,7 @@ def test_health_counts_the_cached_answers_of_the_store_and_this_worker(client, c
 
 
 def test_health_reports_the_in_process_cache_for_an_in_memory_database(make_app):
-    client = make_app(DATABASE_URL="sqlite://", CACHE_MAX_BYTES=1000000).test_client()
+    client = make_app(DATABASE_URL="sqlite://", CACHE_DIR="", CACHE_MAX_BYTES=1000000).test_client()
     assert client.get("/health").get_json()["cache"] == {
         "backend": "memory",
         "state": "ok",
