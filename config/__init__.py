@@ -94,9 +94,16 @@ class Config:
         self.CHAT_MEMORY_MAX_MESSAGES = _env_int("CHAT_MEMORY_MAX_MESSAGES", 40)
         # ... and, when set, only the newest of them that fit in this many estimated tokens.
         self.CHAT_MEMORY_MAX_TOKENS = _env_int("CHAT_MEMORY_MAX_TOKENS", 0)
-        # Cache: in-process TTL cache bounded by the bytes of the answers it holds.
+        # Answer cache (docs/envelope.md, "Cache"): one store shared by the workers (Redis when
+        # REDIS_URL is set, else a SQLite file on this machine) behind a small one per worker.
         self.CACHE_TTL_SECONDS = _env_int("CACHE_TTL_SECONDS", 600)
+        # The shared store's size in bytes of answer JSON (with Redis: the largest entry).
         self.CACHE_MAX_BYTES = _env_int("CACHE_MAX_BYTES", 64 * 1024 * 1024)
+        # Where the shared store lives without Redis; empty: next to the SQLite database
+        # (instance/gateway.sqlite3-answers), or instance/answer-cache-<database id>.
+        self.CACHE_DIR = env("CACHE_DIR", "")
+        # Each worker's in-memory layer: estimated memory of the answers it keeps parsed.
+        self.CACHE_MEMORY_BYTES = _env_int("CACHE_MEMORY_BYTES", 32 * 1024 * 1024)
         # Tenancy of the cache: by default one account never sees another's cached answers.
         self.CACHE_SHARED_ACROSS_ACCOUNTS = env("CACHE_SHARED_ACROSS_ACCOUNTS", "") == "1"
         # Envelope.
@@ -133,7 +140,7 @@ class Config:
         # Hosts sharing one database must share this key.
         self.ACCOUNT_SEALING_KEY = env("ACCOUNT_SEALING_KEY", "")
         # Redis (redis://host:port/db): concurrency slots and the answer cache shared by every
-        # worker and host. Empty: slots in the database, cache in each process.
+        # worker and host. Empty: slots in the database, cache in a file on this machine.
         self.REDIS_URL = env("REDIS_URL", "")
         # Each Redis call gives up after this long: the most a Redis outage adds to a call.
         # Loopback Redis answers in well under a millisecond; the margin is for loaded hosts.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from dataclasses import dataclass
 
 import swagger_ui_bundle
@@ -71,7 +73,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     api.register_blueprint(routes.service_blp)
     register_method_schemas(api)
     _serve_swagger_assets(app)
-    redis_client, slots, cache = _shared_state(app.config, engine)
+    redis_client, slots, cache = _shared_state(app.config, engine, app.instance_path)
     router = UpstreamRouter.from_config(app.config)
     meter = Meter(
         engine,
@@ -137,17 +139,24 @@ def _serve_without_redirects(app: Flask) -> None:
     app.wsgi_app = CollapsedSlashes(app.wsgi_app)
 
 
-def _shared_state(config, engine: Engine) -> tuple:
-    """(redis client, concurrency slots, answer cache): Redis-backed when REDIS_URL is set,
-    else (None, None: slots in the database, in-process cache). Slots that Redis loses are
-    rebuilt from the reservations in `engine`."""
-    from proxy.cache import AnswerCache
+def _shared_state(config, engine: Engine, instance_path: str) -> tuple:
+    """(redis client, concurrency slots, answer cache): with REDIS_URL the slots and the
+    cache's store are in Redis; else (None, None: slots in the database, the cache's store a
+    SQLite file on this machine). Slots that Redis loses are rebuilt from the reservations
+    in `engine`."""
+    from proxy.cache import AnswerCache, TieredCache
 
+    ttl, max_bytes = config["CACHE_TTL_SECONDS"], config["CACHE_MAX_BYTES"]
+    memory_bytes = config["CACHE_MEMORY_BYTES"]
+    memory = AnswerCache(ttl_seconds=ttl, max_bytes=memory_bytes, counts_memory=True)
     if not config["REDIS_URL"]:
-        cache = AnswerCache(
-            ttl_seconds=config["CACHE_TTL_SECONDS"], max_bytes=config["CACHE_MAX_BYTES"]
-        )
-        return None, None, cache
+        directory = answer_store_directory(config["CACHE_DIR"], engine.url, instance_path)
+        if directory is None:  # an in-memory database: no file the workers could share
+            return None, None, AnswerCache(ttl_seconds=ttl, max_bytes=max_bytes)
+        from proxy.local_store import LocalAnswerCache
+
+        shared = LocalAnswerCache(directory, ttl_seconds=ttl, max_bytes=max_bytes)
+        return None, None, TieredCache(memory, shared)
     from proxy.metering import live_slot_tokens
     from proxy.redis_store import RedisAnswerCache, RedisConcurrency, make_redis_client
 
@@ -157,10 +166,24 @@ def _shared_state(config, engine: Engine) -> tuple:
         slot_ttl_seconds=config["RESERVATION_TTL_SECONDS"],
         live_slots=functools.partial(live_slot_tokens, engine),
     )
-    cache = RedisAnswerCache(
-        client, ttl_seconds=config["CACHE_TTL_SECONDS"], max_entry_bytes=config["CACHE_MAX_BYTES"]
-    )
-    return client, slots, cache
+    shared = RedisAnswerCache(client, ttl_seconds=ttl, max_entry_bytes=max_bytes)
+    return client, slots, TieredCache(memory, shared)
+
+
+def answer_store_directory(configured: str, database_url, instance_path: str) -> str | None:
+    """Where the workers' shared answer store lives without Redis: CACHE_DIR; else beside a
+    SQLite database file (gateway.sqlite3-answers); else (PostgreSQL) in the instance folder,
+    named after the database, so that two gateways of one checkout never share answers.
+    None for an in-memory SQLite database."""
+    if configured:
+        return configured
+    if database_url.get_backend_name() == "sqlite":
+        database = database_url.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            return None
+        return os.path.abspath(database) + "-answers"
+    named = database_url.render_as_string(hide_password=True).encode()
+    return os.path.join(instance_path, f"answer-cache-{hashlib.sha256(named).hexdigest()[:12]}")
 
 
 def _serve_swagger_assets(app: Flask) -> None:

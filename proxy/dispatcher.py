@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from marshmallow import ValidationError
 
-from proxy.cache import AnswerCache, canonical_key
+from proxy.cache import AnswerCache, TieredCache, canonical_key
 from proxy.catalog import MethodSpec, find_method
 from proxy.errors import (
     API_NOT_FOUND,
@@ -48,7 +48,7 @@ class Dispatcher:
         self,
         *,
         router: UpstreamRouter,
-        cache: AnswerCache,
+        cache: TieredCache | AnswerCache,  # AnswerCache alone: no store the workers share
         default_models: dict,
         max_messages: int,
         max_upload_bytes: int,

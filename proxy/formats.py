@@ -26,6 +26,7 @@ from json.encoder import encode_basestring, encode_basestring_ascii
 
 __all__ = [
     "CONTENT_TYPES",
+    "Frozen",
     "JSONP_CONTENT_TYPE",
     "RESULT_TYPES",
     "is_safe_element_name",
@@ -169,6 +170,34 @@ def _shortest_digits(magnitude: float) -> tuple[str, int]:
     return significant.rstrip("0"), decpt
 
 
+class Frozen(dict):
+    """A JSON object that never changes (an answer kept by the cache): each format renders it
+    once and keeps the text, so serving it again costs no rendering. Its own keys cannot be
+    set or removed; what it holds must not be changed either, or the kept texts would lie."""
+
+    __slots__ = ("_renderings",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._renderings: dict = {}
+
+    def rendering(self, how: object, render: Callable[[dict], str]) -> str:
+        """The text `render(self as a plain dict)` made, once per `how`."""
+        text = self._renderings.get(how)
+        if text is None:
+            text = self._renderings[how] = render(dict(self))
+        return text
+
+    def _frozen(self, *_args, **_kwargs):
+        raise TypeError("a Frozen object is never changed")
+
+    __setitem__ = __delitem__ = __ior__ = _frozen  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _frozen  # type: ignore[assignment]
+
+    def __reduce__(self):  # copies and pickles are plain dicts: they are not kept texts
+        return (dict, (dict(self),))
+
+
 class _Memo(dict):
     """Per-render cache: envelope keys repeat row after row, so each is escaped only once."""
 
@@ -233,6 +262,8 @@ def render_json(value: object, *, unescaped_unicode: bool = False) -> str:
             return "{" + ",".join([keys[k] + encode(v) for k, v in item.items()]) + "}"
         if kind is list:
             return "[" + ",".join([encode(v) for v in item]) + "]"
+        if kind is Frozen:
+            return item.rendering(("json", unescaped_unicode), encode)
         scalar = scalars.get(kind)
         return encode(_exact(item)) if scalar is None else scalar(item)
 
@@ -320,6 +351,8 @@ def render_serialize(value: object) -> str:
         if kind is list:
             body = "".join([f"i:{i};{encode(v)}" for i, v in enumerate(item)])
             return f"a:{len(item)}:{{{body}}}"
+        if kind is Frozen:
+            return item.rendering("serialize", encode)
         scalar = _SERIALIZE_SCALARS.get(kind)
         return encode(_exact(item)) if scalar is None else scalar(item)
 
@@ -377,6 +410,8 @@ def render_var_export(value: object) -> str:
             entries = [(keys[k], v) for k, v in item.items()]
         elif kind is list:
             entries = [(f"{i} => ", v) for i, v in enumerate(item)]
+        elif kind is Frozen:
+            return item.rendering(("var_export", level), lambda plain: encode(plain, level))
         else:
             scalar = _VAR_EXPORT_SCALARS.get(kind)
             return encode(_exact(item), level) if scalar is None else scalar(item)
@@ -471,6 +506,10 @@ def render_xml(value: object) -> str:
         elif kind is list:
             attributes += ' type="list"'
             content = "".join([element("item", "", v) for v in item])
+        elif kind is Frozen:
+            return item.rendering(
+                ("xml", tag, attributes), lambda plain: element(tag, attributes, plain)
+            )
         elif kind in _XML_SCALARS:
             scalar_attributes, content = _XML_SCALARS[kind](item)
             attributes += scalar_attributes

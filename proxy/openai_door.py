@@ -30,6 +30,7 @@ from proxy.errors import (
     PARAM_ERROR,
     GatewayError,
 )
+from proxy.formats import Frozen
 from proxy.params import UNNAMED_PART_REASON, form_values, parse_json_body
 from proxy.uploads import FILE_FIELDS, FileUpload
 
@@ -281,9 +282,15 @@ def answer(result: CallResult) -> Response:
             status=200,
             content_type=payload.get(type_field) or "application/octet-stream",
         )
-    return Response(
-        json.dumps(payload, ensure_ascii=False), status=200, content_type="application/json"
-    )
+    if isinstance(payload, Frozen):  # a kept answer: its JSON text is made once
+        body = payload.rendering("openai", _openai_json)
+    else:
+        body = _openai_json(payload)
+    return Response(body, status=200, content_type="application/json")
+
+
+def _openai_json(payload) -> str:
+    return json.dumps(payload, ensure_ascii=False)
 
 
 def _message(result: CallResult) -> str:

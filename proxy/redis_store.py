@@ -1,5 +1,5 @@
 """State shared through Redis by every gunicorn worker on every host: per-account concurrency
-slots (exact, fail closed) and the answer cache (fail open).
+slots (exact, fail closed) and the answer cache's store (fail open).
 
 Both take a `redis.Redis` made by `make_redis_client`, whose short timeouts bound what an
 outage costs a call. Needs Redis 5 or later (scripts that read TIME before writing).
@@ -7,11 +7,9 @@ outage costs a call. Needs Redis 5 or later (scripts that read TIME before writi
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import redis
@@ -27,7 +25,7 @@ from redis.exceptions import (
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
-from proxy.cache import SingleFlight
+from proxy.cache import Entry, SharedAnswerCache, StoreError
 
 log = logging.getLogger("proxy")
 
@@ -362,23 +360,54 @@ return 0
 """
 
 
-class RedisAnswerCache:
-    """The answer cache shared by every worker and host (same interface as AnswerCache):
-    compact UTF-8 JSON under `prefix + key`, expiring after `ttl_seconds`; `max_bytes` is the
-    largest single entry it stores.
+class RedisStore:
+    """The answer cache's store in Redis (the Store protocol of proxy/cache.py): each entry
+    under `prefix + key` with Redis's own expiry, its fill lock under `prefix + key:fill`."""
 
-    Fails open: when Redis is unreachable `get` is a miss and `set` is skipped (one warning
-    per outage), so the gateway keeps answering from the upstream.
+    def __init__(self, client: redis.Redis, *, prefix: str = "gw:cache:"):
+        self._client = client
+        self._prefix = prefix
+        self._release = client.register_script(_RELEASE_FILL_LOCK)
+        self._health = _Health("answer cache", redis_address(client))
+        self.address = f"Redis at {self._health.address}"
 
-    Identical concurrent misses make one compute: in one process they take turns
-    (SingleFlight); across processes the first takes a fill lock (`SET NX PX`) and the
-    others poll for its answer while the lock is held, at most `fill_lock_seconds`, then
-    compute themselves. The filler deletes its lock when done, so after an uncacheable
-    answer the next waiter takes the lock and computes, as in one process.
-    """
+    def read(self, key: str) -> Entry | None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(self._prefix + key)
+        pipe.pttl(self._prefix + key)
+        blob, ttl_ms = self._call(pipe.execute)
+        if blob is None or ttl_ms < 0:  # gone between the two, or stored without expiry
+            return None
+        return Entry(blob, time.time() + ttl_ms / 1000)
 
-    _POLL_FIRST_SECONDS = 0.01
-    _POLL_MAX_SECONDS = 0.1
+    def write(self, key: str, blob: bytes, ttl_seconds: int) -> None:
+        self._call(self._client.set, self._prefix + key, blob, ex=ttl_seconds)
+
+    def take_fill_lock(self, key: str, token: str, seconds: float) -> bool:
+        ms = max(1, int(seconds * 1000))
+        return bool(self._call(self._client.set, self._lock_key(key), token, nx=True, px=ms))
+
+    def release_fill_lock(self, key: str, token: str) -> None:
+        self._call(self._release, keys=[self._lock_key(key)], args=[token])
+
+    def ping(self) -> None:
+        self._call(self._client.ping)
+
+    def _lock_key(self, key: str) -> str:
+        return f"{self._prefix}{key}:fill"
+
+    def _call(self, command, *args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except RedisError as error:
+            raise StoreError(self._health.describe(error)) from error
+
+
+class RedisAnswerCache(SharedAnswerCache):
+    """The answer cache shared by every worker and host (proxy/cache.py, SharedAnswerCache):
+    compact UTF-8 JSON under `prefix + key`, expiring after `ttl_seconds`; `max_entry_bytes`
+    is the largest single entry it stores. Redis's short timeouts (make_redis_client) bound
+    what an outage costs a call."""
 
     def __init__(
         self,
@@ -389,52 +418,21 @@ class RedisAnswerCache:
         prefix: str = "gw:cache:",
         fill_lock_seconds: float = 30.0,
     ):
-        self._client = client
-        self._ttl_seconds = ttl_seconds
-        self.max_bytes = max_entry_bytes
-        self._prefix = prefix
-        self._fill_lock_ms = max(1, int(fill_lock_seconds * 1000))
-        self._release_fill_lock = client.register_script(_RELEASE_FILL_LOCK)
-        self._flights = SingleFlight()
-        self._health = _Health("answer cache", redis_address(client))
-
-    def get(self, key: str):
-        return self._get(key)[0]
-
-    def set(self, key: str, value) -> None:
-        blob = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        if len(blob) > self.max_bytes:
-            return
-        try:
-            self._client.set(self._prefix + key, blob, ex=self._ttl_seconds)
-        except RedisError as error:
-            self._health.failed(error)
-            return
-        self._health.ok()
-
-    def get_or_compute(self, key: str, compute: Callable[[], tuple[object, bool]]):
-        """(value, hit). `compute` returns (value, cacheable). When Redis is unreachable it
-        computes at once and stores nothing: (value, False)."""
-        value, reachable = self._get(key)
-        if value is not None:
-            return value, True
-        if not reachable:
-            return compute()[0], False
-        with self._flights.hold(key):
-            value, reachable = self._get(key)
-            if value is not None:
-                return value, True
-            if not reachable:
-                return compute()[0], False
-            return self._fill(key, compute)
+        self.redis_store = RedisStore(client, prefix=prefix)
+        super().__init__(
+            self.redis_store,
+            ttl_seconds=ttl_seconds,
+            max_entry_bytes=max_entry_bytes,
+            fill_lock_seconds=fill_lock_seconds,
+        )
 
     def ping(self) -> bool:
         try:
-            self._client.ping()
-        except RedisError as error:
-            self._health.failed(error)
+            self.redis_store.ping()
+        except StoreError as error:
+            self._outage.failed(error)
             return False
-        self._health.ok()
+        self._outage.ok()
         return True
 
     def describe(self) -> dict:
@@ -443,59 +441,5 @@ class RedisAnswerCache:
             "backend": "redis",
             "state": "ok" if self.ping() else "unreachable",
             "max_entry_bytes": self.max_bytes,
-            "ttl_seconds": self._ttl_seconds,
+            "ttl_seconds": self.ttl_seconds,
         }
-
-    def _get(self, key: str) -> tuple[object, bool]:
-        """(value or None, whether Redis answered)."""
-        try:
-            blob = self._client.get(self._prefix + key)
-        except RedisError as error:
-            self._health.failed(error)
-            return None, False
-        self._health.ok()
-        if blob is None:
-            return None, True
-        try:
-            return json.loads(blob), True
-        except ValueError:  # not ours, or damaged: a miss that the fill overwrites
-            return None, True
-
-    def _fill(self, key: str, compute: Callable[[], tuple[object, bool]]):
-        lock_key = f"{self._prefix}{key}:fill"
-        token = uuid.uuid4().hex
-        deadline = time.monotonic() + self._fill_lock_ms / 1000
-        pause = self._POLL_FIRST_SECONDS
-        while True:
-            try:
-                held = self._client.set(lock_key, token, nx=True, px=self._fill_lock_ms)
-            except RedisError as error:
-                self._health.failed(error)
-                return compute()[0], False
-            if held:
-                break
-            value, reachable = self._get(key)
-            if value is not None:
-                return value, True
-            if not reachable:
-                return compute()[0], False
-            if time.monotonic() >= deadline:
-                return self._compute_and_store(key, compute)
-            time.sleep(pause)
-            pause = min(pause * 2, self._POLL_MAX_SECONDS)
-        try:
-            value, _ = self._get(key)  # a filler may have finished between our GET and SET NX
-            if value is not None:
-                return value, True
-            return self._compute_and_store(key, compute)
-        finally:
-            try:
-                self._release_fill_lock(keys=[lock_key], args=[token])
-            except RedisError as error:  # the lock expires by itself
-                self._health.failed(error)
-
-    def _compute_and_store(self, key: str, compute: Callable[[], tuple[object, bool]]):
-        value, cacheable = compute()
-        if cacheable:
-            self.set(key, value)
-        return value, False

@@ -35,6 +35,9 @@ def make_app(tmp_path, stub):
             {
                 "TESTING": True,
                 "DATABASE_URL": f"sqlite:///{tmp_path / f'gateway{len(built)}.sqlite3'}",
+                # The answer store of each app in the test's own folder, whatever its database
+                # (the default puts a PostgreSQL database's in the instance folder).
+                "CACHE_DIR": str(tmp_path / f"answers{len(built)}"),
                 "OPENAI_BASE_URL": stub.base_url,
                 "OPENAI_API_KEY": "sk-upstream-secret",
                 "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,

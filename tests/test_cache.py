@@ -3,10 +3,16 @@ burst of identical misses."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
-from proxy.cache import AnswerCache, canonical_key
+from sqlalchemy.engine import make_url
+
+from proxy import answer_store_directory
+from proxy.cache import AnswerCache, TieredCache, canonical_key
 from proxy.dispatcher import Call
+from proxy.local_store import LocalAnswerCache
 from tests.conftest import CHAT_ARGS, create_account
 
 
@@ -124,3 +130,92 @@ def test_answer_larger_than_the_cache_is_not_stored():
     cache = AnswerCache(ttl_seconds=60, max_bytes=10)
     cache.set("big", {"text": "x" * 100})
     assert cache.get("big") is None
+
+
+# -- one cache for every worker: the in-process layer in front of the shared store ---------
+
+
+def test_two_workers_on_one_database_share_answers_in_a_store_beside_it(make_app, stub, tmp_path):
+    database = tmp_path / "shared.sqlite3"
+    settings = {"DATABASE_URL": f"sqlite:///{database}", "CACHE_DIR": ""}  # the default place
+    first, second = make_app(**settings), make_app(**settings)
+    account = create_account(first.test_cli_runner())
+    query = {
+        "key": account["key"],
+        "secret": account["secret"],
+        "method": "v1/chat/completions",
+        "_o_args": '{"messages":[{"role":"user","content":"shared"}]}',
+    }
+    one = first.test_client().get("/api", query_string=query).get_json()
+    two = second.test_client().get("/api", query_string=query).get_json()
+    assert (one["cache"], two["cache"]) == (0, 1)
+    assert two["response"] == one["response"]
+    assert len(chat_upstream_calls(stub)) == 1
+    assert (tmp_path / "shared.sqlite3-answers" / "answers.sqlite3").is_file()
+
+
+def test_a_hit_in_the_workers_memory_is_the_kept_answer_itself(app):
+    dispatcher = app.extensions["gateway"].dispatcher
+    call = Call("v1/chat/completions", CHAT_ARGS, account_id=1)
+    with app.app_context():
+        first, second, third = (dispatcher.dispatch(call) for _ in range(3))
+    assert (first.cached, second.cached, third.cached) == (False, True, True)
+    assert third.response is second.response  # neither parsed nor rendered again
+
+
+def tiered(directory, ttl_seconds: int) -> TieredCache:
+    return TieredCache(
+        AnswerCache(ttl_seconds=600, max_bytes=100_000, counts_memory=True),
+        LocalAnswerCache(str(directory), ttl_seconds=ttl_seconds, max_bytes=100_000),
+    )
+
+
+def test_an_answer_kept_in_memory_expires_when_its_stored_entry_does(tmp_path):
+    filler, reader = tiered(tmp_path, ttl_seconds=1), tiered(tmp_path, ttl_seconds=1)
+    computed = []
+
+    def compute():
+        computed.append(1)
+        return {"answer": len(computed)}, True
+
+    assert filler.get_or_compute("k", compute) == ({"answer": 1}, False)
+    time.sleep(0.5)
+    assert reader.get_or_compute("k", compute) == ({"answer": 1}, True)  # kept from now on
+    time.sleep(0.55)  # the entry is 1.05 s old: stale, though the reader kept it 0.55 s ago
+    assert reader.get_or_compute("k", compute) == ({"answer": 2}, False)
+
+
+def test_a_failing_store_costs_no_call_and_memory_still_serves_hits(make_app, tmp_path, caplog):
+    in_the_way = tmp_path / "not-a-directory"
+    in_the_way.write_text("")
+    app = make_app(CACHE_DIR=str(in_the_way))
+    account = create_account(app.test_cli_runner())
+    query = {
+        "key": account["key"],
+        "secret": account["secret"],
+        "method": "v1/chat/completions",
+        "_o_args": '{"messages":[{"role":"user","content":"x"}]}',
+    }
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING, logger="proxy"):
+        answers = [client.get("/api", query_string=query).get_json() for _ in range(2)]
+    assert [(a["error_code"], a["cache"]) for a in answers] == [("0000", 0), ("0000", 1)]
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith(f"answer cache: the answer store {in_the_way}")
+    health = client.get("/health").get_json()
+    assert (health["status"], health["cache"]["state"]) == ("healthy", "failing")
+
+
+def test_store_folder_is_named_after_the_database_and_never_shared_by_two():
+    def folder(url: str, configured: str = "") -> str | None:
+        return answer_store_directory(configured, make_url(url), "/srv/gw/instance")
+
+    assert folder("sqlite:////srv/gw/instance/gateway.sqlite3") == (
+        "/srv/gw/instance/gateway.sqlite3-answers"
+    )
+    assert folder("sqlite://") is None and folder("sqlite:///:memory:") is None
+    one = folder("postgresql+psycopg://gw:pw1@db/one")
+    assert one.startswith("/srv/gw/instance/answer-cache-") and len(one) == 30 + 12
+    assert folder("postgresql+psycopg://gw:pw2@db/one") == one  # the password is not in it
+    assert folder("postgresql+psycopg://gw:pw1@db/two") != one
+    assert folder("postgresql+psycopg://gw@db/one", configured="/var/cache/gw") == "/var/cache/gw"

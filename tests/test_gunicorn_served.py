@@ -58,23 +58,30 @@ def gateway(tmp_path_factory, slow_stub, redis):
     served.stop()
 
 
-def call_params(account: dict, model: str | None = None, cache: str = "no") -> dict:
+def call_params(
+    account: dict, model: str | None = None, cache: str = "no", text: str | None = None
+) -> dict:
+    o_args = dict(CHAT_ARGS, **({"model": model} if model else {}))
+    if text is not None:
+        o_args["messages"] = [{"role": "user", "content": text}]
     return {
         "key": account["key"],
         "secret": account["secret"],
         "method": "v1/chat/completions",
-        "_o_args": json.dumps(dict(CHAT_ARGS, **({"model": model} if model else {}))),
+        "_o_args": json.dumps(o_args),
         "cache": cache,
     }
 
 
-def slow_calls_at_once(gateway, count: int, cache: str = "no") -> list[str]:
+def slow_calls_at_once(
+    gateway, count: int, cache: str = "no", text: str | None = None
+) -> list[str]:
     """`count` stub-slow calls released together; their request ids."""
     barrier = threading.Barrier(count)
     request_ids = [""] * count
 
     def one(index: int) -> None:
-        params = call_params(gateway.account, "stub-slow", cache)
+        params = call_params(gateway.account, "stub-slow", cache, text)
         barrier.wait()
         response = requests.get(gateway.base + "/api", params=params, timeout=60)
         request_ids[index] = response.headers["X-Request-Id"]
@@ -114,7 +121,8 @@ def test_gunicorn_lines_access_lines_and_app_lines_share_one_format(gateway, red
     appear with time, pid, level and request id like gunicorn's own lines."""
     slow_calls_at_once(gateway, WORKERS * THREADS, cache="yes")  # every worker sees it down
     redis.start()
-    slow_calls_at_once(gateway, WORKERS * THREADS, cache="yes")  # and back
+    # Another call: each worker keeps the first one's answer in memory, without asking Redis.
+    slow_calls_at_once(gateway, WORKERS * THREADS, cache="yes", text="again")  # and back
     log_text = gateway.log_text()
     assert re.search(rf"^{LINE_START}Booting worker with pid: \d+$", log_text, re.MULTILINE)
     assert ACCESS_LINE.search(log_text)

@@ -233,31 +233,47 @@ def test_methods_endpoint_lists_the_v1_routes_of_each_method(client):
     assert listed["images/submit"] == []
 
 
-def test_health_checks_database_and_reports_the_in_process_cache(make_app):
-    client = make_app(CACHE_TTL_SECONDS=600, CACHE_MAX_BYTES=1000000).test_client()
+def test_health_checks_database_and_reports_the_shared_cache_and_this_workers_memory(make_app):
+    client = make_app(
+        CACHE_TTL_SECONDS=600, CACHE_MAX_BYTES=1000000, CACHE_MEMORY_BYTES=200000
+    ).test_client()
     response = client.get("/health")
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "healthy",
         "database": "ok",
         "cache": {
-            "backend": "memory",
+            "backend": "sqlite",
             "state": "ok",
             "entries": 0,
             "bytes": 0,
             "max_bytes": 1000000,
             "ttl_seconds": 600,
+            "memory": {"entries": 0, "bytes": 0, "max_bytes": 200000},
         },
     }
 
 
-def test_health_counts_the_cached_answers_of_this_worker(client, call):
+def test_health_counts_the_cached_answers_of_the_store_and_this_worker(client, call):
     assert (
         call(o_args={"messages": [{"role": "user", "content": "hi"}]}, cache="yes")["error_code"]
         == "0000"
     )
     cache = client.get("/health").get_json()["cache"]
     assert cache["entries"] == 1 and cache["bytes"] > 0
+    assert cache["memory"]["entries"] == 1 and cache["memory"]["bytes"] > cache["bytes"]
+
+
+def test_health_reports_the_in_process_cache_for_an_in_memory_database(make_app):
+    client = make_app(DATABASE_URL="sqlite://", CACHE_DIR="", CACHE_MAX_BYTES=1000000).test_client()
+    assert client.get("/health").get_json()["cache"] == {
+        "backend": "memory",
+        "state": "ok",
+        "entries": 0,
+        "bytes": 0,
+        "max_bytes": 1000000,
+        "ttl_seconds": 600,
+    }
 
 
 def test_health_is_503_when_database_is_gone(app, client, monkeypatch):
@@ -286,6 +302,7 @@ def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redi
             "state": "ok",
             "max_entry_bytes": 1000000,
             "ttl_seconds": 600,
+            "memory": {"entries": 0, "bytes": 0, "max_bytes": 32 * 1024 * 1024},
         },
         "redis": "ok",
     }
