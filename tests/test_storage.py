@@ -88,3 +88,21 @@ def test_older_database_keeps_its_lifetime_counts_in_api_info(make_app, tmp_path
         .get_json()
     )
     assert envelope["api_info"] == "today:1 max:9 all[11=8+2+1];expires:never"
+
+
+def test_a_postgresql_connection_closed_while_idle_is_replaced_before_a_call(
+    make_app, postgres_server, monkeypatch
+):
+    """Idle pooled connections are pinged before use (not every checkout: a round trip)."""
+    monkeypatch.setattr(storage, "PING_AFTER_IDLE_SECONDS", 0.0)  # this one has idled enough
+    app = make_app(DATABASE_URL=postgres_server.new_database())
+    client, account = app.test_client(), create_account(app.test_cli_runner())
+    query = {"key": account["key"], "secret": account["secret"], "method": "v1/models"}
+    assert client.get("/api", query_string=query).get_json()["error_code"] == "0000"
+    engine = app.extensions["gateway"].engine
+    with engine.connect() as pooled, engine.connect() as other:
+        pid = pooled.execute(text("SELECT pg_backend_pid()")).scalar_one()  # what calls use
+        pooled.rollback()
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        other.commit()
+    assert client.get("/api", query_string=query).get_json()["error_code"] == "0000"
