@@ -463,11 +463,15 @@ def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
 
 
 def _refund_expired(connection: Connection, delete_expired, params: dict) -> int:
-    """Delete the expired reservations `delete_expired` matches, and refund each."""
+    """Delete the expired reservations `delete_expired` matches, and refund each: their day
+    rows first, then their account rows (the one locking order)."""
     expired = connection.execute(delete_expired, params).all()
     for row in expired:
         log.warning("refunding an expired reservation of account %s", row.account_id)
-        _refund(connection, row.account_id, row.day, row.calls, row.credits, row.holds_slot)
+        if row.calls:
+            _give_back_quota(connection, row.account_id, row.day, row.calls)
+    for row in expired:
+        _count_refunded(connection, row.account_id, row.credits, row.holds_slot)
     return len(expired)
 
 
@@ -487,13 +491,22 @@ def _refund(
 ):
     """Give back what a call held and count it as uncharged: (the quota day's (used,
     extra_calls) when a unit was given back, else None; the account's lifetime counters)."""
-    quota_day = None
-    params = {"account": account_id, "quota_day": day, "calls": calls, "credits": credits}
-    if calls:
-        row = connection.execute(_GIVE_BACK_QUOTA, params).first()
-        quota_day = (row.used, row.extra_calls) if row else None
-    lifetime = connection.execute(_count_settled(UNCHARGED, bool(credits), slot), params).one()
-    return quota_day, lifetime
+    quota_day = _give_back_quota(connection, account_id, day, calls) if calls else None
+    return quota_day, _count_refunded(connection, account_id, credits, slot)
+
+
+def _give_back_quota(connection: Connection, account_id: int, day: date, calls: int):
+    """The day's (used, extra_calls) once `calls` units are back; None without its row."""
+    params = {"account": account_id, "quota_day": day, "calls": calls}
+    row = connection.execute(_GIVE_BACK_QUOTA, params).first()
+    return (row.used, row.extra_calls) if row else None
+
+
+def _count_refunded(connection: Connection, account_id: int, credits: int, slot: bool):
+    """The call counted as uncharged, its credits and database slot given back: the
+    account's lifetime counters."""
+    params = {"account": account_id, "credits": credits}
+    return connection.execute(_count_settled(UNCHARGED, bool(credits), slot), params).one()
 
 
 def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool) -> int:
