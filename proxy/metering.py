@@ -348,9 +348,7 @@ class Meter:
             expired = list(connection.execute(_EXPIRED_IDS, {"now": now}).scalars())
         refunded = 0
         for reservation_id in expired:
-            with storage.write_transaction(
-                self.engine
-            ) as connection:  # re-checks the expiry: it may be renewed
+            with self.engine.begin() as connection:  # re-checks the expiry: it may be renewed
                 refunded += _refund_expired(
                     connection, _DELETE_EXPIRED_BY_ID, {"now": now, "reservation": reservation_id}
                 )
