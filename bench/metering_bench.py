@@ -6,7 +6,8 @@ The app is built in-process and called with the Flask test client; the bundled s
 answers over real HTTP. The account has a daily quota, a balance and a concurrency limit, so
 every conditional update of an admission runs. The meter's admit and settle are wrapped on
 the instance with timers that call the originals, so their figures come from the same calls
-as the whole-call latency.
+as the whole-call latency; so are authentication and the API-state check. First it prints the
+SQL statements and transactions of one miss and one hit (SQLAlchemy events; -v lists them).
 
 Run: `make bench-metering` or `.venv/bin/python bench/metering_bench.py [--calls N]`.
 Prints tables; it asserts only that every call answered 0000 (and hits were hits).
