@@ -6,7 +6,8 @@ The app is built in-process and called with the Flask test client; the bundled s
 answers over real HTTP. The account has a daily quota, a balance and a concurrency limit, so
 every conditional update of an admission runs. The meter's admit and settle are wrapped on
 the instance with timers that call the originals, so their figures come from the same calls
-as the whole-call latency.
+as the whole-call latency; so are authentication and the API-state check. First it prints the
+SQL statements and transactions of one miss and one hit (SQLAlchemy events; -v lists them).
 
 Run: `make bench-metering` or `.venv/bin/python bench/metering_bench.py [--calls N]`.
 Prints tables; it asserts only that every call answered 0000 (and hits were hits).
@@ -34,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.fernet import Fernet  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
 
 from proxy import create_app, metering  # noqa: E402
 from proxy.stub_upstream import StubServer  # noqa: E402
@@ -54,6 +55,7 @@ class Sample:
     call_cpu: float  # CPU time of the calling thread (the request runs there), in ms
     metering_cpu: float  # of which in admit and settle
     usage_row: float  # of settle's time, the INSERT of the call's usage row
+    checks: float  # authenticate + API states check (account settings, stops, maintenance)
 
     @property
     def metering(self) -> float:
@@ -129,8 +131,9 @@ class MeterTimer:
     The test client runs the request in the calling thread, so a thread-local holds the
     figures of the call in progress, also when several threads call at once."""
 
-    def __init__(self, meter) -> None:
+    def __init__(self, gateway) -> None:
         self.local = threading.local()
+        meter = gateway.meter
         admit, settle = meter.admit, meter.settle
 
         def timed(name: str, original):
@@ -160,12 +163,26 @@ class MeterTimer:
         metering._insert_usage = timed_insert_usage  # settle looks it up in its module
 
         meter.admit, meter.settle = timed_admit, timed_settle
+        for service, name in ((gateway.accounts, "authenticate"), (gateway.api_states, "check")):
+            setattr(service, name, self._timed_check(getattr(service, name)))
+
+    def _timed_check(self, original):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                wall = (time.perf_counter() - started) * 1000
+                self.local.checks = self._so_far("checks") + wall
+
+        return wrapper
 
     def _so_far(self, name: str) -> float:
         return getattr(self.local, name, 0.0)  # calls outside measure() count from nothing
 
     def measure(self, call) -> Sample:
         self.local.admit = self.local.settle = self.local.cpu = self.local.usage_row = 0.0
+        self.local.checks = 0.0
         started, started_cpu = time.perf_counter(), time.thread_time()
         call()
         elapsed = (time.perf_counter() - started) * 1000
@@ -176,6 +193,37 @@ class MeterTimer:
             call_cpu=(time.thread_time() - started_cpu) * 1000,
             metering_cpu=self.local.cpu,
             usage_row=self.local.usage_row,
+            checks=self.local.checks,
+        )
+
+
+class StatementCounter:
+    """Counts the SQL statements and transactions the app's engine runs (SQLAlchemy events), and
+    which transactions wrote (ran an INSERT, UPDATE or DELETE)."""
+
+    def __init__(self, engine) -> None:
+        self.statements: list[str] = []
+        self.transactions: list[bool] = []  # per transaction: whether it wrote
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "begin", self._begin)
+
+    def _statement(self, _connection, _cursor, statement, *_rest) -> None:
+        self.statements.append(" ".join(statement.split()))
+        if self.transactions and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            self.transactions[-1] = True
+
+    def _begin(self, _connection) -> None:
+        self.transactions.append(False)
+
+    def during(self, call) -> tuple[int, int, int, list[str]]:
+        """(statements, transactions, writing transactions, the statements) of `call()`."""
+        self.statements, self.transactions = [], []
+        call()
+        return (
+            len(self.statements),
+            len(self.transactions),
+            sum(self.transactions),
+            self.statements,
         )
 
 
@@ -201,7 +249,7 @@ class Bench:
         self.creds = json.loads(created.output)
         gateway = self.app.extensions["gateway"]
         self.engine = gateway.engine
-        self.timer = MeterTimer(gateway.meter)
+        self.timer = MeterTimer(gateway)
 
     def chat(self, client, content: str, cache: str, *, hit: bool = False) -> None:
         envelope = self.ask(client, content, cache)
@@ -264,6 +312,38 @@ class Bench:
             wall = time.perf_counter() - started
         return samples, wall, failures
 
+    def statements_per_call(self, verbose: bool) -> None:
+        """Statements and transactions of one miss and one hit, for the bench account (quota,
+        balance and concurrency limit) and for an account with only a daily quota."""
+        created = self.app.test_cli_runner().invoke(
+            args=["accounts", "create", "quota-only", "--json"]
+        )
+        plain = json.loads(created.output)
+        counter = StatementCounter(self.engine)
+        client = self.app.test_client()
+        for label, creds in (("all limits", self.creds), ("quota only", plain)):
+            bench_creds, self.creds = self.creds, creds
+            try:
+                self.chat(client, "counted", "yes")  # the hit's answer is cached first
+                for kind, content, cache, hit in (
+                    ("miss", "counted miss", "no", False),
+                    ("hit", "counted", "yes", True),
+                ):
+                    statements, transactions, writing, texts = counter.during(
+                        lambda c=content, k=cache, h=hit: self.chat(client, c, k, hit=h)
+                    )
+                    print(
+                        f"    {label + ', ' + kind:<26} {statements:3} statements, "
+                        f"{transactions} transactions ({writing} writing)"
+                    )
+                    if verbose:
+                        for statement in texts:
+                            print(f"        {statement[:100]}")
+            finally:
+                self.creds = bench_creds
+        event.remove(self.engine, "before_cursor_execute", counter._statement)
+        event.remove(self.engine, "begin", counter._begin)
+
     def usage_rows(self) -> int:
         with self.engine.connect() as connection:
             return connection.execute(text("SELECT count(*) FROM usage")).scalar_one()
@@ -284,7 +364,8 @@ def report(label: str, samples: list[Sample]) -> None:
             ("Meter.settle", [s.settle for s in samples]),
             ("admit + settle", [s.metering for s in samples]),
             ("  of which the usage row", [s.usage_row for s in samples]),
-            ("rest of the call", [s.call - s.metering for s in samples]),
+            ("authenticate + API states", [s.checks for s in samples]),
+            ("rest of the call", [s.call - s.metering - s.checks for s in samples]),
             ("CPU: whole call", [s.call_cpu for s in samples]),
             ("CPU: admit + settle", [s.metering_cpu for s in samples]),
         ],
@@ -298,7 +379,9 @@ def report(label: str, samples: list[Sample]) -> None:
     )
 
 
-def run_backend(name: str, detail: str, database_url: str, stub, calls, threads) -> str:
+def run_backend(
+    name: str, detail: str, database_url: str, stub, calls, threads, verbose=False
+) -> str:
     log_counter = LogCounter()
     logging.getLogger("proxy").addHandler(log_counter)
     load_before = os.getloadavg()[0]
@@ -307,12 +390,14 @@ def run_backend(name: str, detail: str, database_url: str, stub, calls, threads)
         client = bench.app.test_client()
         for i in range(5):  # warm up: SDK client, connection pool, statement caches
             bench.chat(client, f"warm-up {i}", "no")
+        print(f"\n{name}: statements and transactions per call")
+        bench.statements_per_call(verbose)
         misses = bench.sequential(calls, "no")
         hits = bench.sequential(calls, "yes")
         together, wall, failures = bench.concurrent(calls, threads)
         rows = bench.usage_rows()
     logging.getLogger("proxy").removeHandler(log_counter)
-    made = 5 + len(misses) + 1 + len(hits) + threads + len(together)
+    made = 5 + 6 + len(misses) + 1 + len(hits) + threads + len(together)
 
     print(f"\n{name}: {detail}")
     print(
@@ -358,7 +443,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=THREADS, help="for the concurrent figure")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="the gateway's log (tracebacks) on stderr"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="the gateway's log (tracebacks) on stderr, and the SQL statements of a call",
     )
     options = parser.parse_args()
     if options.verbose:
@@ -382,6 +470,7 @@ def main() -> None:
                 stub,
                 options.calls,
                 options.threads,
+                options.verbose,
             )
         )
         if not options.no_postgres:
@@ -407,6 +496,7 @@ def main() -> None:
                             stub,
                             options.calls,
                             options.threads,
+                            options.verbose,
                         )
                     )
                 finally:

@@ -134,6 +134,10 @@ class Config:
         # A call's reservation (quota, credits, slot) is renewed while the call runs, however
         # long; when its worker dies it is refunded within about this long (docs/accounts.md).
         self.RESERVATION_TTL_SECONDS = _env_float("RESERVATION_TTL_SECONDS", 60.0)
+        # A worker re-reads account settings (status, secret, expiry, enabled APIs) and API
+        # stops/maintenance once its copy is this old: how long a change made by the admin
+        # commands takes to reach every worker and host (docs/accounts.md). 0: every call.
+        self.SETTINGS_CACHE_SECONDS = _env_float("SETTINGS_CACHE_SECONDS", 2.0)
         # Signed requests: `dateline` within this many seconds of the server's clock.
         self.SIGN_WINDOW_SECONDS = _env_int("SIGN_WINDOW_SECONDS", 300)
         # Fernet key sealing account secrets at rest (empty: instance/sealing.key, made once).

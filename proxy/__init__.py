@@ -90,9 +90,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             default_daily_quota=app.config["DEFAULT_DAILY_QUOTA"],
             sealer=SecretSealer.from_config(app.config["ACCOUNT_SEALING_KEY"], app.instance_path),
             sign_window_seconds=app.config["SIGN_WINDOW_SECONDS"],
+            settings_cache_seconds=app.config["SETTINGS_CACHE_SECONDS"],
         ),
         meter=meter,
-        api_states=ApiStates(engine),
+        api_states=ApiStates(engine, settings_cache_seconds=app.config["SETTINGS_CACHE_SECONDS"]),
         dispatcher=Dispatcher(
             router=router,
             cache=cache,

@@ -1,7 +1,9 @@
 """Accounts: keys, hashed (and sealed) secrets, authentication by secret or by `sign`.
 
 An account's limits live here as data (quota, balance, concurrency, enabled APIs, expiry);
-proxy/metering.py enforces the counted ones atomically.
+proxy/metering.py enforces the counted ones atomically. A call reads the account through a
+short-lived copy (proxy/settings_cache.py): a change made by the admin commands holds in
+their own process at once and in every other within SETTINGS_CACHE_SECONDS.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +26,7 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.sealing import SealError, SecretSealer
+from proxy.settings_cache import SettingsCache
 from proxy.signing import parse_dateline, sign_matches
 
 # Secrets are 128 random bits, so a salted SHA-256 is as strong as a slow hash here and keeps
@@ -47,6 +50,8 @@ _DECOY_HASH = hash_secret(secrets.token_hex(16))
 _DECOY_SECRET = secrets.token_hex(16)
 
 ACTIVE, STOPPED = "active", "stopped"
+
+_ACCOUNT_BY_KEY = select(storage.accounts).where(storage.accounts.c.key == bindparam("key"))
 
 
 @dataclass(frozen=True)
@@ -95,11 +100,16 @@ class AccountStore:
         default_daily_quota: int,
         sealer: SecretSealer,
         sign_window_seconds: int,
+        settings_cache_seconds: float = 0.0,
     ):
         self.engine = engine
         self.default_daily_quota = default_daily_quota
         self.sealer = sealer
         self.sign_window_seconds = sign_window_seconds
+        # Key -> (row, Account), or None for a key no account has: an unknown key is kept too,
+        # so that it costs what a known key costs. Keys are random, so none is created after
+        # being tried.
+        self._by_key = SettingsCache(settings_cache_seconds)
 
     # -- administration -------------------------------------------------------------------
 
@@ -137,6 +147,7 @@ class AccountStore:
                     )
             except IntegrityError:  # key collision: astronomically rare, draw again
                 continue
+            self._by_key.forget(key)
             return NewAccount(self.get(key), secret)
         raise RuntimeError("could not draw a unique account key")
 
@@ -175,6 +186,7 @@ class AccountStore:
             result = connection.execute(
                 update(storage.accounts).where(storage.accounts.c.key == key).values(**values)
             )
+        self._by_key.forget(key)  # this process sees the change at once
         if result.rowcount == 0:
             raise LookupError(f"no account has the key {key!r}")
 
@@ -185,13 +197,11 @@ class AccountStore:
 
         `today` is the quota day (expiry is checked against it), `now` unix time (the sign's
         dateline window)."""
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                select(storage.accounts).where(storage.accounts.c.key == credentials.key)
-            ).first()
-        if row is None:
+        found = self._by_key.get(credentials.key, lambda: self._read(credentials.key))
+        if found is None:
             self._spend_decoy_time(credentials)
             raise GatewayError(ACCOUNT_NOT_FOUND, "no account has this key; check `key`")
+        row, account = found
         if credentials.secret:
             if not secret_matches(credentials.secret, row.secret_hash):
                 raise GatewayError(
@@ -199,7 +209,6 @@ class AccountStore:
                 )
         else:
             self._check_signature(row, credentials, now)
-        account = _account_from_row(row)
         if account.status != ACTIVE:
             raise GatewayError(ACCOUNT_STOPPED, "this account is stopped; contact the operator")
         if account.expires_on is not None and today > account.expires_on:
@@ -209,6 +218,12 @@ class AccountStore:
                 "ask the operator to renew it",
             )
         return account
+
+    def _read(self, key: str):
+        """(row, Account) of `key` from the database, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(_ACCOUNT_BY_KEY, {"key": key}).first()
+        return None if row is None else (row, _account_from_row(row))
 
     def _spend_decoy_time(self, credentials: Credentials) -> None:
         if credentials.secret:

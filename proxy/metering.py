@@ -1,20 +1,31 @@
 """Metering: reserve before the upstream call, settle after, in the database.
 
-A call is admitted by one transaction of conditional updates (quota, balance, and the
-concurrency slot when no Redis holds slots) plus a reservation row. Settling deletes the
-reservation and, in the same transaction, either keeps the charge (0000, 2000, cache hits) or
-refunds it, and writes the call's usage row. While a call runs, its worker renews the
-reservation (`renew`, proxy/running.py), so a reservation past its expiry is one whose worker
-died: the next admission of that account, or any worker's periodic `refund_expired`, refunds it,
+A call is admitted by one transaction: the conditional UPDATE of today's quota row (it returns
+today's counters, which api_info shows), one conditional UPDATE of the account row for the
+balance and the concurrency slot (when the account has them and no Redis holds slots), and the
+reservation row. It is settled by one transaction too: the reservation is deleted, the charge
+kept (0000, 2000, cache hits) or refunded, the call counted in the account's lifetime counters
+(returned by that UPDATE, for api_info) and its usage row written.
+
+While a call runs, its worker renews the reservation (`renew`, proxy/running.py), so a
+reservation past its expiry is one whose worker died. Served workers refund every account's
+expired reservations periodically (`refund_expired`); an admission refused for want of quota,
+credits or a database slot first refunds that account's expired reservations and, if there
+were any, tries once more, so a dead worker's hold never refuses a call. Each refund happens
 exactly once: whoever deletes the row applies its refund or charge, and nobody else can.
 
 Conditional updates (`... WHERE used < quota`) are atomic on SQLite (one writer at a time) and
 on PostgreSQL (the row lock re-checks the condition), so limits hold across gunicorn workers
-and hosts without a lock of our own.
+and hosts without a lock of our own. Rows are locked in one order everywhere (reservation,
+day, account), so PostgreSQL transactions on one account never deadlock.
+
+Every statement is built once, here, with bound parameters: SQLAlchemy compiles it once per
+engine and caches it, so a call pays only for executing it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -22,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -44,6 +55,12 @@ log = logging.getLogger("proxy")
 # Reservation ids per UPDATE ... WHERE id IN (...): under SQLite's bound-parameter limit.
 _IDS_PER_STATEMENT = 500
 
+# The refusals an expired reservation (a dead worker's hold) can cause.
+_HOLD_REFUSALS = (CALLS_EXCEEDED, INSUFFICIENT_BALANCE, RATE_LIMITED)
+
+# Settled-call counters on the account row, as api_info's all[T=a+b+c] shows them.
+UPSTREAM, CACHE_HIT, UNCHARGED = "upstream_calls", "cache_hits", "uncharged"
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -56,12 +73,118 @@ class Admission:
     credits: int  # balance held
     holds_db_slot: bool
     slot_token: str = ""  # the Redis slot, when Redis holds concurrency slots
+    # The quota day's (used, extra_calls) right after this admission took its unit; None when
+    # it took none.
+    quota_day: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class Settlement:
     usage_id: int
     api_info: str  # "" when the caller was not identified
+
+
+# -- the statements ---------------------------------------------------------------------------
+
+_days, _accounts, _reservations = (
+    storage.account_days.c,
+    storage.accounts.c,
+    storage.reservations.c,
+)
+_ACCOUNT = _accounts.id == bindparam("account")
+_QUOTA_DAY = (_days.account_id == bindparam("account"), _days.day == bindparam("quota_day"))
+_LIFETIME = (_accounts.upstream_calls, _accounts.cache_hits, _accounts.uncharged)
+
+_TAKE_QUOTA_UNIT = (
+    update(storage.account_days)
+    .where(*_QUOTA_DAY, _days.used < bindparam("quota") + _days.extra_calls)
+    .values(used=_days.used + 1)
+    .returning(_days.used, _days.extra_calls)
+)
+_GIVE_BACK_QUOTA = (
+    update(storage.account_days)
+    .where(*_QUOTA_DAY)
+    .values(used=_days.used - bindparam("calls"))
+    .returning(_days.used, _days.extra_calls)
+)
+_ADD_CALLS_TODAY = (
+    update(storage.account_days)
+    .where(*_QUOTA_DAY)
+    .values(extra_calls=_days.extra_calls + bindparam("calls"))
+)
+_QUOTA_DAY_FIGURES = select(_days.used, _days.extra_calls).where(*_QUOTA_DAY)
+_ENSURE_QUOTA_DAY = {
+    name: dialect.insert(storage.account_days)
+    .values(account_id=bindparam("account"), day=bindparam("quota_day"), used=0, extra_calls=0)
+    .on_conflict_do_nothing(index_elements=["account_id", "day"])
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_BALANCE = select(_accounts.balance).where(_ACCOUNT)
+_LIFETIME_FIGURES = select(*_LIFETIME).where(_ACCOUNT)
+_INSERT_RESERVATION = insert(storage.reservations)
+_DELETE_RESERVATION = delete(storage.reservations).where(
+    _reservations.id == bindparam("reservation")
+)
+_EXPIRED = (_reservations.expires_at < bindparam("now"),)
+_EXPIRED_HOLDS = (
+    _reservations.account_id,
+    _reservations.day,
+    _reservations.calls,
+    _reservations.credits,
+    _reservations.holds_slot,
+)
+_DELETE_EXPIRED_OF_ACCOUNT = (
+    delete(storage.reservations)
+    .where(*_EXPIRED, _reservations.account_id == bindparam("account"))
+    .returning(*_EXPIRED_HOLDS)
+)
+_DELETE_EXPIRED_BY_ID = (
+    delete(storage.reservations)
+    .where(*_EXPIRED, _reservations.id == bindparam("reservation"))
+    .returning(*_EXPIRED_HOLDS)
+)
+_EXPIRED_IDS = select(_reservations.id).where(*_EXPIRED)
+_RENEW = (
+    update(storage.reservations)
+    .where(_reservations.id.in_(bindparam("ids", expanding=True)))
+    .values(expires_at=bindparam("expires_at_new"))
+)
+_LIVE_SLOT_TOKENS = select(_reservations.account_id, _reservations.slot_token).where(
+    _reservations.slot_token.is_not(None), _reservations.expires_at > bindparam("now")
+)
+_IN_FLIGHT = (
+    select(func.count())
+    .select_from(storage.reservations)
+    .where(_reservations.account_id == bindparam("account"))
+)
+_INSERT_USAGE = insert(storage.usage)
+
+
+@functools.cache
+def _take_credits_and_slot(credits: bool, slot: bool):
+    """The price off the balance and/or a database slot: one conditional UPDATE."""
+    conditions, values = [_ACCOUNT], {}
+    if credits:
+        conditions.append(_accounts.balance >= bindparam("credits"))
+        values["balance"] = _accounts.balance - bindparam("credits")
+    if slot:
+        conditions.append(_accounts.in_flight < bindparam("limit"))
+        values["in_flight"] = _accounts.in_flight + 1
+    return update(storage.accounts).where(*conditions).values(values)
+
+
+@functools.cache
+def _count_settled(counter: str, credits: bool, slot: bool):
+    """One settled call counted on the account row, its credits given back, its database slot
+    freed (each when asked): one UPDATE that returns the lifetime counters."""
+    values = {counter: _accounts[counter] + 1}
+    if credits:
+        values["balance"] = _accounts.balance + bindparam("credits")
+    if slot:
+        values["in_flight"] = case(
+            (_accounts.in_flight > 0, _accounts.in_flight - 1), else_=_accounts.in_flight
+        )
+    return update(storage.accounts).where(_ACCOUNT).values(values).returning(*_LIFETIME)
 
 
 class Meter:
@@ -81,6 +204,9 @@ class Meter:
         self.prices = dict(prices)
         self.default_price = default_price
         self.slots = slots
+        self._ensure_quota_day = _ENSURE_QUOTA_DAY[
+            "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
+        ]
 
     def today(self) -> date:
         return datetime.now(self.zone).date()
@@ -96,7 +222,13 @@ class Meter:
         if self.slots is not None and account.concurrency_limit is not None:
             slot_token = self._take_redis_slot(account)
         try:
-            return self._reserve(account, method, charged=charged, slot_token=slot_token)
+            try:
+                return self._reserve(account, method, charged=charged, slot_token=slot_token)
+            except GatewayError as refused:
+                # A dead worker's expired hold may be what is missing: refund, then retry once.
+                if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
+                    raise
+                return self._reserve(account, method, charged=charged, slot_token=slot_token)
         except BaseException:
             if slot_token:
                 self.slots.release(account.id, slot_token)
@@ -125,25 +257,24 @@ class Meter:
         calls = 1 if charged else 0
         credits = self.price_of(method) if charged and account.balance is not None else 0
         holds_db_slot = self.slots is None and account.concurrency_limit is not None
+        quota_day = None
         with self.engine.begin() as connection:
-            _refund_expired(connection, now, storage.reservations.c.account_id == account.id)
             if calls:
-                self._take_quota_unit(connection, account, today)
-            else:
-                _ensure_day_row(connection, account.id, today)  # settle counts the call there
+                quota_day = self._take_quota_unit(connection, account, today)
             if credits or holds_db_slot:
                 self._take_credits_and_slot(connection, account, method, credits, holds_db_slot)
             reservation_id = connection.execute(
-                insert(storage.reservations).values(
-                    account_id=account.id,
-                    day=today,
-                    calls=calls,
-                    credits=credits,
-                    holds_slot=holds_db_slot,
-                    expires_at=now + self.reservation_ttl,
-                    created_at=now,
-                    slot_token=slot_token or None,
-                )
+                _INSERT_RESERVATION,
+                {
+                    "account_id": account.id,
+                    "day": today,
+                    "calls": calls,
+                    "credits": credits,
+                    "holds_slot": holds_db_slot,
+                    "expires_at": now + self.reservation_ttl,
+                    "created_at": now,
+                    "slot_token": slot_token or None,
+                },
             ).inserted_primary_key[0]
         return Admission(
             reservation_id=reservation_id,
@@ -153,42 +284,32 @@ class Meter:
             credits=credits,
             holds_db_slot=holds_db_slot,
             slot_token=slot_token,
+            quota_day=quota_day,
         )
 
-    def _take_quota_unit(self, connection: Connection, account: Account, today: date) -> None:
-        """used + 1 on today's row while under the quota; the row is made on the day's first
-        call only (the common case is one UPDATE)."""
-        days = storage.account_days.c
-        take_one = (
-            update(storage.account_days)
-            .where(days.account_id == account.id, days.day == today)
-            .where(days.used < account.daily_quota + days.extra_calls)
-            .values(used=days.used + 1)
-        )
-        if connection.execute(take_one).rowcount:
-            return
-        _ensure_day_row(connection, account.id, today)
-        if not connection.execute(take_one).rowcount:
-            raise GatewayError(CALLS_EXCEEDED, _quota_reason(account.daily_quota))
+    def _take_quota_unit(
+        self, connection: Connection, account: Account, today: date
+    ) -> tuple[int, int]:
+        """used + 1 on today's row while under the quota: today's (used, extra_calls). The row
+        is made on the day's first call only (the common case is one UPDATE)."""
+        params = {"account": account.id, "quota_day": today, "quota": account.daily_quota}
+        taken = connection.execute(_TAKE_QUOTA_UNIT, params).first()
+        if taken is None:
+            connection.execute(self._ensure_quota_day, params)
+            taken = connection.execute(_TAKE_QUOTA_UNIT, params).first()
+            if taken is None:
+                raise GatewayError(CALLS_EXCEEDED, _quota_reason(account.daily_quota))
+        return taken.used, taken.extra_calls
 
     def _take_credits_and_slot(
         self, connection: Connection, account: Account, method: str, credits: int, slot: bool
     ) -> None:
         """The price off the balance and a database slot, in one conditional UPDATE of the
         account row; when it matches nothing, the row says which one was missing."""
-        accounts = storage.accounts.c
-        conditions, values = [accounts.id == account.id], {}
-        if credits:
-            conditions.append(accounts.balance >= credits)
-            values["balance"] = accounts.balance - credits
-        if slot:
-            conditions.append(accounts.in_flight < account.concurrency_limit)
-            values["in_flight"] = accounts.in_flight + 1
-        if connection.execute(update(storage.accounts).where(*conditions).values(values)).rowcount:
+        params = {"account": account.id, "credits": credits, "limit": account.concurrency_limit}
+        if connection.execute(_take_credits_and_slot(bool(credits), slot), params).rowcount:
             return
-        balance = connection.execute(
-            select(accounts.balance).where(accounts.id == account.id)
-        ).scalar_one()
+        balance = connection.execute(_BALANCE, params).scalar_one()
         if credits and (balance is None or balance < credits):
             raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
         raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
@@ -198,15 +319,13 @@ class Meter:
     def renew(self, admissions: list[Admission]) -> None:
         """Push the expiry of these live calls' reservations and Redis slots one TTL forward:
         one UPDATE, one Redis script. A reservation settled meanwhile is simply not found."""
-        reservations = storage.reservations
         expires_at = _utc_now() + self.reservation_ttl
         ids = [admission.reservation_id for admission in admissions]
         with self.engine.begin() as connection:
             for start in range(0, len(ids), _IDS_PER_STATEMENT):
                 connection.execute(
-                    update(reservations)
-                    .where(reservations.c.id.in_(ids[start : start + _IDS_PER_STATEMENT]))
-                    .values(expires_at=expires_at)
+                    _RENEW,
+                    {"ids": ids[start : start + _IDS_PER_STATEMENT], "expires_at_new": expires_at},
                 )
         tokens: dict[int, list[str]] = {}
         for admission in admissions:
@@ -224,27 +343,31 @@ class Meter:
         """Refund every account's expired reservations (their workers died), each in its own
         transaction; how many. Workers run it at start and then periodically, so a dead
         worker's hold does not wait for its account's next call."""
-        reservations = storage.reservations
         now = _utc_now()
         with self.engine.connect() as connection:
-            expired = list(
-                connection.execute(
-                    select(reservations.c.id).where(reservations.c.expires_at < now)
-                ).scalars()
-            )
+            expired = list(connection.execute(_EXPIRED_IDS, {"now": now}).scalars())
         refunded = 0
         for reservation_id in expired:
             with self.engine.begin() as connection:  # re-checks the expiry: it may be renewed
-                refunded += _refund_expired(connection, now, reservations.c.id == reservation_id)
+                refunded += _refund_expired(
+                    connection, _DELETE_EXPIRED_BY_ID, {"now": now, "reservation": reservation_id}
+                )
         return refunded
+
+    def _refund_expired_of(self, account_id: int) -> int:
+        """Refund one account's expired reservations; how many."""
+        with self.engine.begin() as connection:
+            return _refund_expired(
+                connection, _DELETE_EXPIRED_OF_ACCOUNT, {"now": _utc_now(), "account": account_id}
+            )
 
     # -- settlement ---------------------------------------------------------------------------
 
     def settle(
         self, admission: Admission | None, record: UsageRecord, account: Account | None = None
     ) -> Settlement:
-        """Keep or refund what the call held, write its usage row, all in one transaction;
-        with the caller's `account`, also its api_info.
+        """Keep or refund what the call held, count it, write its usage row, all in one
+        transaction; with the caller's `account`, also its api_info.
 
         Whether the call is charged is decided here: only 0000 and 2000 of an admitted,
         charged call."""
@@ -258,27 +381,22 @@ class Meter:
         self, admission: Admission | None, record: UsageRecord, account: Account | None
     ) -> Settlement:
         success = ERROR_CODES[record.error_code].charged
+        charged, lifetime, quota_day = False, None, None
+        today = self.today()
         with self.engine.begin() as connection:
-            charged = False
             if admission is not None:
-                held = connection.execute(
-                    delete(storage.reservations).where(
-                        storage.reservations.c.id == admission.reservation_id
-                    )
-                ).rowcount
-                if not held:  # outlived its reservation: already refunded by a sweep
+                params = {"reservation": admission.reservation_id, "account": admission.account_id}
+                if not connection.execute(_DELETE_RESERVATION, params).rowcount:
+                    # Outlived its reservation: a sweep refunded and counted it already.
                     log.warning("settling a call whose reservation had expired; not charged")
+                    lifetime = connection.execute(_LIFETIME_FIGURES, params).one()
                 elif success and admission.calls:
-                    charged = True
-                    # Rows are locked in one order everywhere (reservation, day, account), so
-                    # PostgreSQL transactions on one account never deadlock.
-                    column = "cache_hits" if record.cached else "upstream_calls"
-                    _count_settled(connection, admission.account_id, admission.day, column)
-                    if admission.holds_db_slot:
-                        _release_db_slot(connection, admission.account_id)
+                    charged, quota_day = True, admission.quota_day
+                    counter = CACHE_HIT if record.cached else UPSTREAM
+                    settle = _count_settled(counter, False, admission.holds_db_slot)
+                    lifetime = connection.execute(settle, params).one()
                 else:
-                    _count_settled(connection, admission.account_id, admission.day, "uncharged")
-                    _refund(
+                    quota_day, lifetime = _refund(
                         connection,
                         admission.account_id,
                         admission.day,
@@ -287,74 +405,38 @@ class Meter:
                         admission.holds_db_slot,
                     )
             elif record.account_id is not None:
-                today = self.today()
-                _ensure_day_row(connection, record.account_id, today)
-                _count_settled(connection, record.account_id, today, "uncharged")
+                params = {"account": record.account_id}
+                lifetime = connection.execute(_count_settled(UNCHARGED, False, False), params).one()
             usage_id = _insert_usage(connection, record, charged=charged)
-            api_info = self._api_info(connection, account) if account is not None else ""
-        return Settlement(usage_id=usage_id, api_info=api_info)
+            if account is None:
+                return Settlement(usage_id=usage_id, api_info="")
+            if quota_day is None or admission.day != today:  # api_info shows today's
+                quota_day = self._today_usage(connection, account.id, today)
+            if lifetime is None:
+                lifetime = connection.execute(_LIFETIME_FIGURES, {"account": account.id}).one()
+        return Settlement(usage_id=usage_id, api_info=_api_info(account, quota_day, lifetime))
 
     # -- figures ------------------------------------------------------------------------------
 
-    def _api_info(self, connection: Connection, account: Account) -> str:
-        """Today's and the lifetime counters in one pass over the account's day rows; the
-        quota and expiry as the call was authenticated with."""
-        days = storage.account_days.c
-        today = self.today()
-
-        def total(column, only_today: bool = False):
-            counted = case((days.day == today, column), else_=0) if only_today else column
-            return func.coalesce(func.sum(counted), 0)
-
-        figures = connection.execute(
-            select(
-                total(days.used, only_today=True),
-                total(days.extra_calls, only_today=True),
-                total(days.upstream_calls),
-                total(days.cache_hits),
-                total(days.uncharged),
-            ).where(days.account_id == account.id)
-        ).one()
-        used, extra, upstream, cache_hits, uncharged = (int(value) for value in figures)
-        return format_api_info(
-            today=used,
-            daily_quota=account.daily_quota + extra,
-            upstream=upstream,
-            cache_hits=cache_hits,
-            uncharged=uncharged,
-            expires_on=account.expires_on,
-        )
-
-    def _today_usage(self, connection: Connection, account_id: int) -> tuple[int, int]:
+    def _today_usage(
+        self, connection: Connection, account_id: int, today: date | None = None
+    ) -> tuple[int, int]:
         """(used, extra_calls) of the account's quota day today; (0, 0) before its first call."""
-        days = storage.account_days.c
-        row = connection.execute(
-            select(days.used, days.extra_calls).where(
-                days.account_id == account_id, days.day == self.today()
-            )
-        ).first()
+        params = {"account": account_id, "quota_day": today or self.today()}
+        row = connection.execute(_QUOTA_DAY_FIGURES, params).first()
         return (row.used, row.extra_calls) if row else (0, 0)
 
     def add_calls_today(self, account_id: int, calls: int) -> None:
         """A top-up of today's quota: `calls` more charged calls until the day ends."""
-        days = storage.account_days.c
-        today = self.today()
+        params = {"account": account_id, "quota_day": self.today(), "calls": calls}
         with self.engine.begin() as connection:
-            _ensure_day_row(connection, account_id, today)
-            connection.execute(
-                update(storage.account_days)
-                .where(days.account_id == account_id, days.day == today)
-                .values(extra_calls=days.extra_calls + calls)
-            )
+            connection.execute(self._ensure_quota_day, params)
+            connection.execute(_ADD_CALLS_TODAY, params)
 
     def today_figures(self, account_id: int) -> dict:
         with self.engine.connect() as connection:
             used, extra = self._today_usage(connection, account_id)
-            in_flight = connection.execute(
-                select(func.count())
-                .select_from(storage.reservations)
-                .where(storage.reservations.c.account_id == account_id)
-            ).scalar_one()
+            in_flight = connection.execute(_IN_FLIGHT, {"account": account_id}).scalar_one()
         return {
             "day": self.today().isoformat(),
             "used": used,
@@ -363,93 +445,66 @@ class Meter:
         }
 
 
-def _ensure_day_row(connection: Connection, account_id: int, day: date) -> None:
-    dialect = connection.dialect.name
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    connection.execute(
-        insert_fn(storage.account_days)
-        .values(
-            account_id=account_id,
-            day=day,
-            used=0,
-            extra_calls=0,
-            upstream_calls=0,
-            cache_hits=0,
-            uncharged=0,
-        )
-        .on_conflict_do_nothing(index_elements=["account_id", "day"])
+def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
+    """Today's figures as of this call's admission (or settlement), the lifetime counters as
+    of its settlement; the quota and expiry as the call was authenticated with."""
+    used, extra = quota_day
+    upstream, cache_hits, uncharged = lifetime
+    return format_api_info(
+        today=used,
+        daily_quota=account.daily_quota + extra,
+        upstream=upstream,
+        cache_hits=cache_hits,
+        uncharged=uncharged,
+        expires_on=account.expires_on,
     )
 
 
-def _refund_expired(connection: Connection, now: datetime, *where) -> int:
-    """Delete the reservations past their expiry that match `where`, and refund each."""
-    table = storage.reservations
-    expired = connection.execute(
-        delete(table)
-        .where(table.c.expires_at < now, *where)
-        .returning(
-            table.c.account_id, table.c.day, table.c.calls, table.c.credits, table.c.holds_slot
-        )
-    ).all()
+def _refund_expired(connection: Connection, delete_expired, params: dict) -> int:
+    """Delete the expired reservations `delete_expired` matches, and refund each: their day
+    rows first, then their account rows (the one locking order)."""
+    expired = connection.execute(delete_expired, params).all()
     for row in expired:
         log.warning("refunding an expired reservation of account %s", row.account_id)
-        _count_settled(connection, row.account_id, row.day, "uncharged")
-        _refund(connection, row.account_id, row.day, row.calls, row.credits, row.holds_slot)
+        if row.calls:
+            _give_back_quota(connection, row.account_id, row.day, row.calls)
+    for row in expired:
+        _count_refunded(connection, row.account_id, row.credits, row.holds_slot)
     return len(expired)
 
 
 def live_slot_tokens(engine: Engine) -> dict[int, list[str]]:
     """The Redis slot tokens of unexpired reservations, by account: what the concurrency
     limiter puts back when Redis has lost its slots."""
-    table = storage.reservations
     with engine.connect() as connection:
-        rows = connection.execute(
-            select(table.c.account_id, table.c.slot_token).where(
-                table.c.slot_token.is_not(None), table.c.expires_at > _utc_now()
-            )
-        ).all()
+        rows = connection.execute(_LIVE_SLOT_TOKENS, {"now": _utc_now()}).all()
     tokens: dict[int, list[str]] = {}
     for row in rows:
         tokens.setdefault(row.account_id, []).append(row.slot_token)
     return tokens
 
 
-def _count_settled(connection: Connection, account_id: int, day: date, column: str) -> None:
-    days = storage.account_days.c
-    connection.execute(
-        update(storage.account_days)
-        .where(days.account_id == account_id, days.day == day)
-        .values({column: days[column] + 1})
-    )
-
-
 def _refund(
     connection: Connection, account_id: int, day: date, calls: int, credits: int, slot: bool
-) -> None:
-    days, accounts = storage.account_days.c, storage.accounts.c
-    if calls:
-        connection.execute(
-            update(storage.account_days)
-            .where(days.account_id == account_id, days.day == day)
-            .values(used=days.used - calls)
-        )
-    if credits:
-        connection.execute(
-            update(storage.accounts)
-            .where(accounts.id == account_id)
-            .values(balance=accounts.balance + credits)
-        )
-    if slot:
-        _release_db_slot(connection, account_id)
+):
+    """Give back what a call held and count it as uncharged: (the quota day's (used,
+    extra_calls) when a unit was given back, else None; the account's lifetime counters)."""
+    quota_day = _give_back_quota(connection, account_id, day, calls) if calls else None
+    return quota_day, _count_refunded(connection, account_id, credits, slot)
 
 
-def _release_db_slot(connection: Connection, account_id: int) -> None:
-    accounts = storage.accounts.c
-    connection.execute(
-        update(storage.accounts)
-        .where(accounts.id == account_id, accounts.in_flight > 0)
-        .values(in_flight=accounts.in_flight - 1)
-    )
+def _give_back_quota(connection: Connection, account_id: int, day: date, calls: int):
+    """The day's (used, extra_calls) once `calls` units are back; None without its row."""
+    params = {"account": account_id, "quota_day": day, "calls": calls}
+    row = connection.execute(_GIVE_BACK_QUOTA, params).first()
+    return (row.used, row.extra_calls) if row else None
+
+
+def _count_refunded(connection: Connection, account_id: int, credits: int, slot: bool):
+    """The call counted as uncharged, its credits and database slot given back: the
+    account's lifetime counters."""
+    params = {"account": account_id, "credits": credits}
+    return connection.execute(_count_settled(UNCHARGED, bool(credits), slot), params).one()
 
 
 def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool) -> int:
@@ -460,7 +515,7 @@ def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool)
         client_ip=record.client_ip[:64],
         created_at=_utc_now(),
     )
-    return connection.execute(insert(storage.usage).values(**values)).inserted_primary_key[0]
+    return connection.execute(_INSERT_USAGE, values).inserted_primary_key[0]
 
 
 def _quota_reason(daily_quota: int) -> str:

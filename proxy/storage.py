@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from contextlib import contextmanager
 
 from sqlalchemy import (
@@ -24,8 +25,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 
 metadata = MetaData()
+
+LIFETIME_COUNTERS = ("upstream_calls", "cache_hits", "uncharged")
 
 accounts = Table(
     "accounts",
@@ -48,10 +52,18 @@ accounts = Table(
     Column("apis", String(2000), nullable=True),
     # Calls holding a slot now (database-held slots; Redis holds them when REDIS_URL is set).
     Column("in_flight", Integer, nullable=False, default=0, server_default="0"),
+    # Settled calls over the account's life (api_info's all[T=a+b+c]): charged calls answered
+    # by the upstream, charged cache hits, uncharged calls. Settling returns them.
+    *(
+        Column(name, BigInteger, nullable=False, default=0, server_default="0")
+        for name in LIFETIME_COUNTERS
+    ),
 )
 
 # One row per account and quota day (the day in SERVER_TIMEZONE). `used` counts charged and
-# reserved calls and is what the quota is checked against; the other counters are settled calls.
+# reserved calls and is what the quota is checked against; `extra_calls` is the day's top-up.
+# (Databases made before the lifetime counters moved to `accounts` keep per-day upstream_calls,
+# cache_hits and uncharged columns here, no longer written; they filled the new counters once.)
 account_days = Table(
     "account_days",
     metadata,
@@ -59,9 +71,6 @@ account_days = Table(
     Column("day", Date, primary_key=True),
     Column("used", Integer, nullable=False, default=0, server_default="0"),
     Column("extra_calls", Integer, nullable=False, default=0, server_default="0"),
-    Column("upstream_calls", Integer, nullable=False, default=0, server_default="0"),
-    Column("cache_hits", Integer, nullable=False, default=0, server_default="0"),
-    Column("uncharged", Integer, nullable=False, default=0, server_default="0"),
 )
 
 # What a call in flight holds: one quota unit, its price in credits, maybe a database slot.
@@ -200,7 +209,31 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    engine = create_engine(url, hide_parameters=True)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection unused for this long is pinged before it serves again: the server or a
+# proxy may have closed it meanwhile. One in steady use is not, which saves a round trip per
+# transaction (SQLAlchemy's pool_pre_ping pings on every checkout).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection, record) -> None:
+        record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+        idle_from = record.info.get("idle_from")
+        if idle_from is None or time.monotonic() - idle_from < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception:  # the pool drops this connection and checks out another
+            raise DisconnectionError("a pooled connection did not answer its ping") from None
 
 
 # Any constant: the PostgreSQL advisory lock that serialises schema creation across processes.
@@ -218,7 +251,9 @@ def ensure_schema(engine: Engine) -> None:
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
                 )
             metadata.create_all(connection, checkfirst=True)
-            _add_missing_columns(connection)
+            added = _add_missing_columns(connection)
+            if ("accounts", LIFETIME_COUNTERS[0]) in added:
+                _fill_lifetime_counters(connection)
 
 
 @contextmanager
@@ -238,9 +273,11 @@ def _schema_turn(engine: Engine):
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _add_missing_columns(connection: Connection) -> None:
-    """A database made by an older version gains the columns added since (no data changes)."""
+def _add_missing_columns(connection: Connection) -> set[tuple[str, str]]:
+    """A database made by an older version gains the columns added since (no data changes);
+    the (table, column) pairs added."""
     inspector = inspect(connection)
+    added = set()
     for table in metadata.sorted_tables:
         present = {column["name"] for column in inspector.get_columns(table.name)}
         for column in table.columns:
@@ -254,6 +291,22 @@ def _add_missing_columns(connection: Connection) -> None:
             )
             statement = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'
             connection.execute(text(statement + default))
+            added.add((table.name, column.name))
+    return added
+
+
+def _fill_lifetime_counters(connection: Connection) -> None:
+    """The lifetime counters, new on `accounts`, start from the per-day counters that older
+    versions kept on `account_days` (when that table has them)."""
+    present = {c["name"] for c in inspect(connection).get_columns("account_days")}
+    if not set(LIFETIME_COUNTERS) <= present:
+        return
+    sums = ", ".join(
+        f"{name} = (SELECT COALESCE(SUM(d.{name}), 0) FROM account_days d "
+        "WHERE d.account_id = accounts.id)"
+        for name in LIFETIME_COUNTERS
+    )
+    connection.execute(text(f"UPDATE accounts SET {sums}"))
 
 
 def ping(engine: Engine) -> None:

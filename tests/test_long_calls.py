@@ -148,3 +148,21 @@ def test_call_cut_by_a_stopping_worker_answers_4017_with_its_one_usage_row(make_
     assert (report["calls"], report["charged"], report["by_code"]) == (2, 0, {"4017": 2})
     after = cli_json(app, "accounts", "show", account["key"])["today"]
     assert (after["used"], after["in_flight"]) == (0, 0)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_periodic_sweep_refunds_an_expired_hold_without_a_call_of_its_account(
+    database, make_app, request
+):
+    settings = {"RESERVATION_TTL_SECONDS": 0.05}
+    if database == "postgresql":
+        settings["DATABASE_URL"] = request.getfixturevalue("postgres_server").new_database()
+    app = make_app(**settings)
+    gateway = app.extensions["gateway"]
+    created = create_account(app.test_cli_runner(), "dead", "--concurrency", "1", "--balance", "2")
+    account = gateway.accounts.get(created["key"])
+    gateway.meter.admit(account, "v1/chat/completions", charged=True)  # its worker "dies"
+    time.sleep(0.1)
+    assert gateway.meter.refund_expired() == 1  # what each served worker's keeper runs
+    held = cli_json(app, "accounts", "show", created["key"])
+    assert (held["today"]["used"], held["today"]["in_flight"], held["balance"]) == (0, 0, 2)
