@@ -3,9 +3,9 @@ answers a chat completion at once.
 
     make bench-peers                       # or: .venv/bin/python bench/peers.py
     PEERS=litellm make bench-peers         # also the LiteLLM proxy, from its own venv
-    BENCH_SECONDS=5 BENCH_CALLS=5000 make bench-peers     # a quick run
+    BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_CALLS=2000 make bench-peers     # a quick run
 
-Systems, one after the other on the same machine and the same stub:
+Systems, all served at once on the same machine and the same stub:
 - direct to the stub (nginx, `return 200`): what the client and loopback cost;
 - bare Flask (bench/peer_apps.py) under gunicorn with the gateway's worker and thread counts:
   the framework's ceiling;
@@ -15,11 +15,14 @@ Systems, one after the other on the same machine and the same stub:
   as a legacy GET client calls it with cache=no, the same URL with cache=yes once warm (every
   answer checked to be a hit), and `/v1/chat/completions` as the OpenAI SDK calls it.
 
-Each system gets a warm-up, then wrk at 20 connections (req/s) and at 1 connection (p50).
-Every gateway answer is checked (HTTP 200 and X-Error-Code 0000; a hit also "cache":1), every
-other one for a status below 400; a row with failed answers says so. Then BENCH_CALLS /api
-cache=no calls at 20 connections, with each gunicorn worker's resident memory (VmRSS) read
-before and at checkpoints. Prints the table, the ratios the targets of the hot-path work
+Each system is warmed up, then measured in BENCH_ROUNDS rounds that take the systems in turn
+(so a burst of load from elsewhere on the machine does not fall on one system alone): wrk at
+20 connections (req/s) and at 1 connection (p50); a row shows the median round. Every gateway
+answer is checked (HTTP 200 and X-Error-Code 0000; a hit also "cache":1), every other one for
+a status below 400; a row with failed answers says so. Each run also measures the CPU that
+processes other than the bench's used meanwhile (column "others", in cores). Then BENCH_CALLS
+/api cache=no calls at 20 connections, with each gunicorn worker's resident memory (VmRSS)
+read before and at checkpoints. Prints the table, the ratios the targets of the hot-path work
 need, and whether each is met. See bench/README.md.
 """
 
@@ -32,6 +35,8 @@ import os
 import platform
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,13 +53,14 @@ VENV_BIN = Path(sys.executable).parent
 LITELLM_VENV = REPO / ".bench-venv-litellm"
 
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+JSON_POST = {"Content-Type": "application/json"}
 # The targets of the hot-path issue, each a ratio or difference of figures from one run.
 TIMES_LITELLM = 6.0
 SHARE_OF_MINIMAL = 0.8
 SHARE_OF_BARE_FLASK = 0.5
 P50_ABOVE_MINIMAL_MS = 2.0
 RSS_MIB = 80.0
-# "Flat": a worker grows by no more than this from after the warm-up to the last call.
+# "Flat": no worker grows by more than this from after the warm-up to the last call.
 RSS_GROWTH_MIB = 5.0
 
 
@@ -82,13 +88,34 @@ class Run:
     p50_ms: float
     p99_ms: float
     failed: int  # socket errors, HTTP >= 400, timeouts, and answers the check refused
+    others_cores: float  # CPU used meanwhile by processes that are not the bench's
 
 
 @dataclass
 class Row:
+    key: str
     system: str
-    c20: Run | None = None
-    c1: Run | None = None
+    target: Target
+    c20_runs: list[Run] = field(default_factory=list)
+    c1_runs: list[Run] = field(default_factory=list)
+
+    @property
+    def c20(self) -> Run:
+        return median_run(self.c20_runs, lambda run: run.req_per_s)
+
+    @property
+    def c1(self) -> Run:
+        return median_run(self.c1_runs, lambda run: run.p50_ms)
+
+    @property
+    def failed(self) -> int:
+        return sum(run.failed for run in self.c20_runs + self.c1_runs)
+
+
+def median_run(runs: list[Run], key) -> Run:
+    """The run whose figure is the median (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=key)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 class Service:
@@ -109,6 +136,14 @@ class Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the bench, which stops this in order
             )
+        try:
+            self._wait_until_ready(ready_url, timeout)
+        except BaseException:  # not ready, or Ctrl-C meanwhile: nothing is left running
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ready(self, ready_url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not answers(ready_url):
             if self.process.poll() is not None:
@@ -116,7 +151,6 @@ class Service:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.2)
-        return self
 
     def worker_pids(self) -> list[int]:
         pid = self.process.pid
@@ -156,11 +190,41 @@ def answers(url: str) -> bool:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# -- CPU used by others (the machine is shared) -------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores used by processes other than the bench's (its services' sessions, wrk and itself)
+    between two readings, from /proc/stat and each process's /proc/PID/stat."""
+
+    def __init__(self, services: list[Service]):
+        self.services = services
+
+    def reading(self) -> tuple[float, float, float]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / TICKS  # all but idle and iowait
+        sessions = {s.process.pid for s in self.services if s.process and s.process.poll() is None}
+        ours = sum(os.times()[:4])  # the bench and the children it has reaped (each wrk)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                after_name = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(after_name[3]) in sessions:
+                ours += (int(after_name[11]) + int(after_name[12])) / TICKS
+        return time.monotonic(), busy, ours
+
+    @staticmethod
+    def others_cores(before, after) -> float:
+        wall = after[0] - before[0]
+        return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall)
 
 
 # -- wrk ----------------------------------------------------------------------------------------
@@ -218,18 +282,20 @@ def wrk_script(target: Target) -> str:
     )
 
 
-def wrk(target: Target, connections: int, seconds: float, workdir: Path) -> Run:
+def wrk(target: Target, connections: int, seconds: float, workdir: Path, meter: CpuMeter) -> Run:
     """One wrk run of `seconds` (wrk runs for a time; its scripts cannot end it sooner)."""
     threads = min(2, connections)
     script = workdir / "wrk.lua"
     script.write_text(wrk_script(target))
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    before = meter.reading()
     done = subprocess.run(
         [*argv, "--timeout", "10s", "--latency", "-s", str(script), target.url],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
     )
+    others = CpuMeter.others_cores(before, meter.reading())
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             requests, micros, failed, p50, p99 = line.split()[1:]
@@ -239,26 +305,12 @@ def wrk(target: Target, connections: int, seconds: float, workdir: Path) -> Run:
                 requests=int(requests),
                 seconds=round(elapsed, 2),
                 req_per_s=round(int(requests) / elapsed, 1),
-                p50_ms=round(float(p50) / 1000, 2),
-                p99_ms=round(float(p99) / 1000, 2),
+                p50_ms=round(float(p50) / 1000, 3),
+                p99_ms=round(float(p99) / 1000, 3),
                 failed=int(failed),
+                others_cores=round(others, 2),
             )
     raise SystemExit(f"wrk gave no result:\n{done.stdout}\n{done.stderr}")
-
-
-def measure(name: str, target: Target, settings, workdir: Path) -> Row:
-    """Warm up at 20 connections, then 20 connections for req/s and 1 for the p50."""
-    print(f"  {name}: warm-up, c=20, c=1 ...", end="", flush=True)
-    wrk(target, 20, settings.warmup, workdir)
-    row = Row(name, c20=wrk(target, 20, settings.seconds, workdir))
-    row.c1 = wrk(target, 1, settings.seconds, workdir)
-    failed = row.c20.failed + row.c1.failed
-    print(
-        f" {row.c20.req_per_s:,.0f} req/s, p50 {row.c1.p50_ms:.2f} ms"
-        + (f"  ({failed} FAILED answers)" if failed else ""),
-        flush=True,
-    )
-    return row
 
 
 # -- the systems --------------------------------------------------------------------------------
@@ -270,64 +322,33 @@ def start_stub(workdir: Path) -> tuple[Service, str]:
     prefix.chmod(0o755)  # nginx's workers run as nobody when the bench runs as root
     port = free_port()
     conf = (BENCH / "nginx-stub.conf").read_text()
-    (prefix / "nginx.conf").write_text(
-        conf.replace("@PREFIX@", str(prefix)).replace("@PORT@", str(port))
-    )
-    argv = [
-        "nginx",
-        "-p",
-        str(prefix),
-        "-c",
-        str(prefix / "nginx.conf"),
-        "-e",
-        str(prefix / "error.log"),
-    ]
+    conf = conf.replace("@PREFIX@", str(prefix)).replace("@PORT@", str(port))
+    (prefix / "nginx.conf").write_text(conf)
+    argv = ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+    argv += ["-e", str(prefix / "error.log")]  # not the system's log, even at start-up
     stub = Service("nginx stub", argv, env=dict(os.environ), cwd=prefix, log=workdir / "nginx.log")
     base = f"http://127.0.0.1:{port}/v1"
     return stub.start(base + "/models"), base
 
 
-def gunicorn_argv(app: str, port: int, settings) -> list[str]:
-    """The reference apps under the gateway's gunicorn settings (workers, gthread, threads)."""
-    return [
-        str(VENV_BIN / "gunicorn"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(settings.workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(settings.threads),
-        "--keep-alive",
-        "5",
-        "--pythonpath",
-        str(BENCH),
-        f"peer_apps:{app}",
-    ]
-
-
-def run_reference(name, app, path, target_args, stub_base, settings, workdir) -> Row:
+def start_reference(app: str, stub_base: str, settings, workdir: Path) -> tuple[Service, str]:
+    """A reference app of bench/peer_apps.py under the gateway's gunicorn settings (workers,
+    gthread, threads, keep-alive)."""
     port = free_port()
+    argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}"]
+    argv += ["--workers", str(settings.workers), "--worker-class", "gthread"]
+    argv += ["--threads", str(settings.threads), "--keep-alive", "5"]
+    argv += ["--pythonpath", str(BENCH), f"peer_apps:{app}"]
     env = {**os.environ, "OPENAI_BASE_URL": stub_base, "OPENAI_API_KEY": "sk-bench"}
-    service = Service(
-        name, gunicorn_argv(app, port, settings), env=env, cwd=REPO, log=workdir / f"{app}.log"
-    )
-    try:
-        service.start(f"http://127.0.0.1:{port}/")
-        return measure(
-            name, Target(f"http://127.0.0.1:{port}{path}", **target_args), settings, workdir
-        )
-    finally:
-        service.stop()
+    service = Service(app, argv, env=env, cwd=REPO, log=workdir / f"{app}.log")
+    base = f"http://127.0.0.1:{port}"
+    return service.start(base + "/"), base
 
 
-def run_litellm(stub_base: str, settings, workdir: Path) -> Row:
+def start_litellm(stub_base: str, settings, workdir: Path) -> tuple[Service, Target]:
     litellm = LITELLM_VENV / "bin" / "litellm"
     if not litellm.exists():
-        raise SystemExit(
-            f"{litellm} is missing: run `PEERS=litellm make bench-peers`, which installs it"
-        )
+        raise SystemExit(f"{litellm} is missing: `PEERS=litellm make bench-peers` installs it")
     home = workdir / "litellm"
     home.mkdir()
     master_key = "sk-bench-master"
@@ -353,22 +374,10 @@ def run_litellm(stub_base: str, settings, workdir: Path) -> Row:
     argv = [str(litellm), "--config", str(home / "config.yaml"), "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--num_workers", str(settings.workers)]
     service = Service("LiteLLM", argv, env=env, cwd=home, log=workdir / "litellm.log")
-    try:
-        service.start(f"http://127.0.0.1:{port}/health/liveliness")
-        target = Target(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            method="POST",
-            body=json.dumps(CHAT_BODY),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {master_key}"},
-        )
-        return measure(
-            f"LiteLLM proxy {litellm_version()} ({settings.workers} workers)",
-            target,
-            settings,
-            workdir,
-        )
-    finally:
-        service.stop()
+    service.start(f"http://127.0.0.1:{port}/health/liveliness")
+    headers = {**JSON_POST, "Authorization": f"Bearer {master_key}"}
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    return service, Target(url, method="POST", body=json.dumps(CHAT_BODY), headers=headers)
 
 
 def litellm_version() -> str:
@@ -382,8 +391,9 @@ def litellm_version() -> str:
     return done.stdout.strip() or "?"
 
 
-def gateway_service(stub_base: str, settings, workdir: Path) -> tuple[Service, str, dict]:
-    """The gateway as `make run` serves it, with a SQLite file in `workdir` and an account."""
+def start_gateway(stub_base: str, settings, workdir: Path) -> tuple[Service, str, dict]:
+    """The gateway as `make run` serves it, with a SQLite file in `workdir` and an account
+    whose quota the bench cannot exhaust."""
     from cryptography.fernet import Fernet
 
     port = free_port()
@@ -410,7 +420,8 @@ def gateway_service(stub_base: str, settings, workdir: Path) -> tuple[Service, s
     )
     argv = [str(VENV_BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"]
     service = Service("gateway", argv, env=env, cwd=REPO, log=workdir / "gateway.log")
-    return service, f"http://127.0.0.1:{port}", json.loads(created.stdout)
+    base = f"http://127.0.0.1:{port}"
+    return service.start(base + "/health"), base, json.loads(created.stdout)
 
 
 def gateway_targets(base: str, account: dict) -> dict[str, Target]:
@@ -424,6 +435,7 @@ def gateway_targets(base: str, account: dict) -> dict[str, Target]:
         }
         return f"{base}/api?{urlencode(query)}"
 
+    bearer = {**JSON_POST, "Authorization": f"Bearer {account['key']}:{account['secret']}"}
     return {
         "miss": Target(api("no"), check="gateway"),
         "hit": Target(api("yes"), check="gateway-hit"),
@@ -431,10 +443,7 @@ def gateway_targets(base: str, account: dict) -> dict[str, Target]:
             f"{base}/v1/chat/completions",
             method="POST",
             body=json.dumps(CHAT_BODY),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {account['key']}:{account['secret']}",
-            },
+            headers=bearer,
             check="gateway",
         ),
     }
@@ -447,21 +456,18 @@ def rss_mib(pid: int) -> float:
     raise ValueError(f"no VmRSS for {pid}")
 
 
-def rss_over_calls(gateway: Service, target: Target, rate: float, settings, workdir) -> dict:
+def rss_over_calls(gateway: Service, row: Row, settings, workdir: Path, meter) -> dict:
     """Each worker's VmRSS after the warm-up and after each fifth of BENCH_CALLS /api calls.
-    wrk runs for a time, so each fifth is a run as long as the last rate says it takes."""
+    wrk runs for a time, so each fifth takes runs as long as the last rate says it needs."""
     pids = gateway.worker_pids()
     checkpoints = [{"calls": 0, "mib": [round(rss_mib(pid), 1) for pid in pids]}]
     print(f"  RSS: {settings.calls:,} /api cache=no calls at c=20 ...", end="", flush=True)
-    done, failed = 0, 0
+    done, failed, rate = 0, 0, row.c20.req_per_s
     for checkpoint in range(1, settings.rss_checkpoints + 1):
-        due = math.ceil(settings.calls * checkpoint / settings.rss_checkpoints) - done
-        if due <= 0:
-            continue
-        run = wrk(target, 20, max(1.0, due / rate), workdir)
-        done += run.requests
-        failed += run.failed
-        rate = run.req_per_s
+        due = math.ceil(settings.calls * checkpoint / settings.rss_checkpoints)
+        while done < due:
+            run = wrk(row.target, 20, max(1.0, (due - done) / rate), workdir, meter)
+            done, failed, rate = done + run.requests, failed + run.failed, max(run.req_per_s, 1)
         checkpoints.append({"calls": done, "mib": [round(rss_mib(pid), 1) for pid in pids]})
         print(f" {done:,}", end="", flush=True)
     print(flush=True)
@@ -484,97 +490,100 @@ def machine_line() -> str:
     return f"{os.cpu_count()} cores, load {load}; cpu pressure: {cpu_pressure()}"
 
 
-COLUMNS = f"{'system':<44} {'c=20 req/s':>10} {'c=20 p50':>9} {'c=1 p50':>9} {'c=1 req/s':>9}"
-
-
 def table(rows: list[Row]) -> str:
-    lines = [f"{COLUMNS} {'failed':>7}"]
+    head = f"{'system':<42} {'c=20 req/s':>10} {'spread':>7} {'c=20 p50':>9} {'c=1 p50':>9}"
+    lines = [f"{head} {'c=1 req/s':>9} {'others':>6} {'failed':>6}"]
     for row in rows:
-        failed = row.c20.failed + row.c1.failed
+        rates = [run.req_per_s for run in row.c20_runs]
+        spread = (max(rates) - min(rates)) / row.c20.req_per_s
+        others = statistics.mean(run.others_cores for run in row.c20_runs + row.c1_runs)
         lines.append(
-            f"{row.system:<44} {row.c20.req_per_s:>10,.0f} {row.c20.p50_ms:>6.2f} ms"
-            f" {row.c1.p50_ms:>6.2f} ms {row.c1.req_per_s:>9,.0f} {failed:>7}"
+            f"{row.system:<42} {row.c20.req_per_s:>10,.0f} {spread:>7.0%}"
+            f" {row.c20.p50_ms:>6.2f} ms {row.c1.p50_ms:>6.2f} ms {row.c1.req_per_s:>9,.0f}"
+            f" {others:>6.2f} {row.failed:>6}"
         )
     return "\n".join(lines)
 
 
-def verdicts(rows: dict[str, Row], rss: dict | None) -> list[tuple[str, str, str, bool | None]]:
-    """(what, measured, target, met): each target of the hot-path issue, from this run's rows."""
+@dataclass
+class Verdict:
+    what: str
+    measured: str
+    target: str
+    met: bool | None  # None: not measured in this run
+
+
+def verdicts(rows: dict[str, Row], rss: dict | None) -> list[Verdict]:
+    """Each target of the hot-path issue, judged from this run's rows."""
     out = []
-    litellm, minimal, bare = rows.get("litellm"), rows["minimal"], rows["bare"]
-    for key, label in (("miss", "/api cache=no"), ("v1", "/v1")):
-        gateway = rows[key].c20.req_per_s
+    litellm, minimal = rows.get("litellm"), rows["minimal"]
+    doors = (("miss", "/api cache=no"), ("v1", "/v1"))
+    for key, label in doors:
+        rate = rows[key].c20.req_per_s
         if litellm:
-            ratio = gateway / litellm.c20.req_per_s
+            times = rate / litellm.c20.req_per_s
+            met = times >= TIMES_LITELLM
             out.append(
-                (
-                    f"{label} vs LiteLLM, c=20",
-                    f"{ratio:.2f}x",
-                    f">= {TIMES_LITELLM:g}x",
-                    ratio >= TIMES_LITELLM,
-                )
+                Verdict(f"{label} / LiteLLM, c=20", f"{times:.2f}x", f">= {TIMES_LITELLM:g}x", met)
             )
         else:
-            out.append(
-                (f"{label} vs LiteLLM, c=20", "n/a", f">= {TIMES_LITELLM:g}x (PEERS=litellm)", None)
-            )
-        ratio = gateway / minimal.c20.req_per_s
+            out.append(Verdict(f"{label} / LiteLLM, c=20", "n/a", "PEERS=litellm", None))
+        share = rate / minimal.c20.req_per_s
+        met = share >= SHARE_OF_MINIMAL
         out.append(
-            (
-                f"{label} vs minimal pass-through, c=20",
-                f"{ratio:.2f}x",
-                f">= {SHARE_OF_MINIMAL:g}x",
-                ratio >= SHARE_OF_MINIMAL,
-            )
+            Verdict(f"{label} / minimal, c=20", f"{share:.2f}x", f">= {SHARE_OF_MINIMAL:g}x", met)
         )
-    share = rows["hit"].c20.req_per_s / bare.c20.req_per_s
+    share = rows["hit"].c20.req_per_s / rows["bare"].c20.req_per_s
+    met = share >= SHARE_OF_BARE_FLASK
     out.append(
-        (
-            "/api cache hit vs bare Flask, c=20",
+        Verdict(
+            "/api cache hit / bare Flask, c=20",
             f"{share:.0%}",
             f">= {SHARE_OF_BARE_FLASK:.0%}",
-            share >= SHARE_OF_BARE_FLASK,
+            met,
         )
     )
-    for key, label in (("miss", "/api cache=no"), ("v1", "/v1")):
+    for key, label in doors:
         above = rows[key].c1.p50_ms - minimal.c1.p50_ms
+        met = above <= P50_ABOVE_MINIMAL_MS
         out.append(
-            (
+            Verdict(
                 f"{label} c=1 p50 - minimal's",
                 f"{above:+.2f} ms",
                 f"<= {P50_ABOVE_MINIMAL_MS:g} ms",
-                above <= P50_ABOVE_MINIMAL_MS,
+                met,
             )
         )
     if rss:
-        last = rss["checkpoints"][-1]
-        first = rss["checkpoints"][0]
-        worst = max(last["mib"])
-        growth = max(b - a for a, b in zip(first["mib"], last["mib"], strict=True))
+        first, last = rss["checkpoints"][0], rss["checkpoints"][-1]
         calls = f"{last['calls']:,} calls"
+        worst = max(last["mib"])
         out.append(
-            (
+            Verdict(
                 f"worker RSS after {calls}",
                 f"max {worst:.1f} MiB",
                 f"<= {RSS_MIB:g} MiB",
                 worst <= RSS_MIB,
             )
         )
+        growth = max(b - a for a, b in zip(first["mib"], last["mib"], strict=True))
         flat = growth <= RSS_GROWTH_MIB and not rss["respawned"]
         out.append(
-            (
+            Verdict(
                 f"worker RSS growth over {calls}",
                 f"max {growth:+.1f} MiB",
-                f"<= {RSS_GROWTH_MIB:g} MiB (flat)",
+                f"<= {RSS_GROWTH_MIB:g} MiB",
                 flat,
             )
         )
     return out
 
 
-def report(rows: dict[str, Row], rss: dict | None) -> list:
+def report(rows: dict[str, Row], rss: dict | None) -> list[Verdict]:
     print()
     print(table(list(rows.values())))
+    print("(median of the rounds; spread: (max - min) / median of c=20 req/s; others: cores used")
+    print(" meanwhile by processes that are not the bench's, mean of its runs)")
     if rss:
         print()
         print(f"gateway worker RSS (VmRSS, MiB), workers {rss['pids']}:")
@@ -587,10 +596,10 @@ def report(rows: dict[str, Row], rss: dict | None) -> list:
             print("  a worker was replaced during the calls: RSS growth not judged")
     checks = verdicts(rows, rss)
     print()
-    print(f"{'target':<44} {'measured':>16}  {'target':<24} met")
-    for what, measured, target, met in checks:
-        mark = "n/a" if met is None else ("yes" if met else "NO")
-        print(f"{what:<44} {measured:>16}  {target:<24} {mark}")
+    print(f"{'target':<40} {'measured':>16}  {'target':<14} met")
+    for check in checks:
+        met = "n/a" if check.met is None else ("yes" if check.met else "NO")
+        print(f"{check.what:<40} {check.measured:>16}  {check.target:<14} {met}")
     return checks
 
 
@@ -600,47 +609,95 @@ def report(rows: dict[str, Row], rss: dict | None) -> list:
 def settings_from(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=float(env("BENCH_SECONDS", "10")))
+    parser.add_argument("--seconds", type=float, default=float(env("BENCH_SECONDS", "5")))
+    parser.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", "3")))
     parser.add_argument("--warmup", type=float, default=float(env("BENCH_WARMUP", "2")))
     parser.add_argument("--calls", type=int, default=int(env("BENCH_CALLS", "50000")))
     parser.add_argument("--rss-checkpoints", type=int, default=5)
     parser.add_argument("--peers", default=env("PEERS", ""), help="comma list: litellm")
     parser.add_argument("--workers", type=int, default=int(env("WEB_CONCURRENCY", "2")))
     parser.add_argument("--threads", type=int, default=int(env("GUNICORN_THREADS", "8")))
-    parser.add_argument(
-        "--json", dest="json_out", default=env("BENCH_JSON", ""), help="also write results here"
-    )
+    parser.add_argument("--json", dest="json_out", default=env("BENCH_JSON", ""))
     return parser.parse_args(argv)
 
 
 def check_tools() -> None:
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
     if missing:
-        raise SystemExit(
-            f"{' and '.join(missing)} not found: `make bench-peers` installs them (apt-get)"
-        )
+        raise SystemExit(f"{' and '.join(missing)} not found: `make bench-peers` installs them")
 
 
 def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP end the run as Ctrl-C does: through the `finally` that stops all."""
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: through the `finally` that stops all
+    (a signal ignored when the bench started, as under nohup, stays ignored)."""
 
     def leave(signum, frame):
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, leave)
-    signal.signal(signal.SIGHUP, leave)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, leave)
 
 
-def versions() -> str:
+def versions(peers: set[str]) -> str:
     from importlib.metadata import version
 
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[:2]
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     packages = ", ".join(f"{name} {version(name)}" for name in ("flask", "gunicorn", "openai"))
+    litellm = f", litellm {litellm_version()}" if "litellm" in peers else ""
     return (
-        f"python {platform.python_version()}, {packages}, {' '.join(wrk_version)}, "
+        f"python {platform.python_version()}, {packages}{litellm}, {' '.join(wrk_version)}, "
         f"{nginx.replace('nginx version: ', '')}"
     )
+
+
+def start_systems(peers, settings, workdir: Path, services: list[Service]) -> dict[str, Row]:
+    """Every system, started (each appended to `services` at once, so it is stopped whatever
+    happens next), with its row."""
+    stub, stub_base = start_stub(workdir)
+    services.append(stub)
+    rows = {}
+    chat = Target(stub_base + "/chat/completions", "POST", json.dumps(CHAT_BODY), JSON_POST)
+    rows["stub"] = Row("stub", "direct to the nginx stub", chat)
+    bare, bare_base = start_reference("bare_app", stub_base, settings, workdir)
+    services.append(bare)
+    gunicorn = f"gunicorn {settings.workers}x{settings.threads} gthread"
+    rows["bare"] = Row("bare", f"bare Flask ({gunicorn})", Target(bare_base + "/"))
+    minimal, minimal_base = start_reference("passthrough_app", stub_base, settings, workdir)
+    services.append(minimal)
+    minimal_chat = Target(minimal_base + "/v1/chat/completions", "POST", chat.body, JSON_POST)
+    rows["minimal"] = Row("minimal", "minimal Flask + openai SDK pass-through", minimal_chat)
+    if "litellm" in peers:
+        litellm, target = start_litellm(stub_base, settings, workdir)
+        services.append(litellm)
+        name = f"LiteLLM proxy ({settings.workers} workers)"
+        rows["litellm"] = Row("litellm", name, target)
+    gateway, base, account = start_gateway(stub_base, settings, workdir)
+    services.append(gateway)
+    targets = gateway_targets(base, account)
+    rows["miss"] = Row("miss", "gateway /api cache=no", targets["miss"])
+    rows["hit"] = Row("hit", "gateway /api cache hit", targets["hit"])
+    rows["v1"] = Row("v1", "gateway /v1/chat/completions", targets["v1"])
+    return rows
+
+
+def measure_rounds(rows: dict[str, Row], settings, workdir: Path, meter: CpuMeter) -> None:
+    """Warm every system up at 20 connections, then take them in turn, round after round."""
+    print("  warm-up:", end="", flush=True)
+    for row in rows.values():
+        wrk(row.target, 20, settings.warmup, workdir, meter)
+        print(f" {row.key}", end="", flush=True)
+    print(flush=True)
+    for number in range(1, settings.rounds + 1):
+        print(f"  round {number}:", end="", flush=True)
+        for row in rows.values():
+            row.c20_runs.append(wrk(row.target, 20, settings.seconds, workdir, meter))
+            row.c1_runs.append(wrk(row.target, 1, settings.seconds, workdir, meter))
+            failed = row.c20_runs[-1].failed + row.c1_runs[-1].failed
+            alarm = f" ({failed} FAILED)" if failed else ""
+            print(f" {row.key} {row.c20_runs[-1].req_per_s:,.0f}/s{alarm}", end="", flush=True)
+        print(flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -651,70 +708,27 @@ def main(argv: list[str] | None = None) -> None:
     check_tools()
     stop_on_signals()
     print(f"bench-peers: {machine_line()}")
-    print(f"  {versions()}")
+    print(f"  {versions(peers)}")
     print(
         f"  {settings.workers} workers x {settings.threads} threads; {settings.warmup:g} s "
-        f"warm-up, {settings.seconds:g} s per run; RSS over {settings.calls:,} calls",
+        f"warm-up, {settings.rounds} rounds of {settings.seconds:g} s per run; "
+        f"RSS over {settings.calls:,} calls",
         flush=True,
     )
     services: list[Service] = []
+    meter = CpuMeter(services)
     workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    rows: dict[str, Row] = {}
     rss = None
     started = time.monotonic()
     pressure_before = cpu_pressure()
     try:
-        stub, stub_base = start_stub(workdir)
-        services.append(stub)
-        chat = {
-            "method": "POST",
-            "body": json.dumps(CHAT_BODY),
-            "headers": {"Content-Type": "application/json"},
-        }
-        rows["stub"] = measure(
-            "direct to the nginx stub",
-            Target(stub_base + "/chat/completions", **chat),
-            settings,
-            workdir,
-        )
-        rows["bare"] = run_reference(
-            f"bare Flask (gunicorn {settings.workers}x{settings.threads} gthread)",
-            "bare_app",
-            "/",
-            {},
-            stub_base,
-            settings,
-            workdir,
-        )
-        rows["minimal"] = run_reference(
-            "minimal Flask + openai SDK pass-through",
-            "passthrough_app",
-            "/v1/chat/completions",
-            chat,
-            stub_base,
-            settings,
-            workdir,
-        )
-        if "litellm" in peers:
-            rows["litellm"] = run_litellm(stub_base, settings, workdir)
-        gateway, base, account = gateway_service(stub_base, settings, workdir)
-        services.append(gateway)
-        gateway.start(base + "/health")
-        targets = gateway_targets(base, account)
-        rows["miss"] = measure("gateway /api cache=no", targets["miss"], settings, workdir)
-        rows["hit"] = measure("gateway /api cache hit", targets["hit"], settings, workdir)
-        rows["v1"] = measure("gateway /v1/chat/completions", targets["v1"], settings, workdir)
+        rows = start_systems(peers, settings, workdir, services)
+        measure_rounds(rows, settings, workdir, meter)
         if settings.calls > 0:
-            rate = rows["miss"].c20.req_per_s
-            rss = rss_over_calls(gateway, targets["miss"], rate, settings, workdir)
-    except BaseException:
+            rss = rss_over_calls(services[-1], rows["miss"], settings, workdir, meter)
+    except Exception:
         for service in services:
-            if (
-                service.process is not None
-                and service.process.poll() is None
-                and service.name == "gateway"
-            ):
-                print(f"\ngateway log (last lines):\n{service.log_tail()}", file=sys.stderr)
+            print(f"\n{service.name} log (last lines):\n{service.log_tail(10)}", file=sys.stderr)
         raise
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the stops
@@ -727,22 +741,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cpu pressure before: {pressure_before}")
     print(f"cpu pressure after:  {cpu_pressure()}   ({time.monotonic() - started:.0f} s in all)")
     if settings.json_out:
-        Path(settings.json_out).write_text(
-            json.dumps(
-                {
-                    "machine": machine_line(),
-                    "versions": versions(),
-                    "rows": {key: asdict(row) for key, row in rows.items()},
-                    "rss": rss,
-                    "targets": [
-                        dict(zip(("what", "measured", "target", "met"), c, strict=True))
-                        for c in checks
-                    ],
-                },
-                indent=2,
-            )
-        )
+        results = {
+            "machine": machine_line(),
+            "versions": versions(peers),
+            "settings": vars(settings),
+            "rows": {
+                key: {"system": row.system, "c20": asdict(row.c20), "c1": asdict(row.c1)}
+                | {"c20_runs": [asdict(r) for r in row.c20_runs]}
+                | {"c1_runs": [asdict(r) for r in row.c1_runs]}
+                for key, row in rows.items()
+            },
+            "rss": rss,
+            "targets": [asdict(check) for check in checks],
+        }
+        Path(settings.json_out).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted; everything the bench started is stopped")
