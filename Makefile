@@ -4,7 +4,8 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTHON  ?= python3
 
-.PHONY: run test lint format system-packages bench bench-metering bench-stream clean
+.PHONY: run test lint format system-packages bench bench-metering bench-stream bench-peers \
+	bench-tools clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && \
@@ -53,5 +54,26 @@ bench-metering: $(STAMP) system-packages
 bench-stream: $(STAMP)
 	$(PY) bench/stream_bench.py
 
+# LiteLLM in a venv of its own, pinned: 1.106.12 is the newest whose [proxy] extra installs
+# from the registry (later ones need a `litellm-proxy` package it does not serve).
+LITELLM_VENV  := .bench-venv-litellm
+LITELLM_STAMP := $(LITELLM_VENV)/.installed-stamp
+LITELLM_SPEC  ?= litellm[proxy]==1.106.12
+
+# The gateway beside its peers (bare Flask, a minimal SDK pass-through, LiteLLM with
+# PEERS=litellm) behind wrk, against an nginx stub upstream: bench/README.md.
+bench-peers: $(STAMP) bench-tools $(if $(findstring litellm,$(PEERS)),$(LITELLM_STAMP))
+	$(PY) bench/peers.py
+
+bench-tools:
+	@if ! command -v wrk >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx; fi
+
+$(LITELLM_STAMP):
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q --upgrade pip
+	$(LITELLM_VENV)/bin/pip install -q '$(LITELLM_SPEC)'
+	@touch $@
+
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(LITELLM_VENV) instance .pytest_cache .ruff_cache .hypothesis
