@@ -232,6 +232,9 @@ def traffic(tmp_path_factory, stub):
         OPENAI_API_KEY=UPSTREAM_KEY,
         MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         MAX_UPLOAD_BYTES=str(MAX_BODY_BYTES // 2),
+        # Every call reads its account from the database, so that the database failure below
+        # fails authentication itself (the unexpected-exception path), whatever the timing.
+        SETTINGS_CACHE_SECONDS="0",
     )
     account = gateway.flask_json("accounts", "create", "canary")
     gateway.start()
