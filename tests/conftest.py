@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 from cryptography.fernet import Fernet
@@ -122,3 +124,25 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.close()
+
+
+def concurrent_misses(caches, slow_seconds: float = 0.2):
+    """Every cache in `caches` misses the same key at once; (compute calls, results)."""
+    calls, results = [], []
+    barrier = threading.Barrier(len(caches))
+
+    def compute():
+        calls.append(1)
+        time.sleep(slow_seconds)
+        return {"answer": len(calls)}, True
+
+    def worker(cache):
+        barrier.wait(timeout=10)
+        results.append(cache.get_or_compute("same", compute))
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in caches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(calls), results

@@ -9,12 +9,12 @@ import multiprocessing
 import os
 import sqlite3
 import stat
-import threading
 import time
 
 import pytest
 
 from proxy.local_store import FILE_NAME, LocalAnswerCache
+from tests.conftest import concurrent_misses
 
 
 def cache_in(directory, **options) -> LocalAnswerCache:
@@ -72,28 +72,6 @@ def test_directory_and_file_are_the_owners_only(tmp_path):
     cache.set("k", {"a": 1})
     assert stat.S_IMODE(os.stat(tmp_path / "answers").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(tmp_path / "answers" / FILE_NAME).st_mode) == 0o600
-
-
-def concurrent_misses(caches, slow_seconds: float = 0.2):
-    """Every cache in `caches` misses the same key at once; (compute calls, results)."""
-    calls, results = [], []
-    barrier = threading.Barrier(len(caches))
-
-    def compute():
-        calls.append(1)
-        time.sleep(slow_seconds)
-        return {"answer": len(calls)}, True
-
-    def worker(cache):
-        barrier.wait(timeout=10)
-        results.append(cache.get_or_compute("same", compute))
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in caches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(calls), results
 
 
 def test_identical_concurrent_misses_of_four_workers_compute_once(tmp_path):

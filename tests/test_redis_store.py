@@ -19,6 +19,7 @@ from proxy.redis_store import (
     RedisConcurrency,
     make_redis_client,
 )
+from tests.conftest import concurrent_misses
 from tests.servers import RedisServer, free_port
 
 
@@ -357,28 +358,6 @@ def test_cache_fails_open_when_redis_is_down(dead_url, caplog):
 def test_ping_and_describe_when_reachable(cache):
     assert cache.ping() is True
     assert cache.describe()["state"] == "ok"
-
-
-def concurrent_misses(caches, slow_seconds: float = 0.2):
-    """Every cache in `caches` misses the same key at once; (compute calls, results)."""
-    calls, results = [], []
-    barrier = threading.Barrier(len(caches))
-
-    def compute():
-        calls.append(1)
-        time.sleep(slow_seconds)
-        return {"answer": len(calls)}, True
-
-    def worker(cache):
-        barrier.wait(timeout=10)
-        results.append(cache.get_or_compute("same", compute))
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in caches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(calls), results
 
 
 def test_identical_concurrent_misses_in_one_process_compute_once(cache):
