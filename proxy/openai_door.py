@@ -13,6 +13,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 from flask import Flask, Response, current_app, g, request
@@ -31,7 +32,7 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.formats import Frozen
-from proxy.params import UNNAMED_PART_REASON, form_values, parse_json_body
+from proxy.params import form_values, parse_json_body, refuse_unnamed_parts
 from proxy.uploads import FILE_FIELDS, FileUpload
 
 # Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status); an error
@@ -241,26 +242,33 @@ def credentials_from_headers() -> Credentials:
 def arguments() -> dict:
     """The call's arguments: the JSON body, the form fields of a multipart upload, or the
     query string of a GET."""
-    try:
+    with body_read_errors():
         if request.mimetype == "multipart/form-data":
             return form_values(request.form)
         if request.method in ("GET", "DELETE"):
             return {name: request.args.get(name) for name in request.args}
         text = request.get_data(as_text=True)
+    return parse_json_body(text)
+
+
+@contextmanager
+def body_read_errors():
+    """Reading the request body, either door: one over MAX_CONTENT_LENGTH is 4003 (HTTP 413
+    on /v1), one that cannot be read is 4003 with proxy/request_body.py's text-free reason."""
+    try:
+        yield
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise GatewayError(
             PARAM_ERROR, f"the request body is larger than {limit} bytes", http_status=413
         ) from None
-    except ClientDisconnected as exc:  # proxy/request_body.py: its text quotes nothing
+    except ClientDisconnected as exc:
         raise GatewayError(PARAM_ERROR, exc.description) from None
-    return parse_json_body(text)
 
 
 def multipart_files() -> dict[str, FileUpload]:
     """The request's multipart parts named file, image or mask, as FileUploads (both doors)."""
-    if None in request.files:
-        raise GatewayError(PARAM_ERROR, UNNAMED_PART_REASON)
+    refuse_unnamed_parts(request.files)
     return {
         name: FileUpload(
             filename=(part.filename or f"{name}.bin")[:255],

@@ -285,10 +285,15 @@ UNNAMED_PART_REASON = (
 )
 
 
+def refuse_unnamed_parts(parts) -> None:
+    """4003 when a multipart body (its form fields or its files) has a part without a name."""
+    if None in parts:
+        raise GatewayError(PARAM_ERROR, UNNAMED_PART_REASON)
+
+
 def form_values(form) -> dict:
     """A form's fields by name (the first value of each); a part without a name is a 4003."""
-    if None in form:
-        raise GatewayError(PARAM_ERROR, UNNAMED_PART_REASON)
+    refuse_unnamed_parts(form)
     return {name: form.get(name) for name in form}
 
 

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from flask import Response, current_app, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from proxy import formats
 from proxy.accounts import Credentials
@@ -23,7 +22,7 @@ from proxy.errors import (
     PARAM_ERROR,
     GatewayError,
 )
-from proxy.openai_door import event_stream, multipart_files
+from proxy.openai_door import body_read_errors, event_stream, multipart_files
 from proxy.openapi_docs import (
     API_DOC,
     HealthDoc,
@@ -32,11 +31,11 @@ from proxy.openapi_docs import (
     method_catalog_entries,
 )
 from proxy.params import (
-    UNNAMED_PART_REASON,
     echo_call_args,
     load_common,
     parse_json_body,
     parse_presentation,
+    refuse_unnamed_parts,
 )
 
 log = logging.getLogger("proxy")
@@ -56,8 +55,7 @@ def _new_request_id() -> str:
 def _first_non_empty(multi) -> dict:
     """Legacy query strings repeat parameters (`api_name` twice) and leave empty segments."""
     merged: dict = {}
-    if None in multi:
-        raise GatewayError(PARAM_ERROR, UNNAMED_PART_REASON)
+    refuse_unnamed_parts(multi)
     for name in multi.keys():
         name_clean = name.strip()
         if not name_clean:
@@ -71,17 +69,12 @@ def _first_non_empty(multi) -> dict:
 def collect_raw_params() -> dict:
     """Query string, then form body, then JSON body: later sources win."""
     raw = _first_non_empty(request.args)
-    try:
+    with body_read_errors():
         if request.mimetype == "application/json" or request.is_json:
             body = parse_json_body(request.get_data(cache=True, as_text=True))
             raw.update({k: v for k, v in body.items() if v is not None})
         else:
             raw.update(_first_non_empty(request.form))
-    except RequestEntityTooLarge:
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        raise GatewayError(PARAM_ERROR, f"the request body is larger than {limit} bytes") from None
-    except ClientDisconnected as exc:  # proxy/request_body.py: its text quotes nothing
-        raise GatewayError(PARAM_ERROR, exc.description) from None
     return raw
 
 
