@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -54,6 +55,15 @@ def make_app(tmp_path, stub):
     yield _make_app
     for app in built:
         app.extensions["gateway"].engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_app_each_database(request, make_app):
+    """make_app on SQLite, then on a real PostgreSQL server (a new database each time)."""
+    if request.param == "sqlite":
+        return make_app
+    database_url = request.getfixturevalue("postgres_server").new_database()
+    return functools.partial(make_app, DATABASE_URL=database_url)
 
 
 @pytest.fixture

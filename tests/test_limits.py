@@ -3,7 +3,6 @@ enabled APIs, charging and refunds, api_info, the admin commands that change the
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import time
@@ -20,13 +19,10 @@ from proxy.usage import UsageRecord
 from tests.conftest import CHAT_ARGS, create_account
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_app(request, make_app):
+@pytest.fixture
+def make_app(make_app_each_database):
     """Every test here runs on SQLite and on a real PostgreSQL server."""
-    if request.param == "sqlite":
-        return make_app
-    database_url = request.getfixturevalue("postgres_server").new_database()
-    return functools.partial(make_app, DATABASE_URL=database_url)
+    return make_app_each_database
 
 
 @pytest.fixture

@@ -26,18 +26,13 @@ def slow_stub():
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def long_call_app(request, make_app, slow_stub):
+@pytest.fixture
+def long_call_app(make_app_each_database, slow_stub):
     """An app whose reservations expire after TTL unless renewed, on either database."""
-    settings = {
-        "OPENAI_BASE_URL": slow_stub.base_url,
-        "RESERVATION_TTL_SECONDS": TTL,
-        "UPSTREAM_TIMEOUT_SECONDS": 20,
-    }
-    if request.param == "postgresql":
-        settings["DATABASE_URL"] = request.getfixturevalue("postgres_server").new_database()
     slow_stub.reset()
-    return make_app(**settings)
+    return make_app_each_database(
+        OPENAI_BASE_URL=slow_stub.base_url, RESERVATION_TTL_SECONDS=TTL, UPSTREAM_TIMEOUT_SECONDS=20
+    )
 
 
 def api_code(app, account, model: str | None = None) -> str:
@@ -150,14 +145,10 @@ def test_call_cut_by_a_stopping_worker_answers_4017_with_its_one_usage_row(make_
     assert (after["used"], after["in_flight"]) == (0, 0)
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_the_periodic_sweep_refunds_an_expired_hold_without_a_call_of_its_account(
-    database, make_app, request
+    make_app_each_database,
 ):
-    settings = {"RESERVATION_TTL_SECONDS": 0.05}
-    if database == "postgresql":
-        settings["DATABASE_URL"] = request.getfixturevalue("postgres_server").new_database()
-    app = make_app(**settings)
+    app = make_app_each_database(RESERVATION_TTL_SECONDS=0.05)
     gateway = app.extensions["gateway"]
     created = create_account(app.test_cli_runner(), "dead", "--concurrency", "1", "--balance", "2")
     account = gateway.accounts.get(created["key"])

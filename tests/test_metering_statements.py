@@ -4,7 +4,6 @@ copies; the limits are conditional updates, one transaction to admit and one to 
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from contextlib import contextmanager
@@ -15,12 +14,10 @@ from sqlalchemy import event
 from tests.conftest import CHAT_ARGS, create_account
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_app(request, make_app):
-    if request.param == "sqlite":
-        return make_app
-    database_url = request.getfixturevalue("postgres_server").new_database()
-    return functools.partial(make_app, DATABASE_URL=database_url)
+@pytest.fixture
+def make_app(make_app_each_database):
+    """Every test here runs on SQLite and on a real PostgreSQL server."""
+    return make_app_each_database
 
 
 @contextmanager
