@@ -89,6 +89,9 @@ class Run:
     p99_ms: float
     failed: int  # socket errors, HTTP >= 400, timeouts, and answers the check refused
     others_cores: float  # CPU used meanwhile by processes that are not the bench's
+    # The server's own CPU (master and workers) per answered request, in microseconds: less
+    # sensitive to other load on the machine than req/s (0 for the stub row).
+    cpu_us_per_call: float = 0.0
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Row:
     key: str
     system: str
     target: Target
+    session: int = 0  # the server's session id (its pid), for its CPU per call
     c20_runs: list[Run] = field(default_factory=list)
     c1_runs: list[Run] = field(default_factory=list)
 
@@ -106,6 +110,11 @@ class Row:
     @property
     def c1(self) -> Run:
         return median_run(self.c1_runs, lambda run: run.p50_ms)
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        """The median over the c=20 runs of the server's CPU per answered request."""
+        return statistics.median(run.cpu_us_per_call for run in self.c20_runs)
 
     @property
     def failed(self) -> int:
@@ -200,31 +209,47 @@ def free_port() -> int:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class Reading:
+    at: float  # monotonic seconds
+    busy: float  # CPU seconds the machine has been busy
+    ours: float  # CPU seconds of the bench, wrk and the servers it started
+    by_session: dict[int, float]  # CPU seconds of each server's session (master and workers)
+
+
 class CpuMeter:
     """Cores used by processes other than the bench's (its services' sessions, wrk and itself)
-    between two readings, from /proc/stat and each process's /proc/PID/stat."""
+    between two readings, from /proc/stat and each process's /proc/PID/stat; and the CPU each
+    server used meanwhile."""
 
     def __init__(self, services: list[Service]):
         self.services = services
 
-    def reading(self) -> tuple[float, float, float]:
+    def reading(self) -> Reading:
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         busy = (sum(fields[:8]) - fields[3] - fields[4]) / TICKS  # all but idle and iowait
         sessions = {s.process.pid for s in self.services if s.process and s.process.poll() is None}
-        ours = sum(os.times()[:4])  # the bench and the children it has reaped (each wrk)
+        by_session = dict.fromkeys(sessions, 0.0)
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 after_name = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:  # gone meanwhile
                 continue
             if int(after_name[3]) in sessions:
-                ours += (int(after_name[11]) + int(after_name[12])) / TICKS
-        return time.monotonic(), busy, ours
+                cpu = (int(after_name[11]) + int(after_name[12])) / TICKS
+                by_session[int(after_name[3])] += cpu
+        ours = sum(os.times()[:4]) + sum(by_session.values())  # with each wrk it reaped
+        return Reading(time.monotonic(), busy, ours, by_session)
 
     @staticmethod
-    def others_cores(before, after) -> float:
-        wall = after[0] - before[0]
-        return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall)
+    def others_cores(before: Reading, after: Reading) -> float:
+        wall = after.at - before.at
+        return max(0.0, ((after.busy - before.busy) - (after.ours - before.ours)) / wall)
+
+    @staticmethod
+    def session_seconds(before: Reading, after: Reading, session: int) -> float:
+        """CPU seconds one server's session used between the readings (0 when unknown)."""
+        return after.by_session.get(session, 0.0) - before.by_session.get(session, 0.0)
 
 
 # -- wrk ----------------------------------------------------------------------------------------
@@ -282,7 +307,14 @@ def wrk_script(target: Target) -> str:
     )
 
 
-def wrk(target: Target, connections: int, seconds: float, workdir: Path, meter: CpuMeter) -> Run:
+def wrk(
+    target: Target,
+    connections: int,
+    seconds: float,
+    workdir: Path,
+    meter: CpuMeter,
+    session: int = 0,
+) -> Run:
     """One wrk run of `seconds` (wrk runs for a time; its scripts cannot end it sooner)."""
     threads = min(2, connections)
     script = workdir / "wrk.lua"
@@ -295,7 +327,9 @@ def wrk(target: Target, connections: int, seconds: float, workdir: Path, meter: 
         text=True,
         timeout=seconds + 60,
     )
-    others = CpuMeter.others_cores(before, meter.reading())
+    after = meter.reading()
+    others = CpuMeter.others_cores(before, after)
+    server_cpu = CpuMeter.session_seconds(before, after, session)
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             requests, micros, failed, p50, p99 = line.split()[1:]
@@ -309,6 +343,7 @@ def wrk(target: Target, connections: int, seconds: float, workdir: Path, meter: 
                 p99_ms=round(float(p99) / 1000, 3),
                 failed=int(failed),
                 others_cores=round(others, 2),
+                cpu_us_per_call=round(server_cpu * 1e6 / max(1, int(requests)), 1),
             )
     raise SystemExit(f"wrk gave no result:\n{done.stdout}\n{done.stderr}")
 
@@ -495,7 +530,7 @@ def machine_line() -> str:
 
 def table(rows: list[Row]) -> str:
     head = f"{'system':<42} {'c=20 req/s':>10} {'spread':>7} {'c=20 p50':>9} {'c=1 p50':>9}"
-    lines = [f"{head} {'c=1 req/s':>9} {'others':>6} {'failed':>6}"]
+    lines = [f"{head} {'c=1 req/s':>9} {'cpu/call':>9} {'others':>6} {'failed':>6}"]
     for row in rows:
         rates = [run.req_per_s for run in row.c20_runs]
         spread = (max(rates) - min(rates)) / row.c20.req_per_s
@@ -503,7 +538,7 @@ def table(rows: list[Row]) -> str:
         lines.append(
             f"{row.system:<42} {row.c20.req_per_s:>10,.0f} {spread:>7.0%}"
             f" {row.c20.p50_ms:>6.2f} ms {row.c1.p50_ms:>6.2f} ms {row.c1.req_per_s:>9,.0f}"
-            f" {others:>6.2f} {row.failed:>6}"
+            f" {row.cpu_us_per_call:>6,.0f} us {others:>6.2f} {row.failed:>6}"
         )
     return "\n".join(lines)
 
@@ -582,11 +617,23 @@ def verdicts(rows: dict[str, Row], rss: dict | None) -> list[Verdict]:
     return out
 
 
+def cpu_ratios(rows: dict[str, Row]) -> str:
+    """CPU per call against the references: what req/s would be if CPU were the only bound
+    and the machine were the bench's alone (less sensitive to other load than req/s)."""
+    bare, minimal = rows["bare"].cpu_us_per_call, rows["minimal"].cpu_us_per_call
+    parts = [f"hit {bare / max(rows['hit'].cpu_us_per_call, 1e-9):.0%} of bare Flask's"]
+    for key in ("miss", "v1"):
+        parts.append(f"{key} {minimal / max(rows[key].cpu_us_per_call, 1e-9):.2f}x minimal's")
+    return "calls per CPU second against the references: " + ", ".join(parts)
+
+
 def report(rows: dict[str, Row], rss: dict | None) -> list[Verdict]:
     print()
     print(table(list(rows.values())))
     print("(median of the rounds; spread: (max - min) / median of c=20 req/s; others: cores used")
-    print(" meanwhile by processes that are not the bench's, mean of its runs)")
+    print(" meanwhile by processes that are not the bench's, mean of its runs; cpu/call: the")
+    print(" server's own CPU (master and workers) per answered request, median of the c=20 runs)")
+    print(cpu_ratios(rows))
     if rss:
         print()
         print(f"gateway worker RSS (VmRSS, MiB), workers {rss['pids']}:")
@@ -662,26 +709,31 @@ def start_systems(peers, settings, workdir: Path, services: list[Service]) -> di
     services.append(stub)
     rows = {}
     chat = Target(stub_base + "/chat/completions", "POST", json.dumps(CHAT_BODY), JSON_POST)
-    rows["stub"] = Row("stub", "direct to the nginx stub", chat)
+    rows["stub"] = Row("stub", "direct to the nginx stub", chat, stub.process.pid)
     bare, bare_base = start_reference("bare_app", stub_base, settings, workdir)
     services.append(bare)
     gunicorn = f"gunicorn {settings.workers}x{settings.threads} gthread"
-    rows["bare"] = Row("bare", f"bare Flask ({gunicorn})", Target(bare_base + "/"))
+    rows["bare"] = Row(
+        "bare", f"bare Flask ({gunicorn})", Target(bare_base + "/"), bare.process.pid
+    )
     minimal, minimal_base = start_reference("passthrough_app", stub_base, settings, workdir)
     services.append(minimal)
     minimal_chat = Target(minimal_base + "/v1/chat/completions", "POST", chat.body, JSON_POST)
-    rows["minimal"] = Row("minimal", "minimal Flask + openai SDK pass-through", minimal_chat)
+    rows["minimal"] = Row(
+        "minimal", "minimal Flask + openai SDK pass-through", minimal_chat, minimal.process.pid
+    )
     if "litellm" in peers:
         litellm, target = start_litellm(stub_base, settings, workdir)
         services.append(litellm)
         name = f"LiteLLM proxy ({settings.workers} workers)"
-        rows["litellm"] = Row("litellm", name, target)
+        rows["litellm"] = Row("litellm", name, target, litellm.process.pid)
     gateway, base, account = start_gateway(stub_base, settings, workdir)
     services.append(gateway)
     targets = gateway_targets(base, account)
-    rows["miss"] = Row("miss", "gateway /api cache=no", targets["miss"])
-    rows["hit"] = Row("hit", "gateway /api cache hit", targets["hit"])
-    rows["v1"] = Row("v1", "gateway /v1/chat/completions", targets["v1"])
+    session = gateway.process.pid
+    rows["miss"] = Row("miss", "gateway /api cache=no", targets["miss"], session)
+    rows["hit"] = Row("hit", "gateway /api cache hit", targets["hit"], session)
+    rows["v1"] = Row("v1", "gateway /v1/chat/completions", targets["v1"], session)
     return rows
 
 
@@ -695,7 +747,7 @@ def measure_rounds(rows: dict[str, Row], settings, workdir: Path, meter: CpuMete
     for number in range(1, settings.rounds + 1):
         print(f"  round {number}:", end="", flush=True)
         for row in rows.values():
-            row.c20_runs.append(wrk(row.target, 20, settings.seconds, workdir, meter))
+            row.c20_runs.append(wrk(row.target, 20, settings.seconds, workdir, meter, row.session))
             row.c1_runs.append(wrk(row.target, 1, settings.seconds, workdir, meter))
             failed = row.c20_runs[-1].failed + row.c1_runs[-1].failed
             alarm = f" ({failed} FAILED)" if failed else ""

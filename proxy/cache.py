@@ -251,8 +251,13 @@ class SharedAnswerCache:
         self._outage = _Outage(store.address)
 
     def get(self, key: str):
-        found, _ = self._lookup(key)
+        found = self.find(key)
         return None if found is None else found.value
+
+    def find(self, key: str) -> Answer | None:
+        """The stored answer (a hit), or None: absent, or the store failed."""
+        found, _ = self._lookup(key)
+        return found
 
     def set(self, key: str, value) -> None:
         self._write(key, encode(value))
@@ -357,6 +362,17 @@ class TieredCache:
         self.memory = memory
         self.shared = shared
         self._flights = SingleFlight()
+
+    def get(self, key: str):
+        """The answer from L1, else from L2 (then kept in L1); None when neither holds it."""
+        kept = self.memory.get(key)
+        if kept is not None:
+            return kept
+        found = self.shared.find(key)
+        if found is None:
+            return None
+        kept = self.memory.keep(key, found.entry, found.value)
+        return found.value if kept is None else kept
 
     def get_or_compute(self, key: str, compute: Compute):
         """(value, hit). `compute` returns (value, cacheable)."""

@@ -107,6 +107,26 @@ def run_call(
                 *new_messages,
             ]
             remember = partial(_remember, gateway.chats, account.id, conversation, new_messages)
+        facts = Call(
+            method=spec.name,
+            o_args=o_args,
+            account_id=account.id,
+            version=call.version,
+            use_cache=call.use_cache and conversation is None,
+            platform=call.platform,
+            request_id=request_id,
+        )
+        if _paid_at_once(spec, args, account):
+            kept = gateway.dispatcher.cached_outcome(spec, args, facts)
+            if kept is not None:  # paid and settled at once: nothing to hold meanwhile
+                result = CallResult(
+                    kept.code,
+                    kept.response,
+                    cached=True,
+                    method=spec.name,
+                    platform=record.platform,
+                )
+                return record.settle_from_cache(result, kept.usage)
         record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
         gateway.running.add(record)  # renewed while it runs; refused once the worker stops
         if args.get("stream"):
@@ -114,19 +134,7 @@ def run_call(
             chunks = iter(stream)
             first = next(chunks, None)  # the upstream's refusal surfaces here, before any byte
             return StreamingCall(_stream_events(stream, chunks, first, record, spec.name, remember))
-        outcome = gateway.dispatcher.execute(
-            spec,
-            args,
-            Call(
-                method=spec.name,
-                o_args=o_args,
-                account_id=account.id,
-                version=call.version,
-                use_cache=call.use_cache and conversation is None,
-                platform=call.platform,
-                request_id=request_id,
-            ),
-        )
+        outcome = gateway.dispatcher.execute(spec, args, facts)
         code, response, cached, usage = (
             outcome.code,
             outcome.response,
@@ -196,33 +204,69 @@ class Record:
         )
         return self.settle(result, {}) is result
 
+    def settle_from_cache(self, result: CallResult, usage: Mapping) -> CallResult:
+        """Settle a call the cache answered before anything was held: paid, counted and
+        recorded in one transaction (Meter.charge_hit). When it cannot be paid (4013,
+        4016) it is settled as that refusal."""
+        try:
+            settlement = self.gateway.meter.charge_hit(
+                self.account, self._usage_record(result, usage)
+            )
+        except GatewayError as refused:
+            refusal = CallResult(
+                code=refused.code,
+                response=refused.response,
+                detail=refused.detail,
+                method=result.method,
+                platform=result.platform,
+                http_status=refused.http_status,
+            )
+            return self.settle(refusal, {})
+        except Exception:  # an unmetered answer is not handed out as a success
+            self._unrecorded(result)
+        else:
+            result.last_id, result.api_info = str(settlement.usage_id), settlement.api_info
+        with self._lock:
+            self.outcome = result
+        return result
+
     def _settle(self, result: CallResult, usage: Mapping) -> CallResult:
-        result.elapsed_seconds = time.perf_counter() - self.started
         try:
             settlement = self.gateway.meter.settle(
-                self.admission,
-                UsageRecord(
-                    request_id=self.request_id,
-                    error_code=result.code,
-                    account_id=self.account.id if self.account else None,
-                    platform=result.platform,
-                    method=result.method,
-                    cached=result.cached,
-                    prompt_tokens=_int(usage.get("prompt_tokens")),
-                    completion_tokens=_int(usage.get("completion_tokens")),
-                    total_tokens=_int(usage.get("total_tokens")),
-                    latency_ms=int(result.elapsed_seconds * 1000),
-                    client_ip=self.client_ip,
-                ),
-                self.account,
+                self.admission, self._usage_record(result, usage), self.account
             )
             result.last_id, result.api_info = str(settlement.usage_id), settlement.api_info
         except Exception:  # an unmetered answer is not handed out as a success
-            log.exception("usage ledger failed in request %s", self.request_id)
-            result.code, result.response, result.cached = INTERNAL_ERROR, [], False
-            result.http_status = None
-            result.detail = f"the call could not be recorded; see log of {self.request_id}"
+            self._unrecorded(result)
         return result
+
+    def _usage_record(self, result: CallResult, usage: Mapping) -> UsageRecord:
+        result.elapsed_seconds = time.perf_counter() - self.started
+        return UsageRecord(
+            request_id=self.request_id,
+            error_code=result.code,
+            account_id=self.account.id if self.account else None,
+            platform=result.platform,
+            method=result.method,
+            cached=result.cached,
+            prompt_tokens=_int(usage.get("prompt_tokens")),
+            completion_tokens=_int(usage.get("completion_tokens")),
+            total_tokens=_int(usage.get("total_tokens")),
+            latency_ms=int(result.elapsed_seconds * 1000),
+            client_ip=self.client_ip,
+        )
+
+    def _unrecorded(self, result: CallResult) -> None:
+        log.exception("usage ledger failed in request %s", self.request_id)
+        result.code, result.response, result.cached = INTERNAL_ERROR, [], False
+        result.http_status = None
+        result.detail = f"the call could not be recorded; see log of {self.request_id}"
+
+
+def _paid_at_once(spec, args: Mapping, account: Account) -> bool:
+    """Whether a cache hit of this call is paid and settled in one step (Meter.charge_hit):
+    a charged call that is not a stream, of an account without a concurrency slot to hold."""
+    return spec.charged and not args.get("stream") and account.concurrency_limit is None
 
 
 def _remember(chats, account_id: int, conversation, new_messages: list, answer) -> None:

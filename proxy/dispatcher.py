@@ -5,10 +5,11 @@ No Flask here: routes.py hands in plain values and gets an Outcome back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from proxy.cache import AnswerCache, TieredCache, canonical_key
 from proxy.catalog import MethodSpec, find_method
@@ -77,7 +78,7 @@ class Dispatcher:
 
     def validate_args(self, spec: MethodSpec, o_args: dict) -> dict:
         try:
-            args = spec.args_schema().load(o_args)
+            args = _schema(spec.args_schema).load(o_args)
         except ValidationError as exc:
             raise GatewayError(PARAM_ERROR, _describe_validation_error(exc.messages)) from None
         if args.get("stream") and spec.name not in openai_handlers.STREAMING:
@@ -119,32 +120,49 @@ class Dispatcher:
     def execute(self, spec: MethodSpec, args: dict, call: Call) -> Outcome:
         """Answer validated `args` (from validate_args) from the cache, the upstream, or the
         gateway itself."""
+        upstream_url, answer = self._answerer(spec, args, call)
+        if not (call.use_cache and spec.cacheable):
+            payload, _ = answer()
+            return _outcome(payload, cached=False)
+        key = self._cache_key(spec, args, call, upstream_url)
+        payload, hit = self.cache.get_or_compute(key, answer)
+        return _outcome(payload, cached=hit)
+
+    def cached_outcome(self, spec: MethodSpec, args: dict, call: Call) -> Outcome | None:
+        """The cache's answer to validated `args`, if it holds one; None otherwise (nothing
+        is computed, and nothing is waited for)."""
+        if not (call.use_cache and spec.cacheable):
+            return None
+        upstream_url = (
+            "gateway" if spec.in_gateway else self.router.route_model(args.get("model")).base_url
+        )
+        payload = self.cache.get(self._cache_key(spec, args, call, upstream_url))
+        return None if payload is None else _outcome(payload, cached=True)
+
+    def _answerer(self, spec: MethodSpec, args: dict, call: Call):
+        """(the upstream's URL, or "gateway"; a function computing (payload, cacheable))."""
         if spec.in_gateway:
-            upstream_url = "gateway"
 
             def answer() -> tuple[dict, bool]:
                 payload = spec.handler(self, call, args)
                 return payload, "unavailable_upstreams" not in payload  # partial: not kept
 
-        else:
-            upstream = self.router.route_model(args.get("model"))
-            upstream_url = upstream.base_url
+            return "gateway", answer
+        upstream = self.router.route_model(args.get("model"))
 
-            def answer() -> tuple[dict, bool]:
-                return spec.handler(self.router.client_for(upstream), args), True
+        def call_upstream() -> tuple[dict, bool]:
+            return spec.handler(self.router.client_for(upstream), args), True
 
-        if not (call.use_cache and spec.cacheable):
-            payload, _ = answer()
-            return _outcome(payload, cached=False)
-        key = canonical_key(
+        return upstream.base_url, call_upstream
+
+    def _cache_key(self, spec: MethodSpec, args: dict, call: Call, upstream_url: str) -> str:
+        return canonical_key(
             tenant="*" if self.shared_cache else str(call.account_id),
             method=spec.name,
             version=call.version,
             upstream=upstream_url,
             o_args=cache_safe(args),
         )
-        payload, hit = self.cache.get_or_compute(key, answer)
-        return _outcome(payload, cached=hit)
 
 
 class UpstreamStream:
@@ -171,6 +189,13 @@ class UpstreamStream:
     def close(self) -> None:
         """Stop reading: the upstream connection closes, and the upstream stops."""
         self._chunks.close()
+
+
+@functools.cache
+def _schema(schema_class: type[Schema]) -> Schema:
+    """One instance per `_o_args` schema: loading keeps no state on the schema (marshmallow 4
+    has no context), and building one deep-copies its fields."""
+    return schema_class()
 
 
 def _outcome(payload: dict, *, cached: bool) -> Outcome:

@@ -108,9 +108,14 @@ def parse_presentation(raw: dict) -> tuple[str, str, str]:
     return result_type, lang, callback
 
 
+# One instance for every call: loading keeps no state on the schema (marshmallow 4 has no
+# context), and building one deep-copies its fields.
+_COMMON_PARAMS = CommonParams()
+
+
 def load_common(raw: dict, known_versions: tuple[str, ...]) -> dict:
     try:
-        params = CommonParams().load(raw)
+        params = _COMMON_PARAMS.load(raw)
     except ValidationError as exc:
         field_name, problems = next(iter(exc.messages.items()))
         raise GatewayError(PARAM_ERROR, f"{field_name}: {' '.join(map(str, problems))}") from None

@@ -77,6 +77,30 @@ def test_cache_hit_is_charged_and_flagged(runner, call_as):
     assert codes([first, hit, over]) == ["0000", "0000", "4013"]
 
 
+def test_cache_hit_beyond_the_balance_is_4016_and_takes_no_quota(runner, call_as):
+    account = create_account(runner, "b", "--daily-quota", "5", "--balance", "1")
+    first, refused = call_as(account), call_as(account)
+    assert codes([first, refused]) == ["0000", "4016"]
+    shown = cli_json(runner, "accounts", "show", account["key"])
+    assert (shown["balance"], shown["today"]["used"]) == (0, 1)
+    assert refused["api_info"] == "today:1 max:5 all[2=1+0+1];expires:never"
+
+
+def test_cache_hit_refused_for_a_dead_workers_hold_is_answered_after_its_refund(make_app):
+    app = make_app(RESERVATION_TTL_SECONDS=0.05)
+    runner, client = app.test_cli_runner(), app.test_client()
+    account = create_account(runner, "q", "--daily-quota", "2")
+    query = {"key": account["key"], "secret": account["secret"], "method": "v1/chat/completions"}
+    query["_o_args"] = json.dumps(CHAT_ARGS)
+    assert client.get("/api", query_string=query).get_json()["cache"] == 0
+    meter, held = app.extensions["gateway"].meter, _account_object(app, account["key"])
+    meter.admit(held, "v1/chat/completions", charged=True)
+    time.sleep(0.1)  # the hold's worker "died": its reservation expired, the quota is used up
+    hit = client.get("/api", query_string=query).get_json()
+    assert (hit["error_code"], hit["cache"]) == ("0000", 1)
+    assert meter.today_figures(held.id)["used"] == 2
+
+
 def test_topup_calls_lifts_4013_today(runner, call_as):
     account = create_account(runner, "q", "--daily-quota", "1")
     assert codes(call_as(account, cache="no") for _ in range(2)) == ["0000", "4013"]

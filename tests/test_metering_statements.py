@@ -1,6 +1,7 @@
 """What a call costs the database, on SQLite and PostgreSQL: the statements it runs and the
 transactions they run in. Authentication and API states come from the worker's short-lived
-copies; the limits are conditional updates, one transaction to admit and one to settle."""
+copies; the limits are conditional updates, one transaction to admit and one to settle, and
+one for a cache hit (paid and recorded at once)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,21 @@ def test_balance_and_concurrency_slot_are_one_more_update_each_way(make_app):
         "INSERT INTO usage",
     ]
     assert len(transactions) == 2
+
+
+def test_a_cache_hit_is_paid_and_recorded_in_one_transaction(make_app):
+    app = make_app()
+    client = app.test_client()
+    account = create_account(app.test_cli_runner(), "h", "--balance", "9")
+    ask(client, account, cache="yes")  # the answer the next call finds in the cache
+    with sql_of(app) as (statements, transactions):
+        assert ask(client, account, cache="yes")["cache"] == 1
+    assert statements == [
+        "UPDATE account_days",  # quota unit, returning today's figures
+        "UPDATE accounts",  # credits and the cache-hit counter, returning the lifetime ones
+        "INSERT INTO usage",
+    ]
+    assert len(transactions) == 1
 
 
 def test_a_failed_call_is_refunded_in_its_settling_transaction(make_app):
