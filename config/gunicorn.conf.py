@@ -13,6 +13,7 @@ from config import (  # noqa: E402
     UPSTREAM_TIMEOUT_SECONDS,
 )
 from proxy.logs import logging_config  # noqa: E402
+from proxy.serving import ACCESS_LOG_FORMAT  # noqa: E402
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -36,7 +37,8 @@ limit_request_line = 8190
 # path (%(U)s) but never the query string, where legacy clients put key and secret; no header.
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
+access_log_format = ACCESS_LOG_FORMAT
+logger_class = "proxy.serving.GatewayLogger"
 logconfig_dict = logging_config()
 
 _upstream_worst_case = float(

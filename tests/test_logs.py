@@ -173,3 +173,51 @@ def test_an_oversize_request_line_keeps_its_sizes_which_quote_nothing():
 def test_an_application_error_passes_as_it_is():
     error = RuntimeError("boom")
     assert without_request_text(error) is error
+
+
+def _access_line(logger_class, access_log_format: str) -> str:
+    """The access line `logger_class` writes for one answered GET /api with a query string."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    config = Config()
+    config.set("accesslog", "-")
+    config.set("access_log_format", access_log_format)
+    logger = logger_class(config)
+    output = io.StringIO()
+    logger.access_log.handlers = [logging.StreamHandler(output)]
+    response = SimpleNamespace(
+        status="200 OK",
+        sent=321,
+        headers=[("Content-Type", "text/html"), ("X-Request-Id", "gw-1.0a")],
+    )
+    environ = {
+        "REMOTE_ADDR": "10.0.0.7",
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api",
+        "QUERY_STRING": "key=CANARYKEY&secret=CANARYSECRET",
+        "RAW_URI": "/api?key=CANARYKEY&secret=CANARYSECRET",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+    }
+    request = SimpleNamespace(headers=[("HOST", "gw"), ("USER-AGENT", "php")])
+    logger.access(response, request, environ, timedelta(seconds=1, microseconds=2500))
+    return output.getvalue()
+
+
+def test_the_gateway_access_line_is_gunicorns_line_for_the_same_format():
+    from gunicorn.glogging import Logger
+
+    from proxy.serving import ACCESS_LOG_FORMAT, GatewayLogger
+
+    ours = _access_line(GatewayLogger, ACCESS_LOG_FORMAT)
+    assert ours == '10.0.0.7 "GET /api HTTP/1.1" 200 321 1.002500s\n'
+    assert ours == _access_line(Logger, ACCESS_LOG_FORMAT)
+
+
+def test_another_access_log_format_gets_all_of_gunicorns_atoms():
+    from proxy.serving import GatewayLogger
+
+    line = _access_line(GatewayLogger, "%({user-agent}i)s %({x-request-id}o)s")
+    assert line == "php gw-1.0a\n"
