@@ -38,6 +38,24 @@ def read_body() -> tuple[str, Any]:
         return "invalid", None
 
 
+def file_parts() -> list[dict[str, Any]]:
+    """Each file part's field, filename, content type and size: never its bytes."""
+    parts = []
+    for name, storage in request.files.items(multi=True):
+        stream = storage.stream
+        position = stream.seek(0, 2)
+        stream.seek(0)
+        parts.append(
+            {
+                "field": name,
+                "filename": storage.filename,
+                "content_type": storage.content_type,
+                "size": position,
+            }
+        )
+    return parts
+
+
 def record_and_authenticate() -> Response | None:
     if request.path.startswith(CONTROL_PREFIX):
         return None
@@ -50,6 +68,7 @@ def record_and_authenticate() -> Response | None:
             # all headers, Authorization too: tests check which key reached the upstream
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": g.stub_body,
+            "files": file_parts() if g.stub_body_kind == "form" else [],
         }
     )
     if request.url_rule is None:
