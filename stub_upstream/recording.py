@@ -43,14 +43,14 @@ def file_parts() -> list[dict[str, Any]]:
     parts = []
     for name, storage in request.files.items(multi=True):
         stream = storage.stream
-        position = stream.seek(0, 2)
+        size = stream.seek(0, 2)
         stream.seek(0)
         parts.append(
             {
                 "field": name,
                 "filename": storage.filename,
                 "content_type": storage.content_type,
-                "size": position,
+                "size": size,
             }
         )
     return parts
