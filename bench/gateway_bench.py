@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy import create_app, formats  # noqa: E402
-from proxy.stub_upstream import StubServer  # noqa: E402
+from stub_upstream import StubServer  # noqa: E402
 
 CALLS = 200
 

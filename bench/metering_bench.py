@@ -38,7 +38,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
 
 from proxy import create_app, metering  # noqa: E402
-from proxy.stub_upstream import StubServer  # noqa: E402
+from stub_upstream import StubServer  # noqa: E402
 
 CALLS = 300
 THREADS = 8

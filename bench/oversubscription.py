@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.fernet import Fernet  # noqa: E402
 
-from proxy.stub_upstream import StubServer  # noqa: E402
+from stub_upstream import StubServer  # noqa: E402
 from tests.served import ServedGateway, fire_at_once  # noqa: E402
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
 

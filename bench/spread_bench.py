@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import requests  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
-from proxy.stub_upstream import StubServer  # noqa: E402
+from stub_upstream import StubServer  # noqa: E402
 from tests.conftest import CHAT_ARGS  # noqa: E402
 from tests.served import ServedGateway  # noqa: E402
 

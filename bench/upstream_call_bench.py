@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 import openai  # noqa: E402
 
 from proxy.handlers import openai as handlers  # noqa: E402
-from proxy.stub_upstream import StubServer  # noqa: E402
+from stub_upstream import StubServer  # noqa: E402
 
 ARGS = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there 你好"}]}
 ROUNDS, PER_ROUND = 15, 100
@@ -115,7 +115,7 @@ def connection_reuse(calls: int = 300) -> None:
             "--threads=4",
             "--keep-alive=30",
             f"--bind=127.0.0.1:{port}",
-            "proxy.stub_upstream:create_stub_app()",
+            "stub_upstream:create_stub_app()",
         ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from proxy import create_app
-from proxy.stub_upstream import StubServer
+from stub_upstream import StubServer
 
 # Seconds: the `stub-hang` model outlasts it, `stub-slow` does not, and neither does a normal
 # answer on a loaded CI machine (1 s was seen to time out a plain chat call there).

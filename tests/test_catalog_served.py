@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from proxy.stub_upstream import StubServer
+from stub_upstream import StubServer
 from tests.conftest import TINY_PNG_B64
 from tests.php_judge import run_php
 from tests.served import ServedGateway, wait_until

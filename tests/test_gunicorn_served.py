@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import requests
 
-from proxy.stub_upstream import StubServer
+from stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS
 from tests.served import ServedGateway, wait_until
 from tests.servers import RedisServer

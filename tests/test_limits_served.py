@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from proxy.stub_upstream import StubServer
+from stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS, SEALING_KEY
 from tests.served import ServedGateway, fire_at_once, wait_until
 

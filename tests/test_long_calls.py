@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from proxy.stub_upstream import StubServer
+from stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS, create_account
 from tests.served import wait_until
 from tests.servers import RedisServer

@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import create_engine, select
 
 from proxy import storage
-from proxy.stub_upstream import StubServer
+from stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS
 from tests.served import ServedGateway, wait_until
 

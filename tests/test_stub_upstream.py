@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 import types
-import wave
-import zlib
 from pathlib import Path
 
 import openai
@@ -25,7 +23,8 @@ import pytest
 import requests
 from openai import Omit, OpenAI
 
-from proxy.stub_upstream import CREATED, FAULT_MODELS, StubServer, create_stub_app
+from stub_upstream import CREATED, FAULT_MODELS, StubServer, create_stub_app
+from tests.test_stub_generators import png_dimensions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SLOW_SECONDS = 0.2
@@ -112,12 +111,6 @@ def test_models_list_is_the_fixed_catalogue(client):
     ):
         assert expected in ids
     assert {(m.object, m.created, m.owned_by) for m in models} == {("model", CREATED, "stub")}
-
-
-def test_models_retrieve_unknown_model_is_not_found(client):
-    with pytest.raises(openai.NotFoundError) as info:
-        client.models.retrieve("no-such-model")
-    assert info.value.code == "model_not_found"
 
 
 # --------------------------------------------------------------------------- chat
@@ -527,19 +520,6 @@ def test_fault_empty_embeddings_make_the_sdk_default_raise_value_error(client):
         client.embeddings.create(model="stub-empty", input="x")
 
 
-def test_fault_header_on_models_list_raises_internal_server_error(client):
-    with pytest.raises(openai.InternalServerError):
-        client.models.list(extra_headers={"X-Stub-Fault": "500"})
-
-
-def test_fault_header_unknown_value_is_400(server):
-    response = requests.get(
-        server.base_url + "/models", headers={**_auth(), "X-Stub-Fault": "explode"}, timeout=5
-    )
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "X-Stub-Fault"
-
-
 # --------------------------------------------------------------------------- request log
 
 
@@ -565,36 +545,9 @@ def test_request_log_is_served_over_http_and_reset_clears_it(client, server):
     assert server.requests_seen() == []
 
 
-def test_request_id_header_matches_log_sequence(client, server):
-    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=USER_HI)
-    assert raw.headers["x-request-id"] == f"req_stub_{server.requests_seen()[-1]['seq']}"
-
-
-def test_request_log_keeps_only_the_latest_entries():
-    app = create_stub_app(log_limit=3)
-    test_client = app.test_client()
-    for i in range(5):
-        test_client.get(f"/v1/models?i={i}", headers=_auth())
-    seen = test_client.get("/_stub/requests").get_json()
-    assert [e["query_string"] for e in seen] == ["i=2", "i=3", "i=4"]
-
-
 # --------------------------------------------------------------------------- images
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_dimensions(data: bytes) -> tuple[int, int]:
-    """Check the PNG's structure (signature, IHDR crc, inflatable IDAT) and return its size."""
-    assert data[:8] == PNG_SIGNATURE
-    assert data[12:16] == b"IHDR"
-    assert struct.unpack(">I", data[29:33])[0] == zlib.crc32(data[12:29])
-    width, height = struct.unpack(">II", data[16:24])
-    (idat_length,) = struct.unpack(">I", data[33:37])
-    assert data[37:41] == b"IDAT"
-    assert len(zlib.decompress(data[41 : 41 + idat_length])) == height * (1 + 3 * width)
-    assert data.endswith(b"IEND\xaeB`\x82")
-    return width, height
 
 
 def test_image_generation_returns_n_urls_served_by_the_stub(client, server):
@@ -612,7 +565,7 @@ def test_image_url_serves_a_valid_png_without_auth(client):
     response = requests.get(url, timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "image/png"
-    assert _png_dimensions(response.content) == (8, 8)
+    assert png_dimensions(response.content) == (8, 8)
 
 
 def test_image_url_with_a_non_hex_id_is_404(server):
@@ -626,7 +579,7 @@ def test_image_b64_json_is_the_png_the_url_serves(client):
     assert inline.url is None
     png = base64.b64decode(inline.b64_json)
     assert png == requests.get(by_url.url, timeout=5).content
-    assert _png_dimensions(png) == (8, 8)
+    assert png_dimensions(png) == (8, 8)
 
 
 def test_image_generation_is_deterministic(client):
@@ -635,13 +588,6 @@ def test_image_generation_is_deterministic(client):
     other = client.images.generate(prompt="a blue fox", n=2)
     assert [d.url for d in first.data] == [d.url for d in second.data]
     assert not {d.url for d in first.data} & {d.url for d in other.data}
-
-
-def test_dall_e_3_images_carry_a_revised_prompt(client):
-    result = client.images.generate(model="dall-e-3", prompt="a red fox", size="1792x1024")
-    (image,) = result.data
-    assert image.revised_prompt == "stub revised prompt: a red fox"
-    assert image.url is not None
 
 
 def test_image_generation_missing_prompt_is_400_naming_prompt(server):
@@ -657,24 +603,11 @@ def test_image_generation_missing_prompt_is_400_naming_prompt(server):
     }
 
 
-def test_image_generation_size_dall_e_2_does_not_accept_is_400(client):
-    with pytest.raises(openai.BadRequestError) as info:
-        client.images.generate(model="dall-e-2", prompt="a red fox", size="1792x1024")
-    assert info.value.param == "size"
-    assert info.value.code == "invalid_value"
-
-
-def test_image_generation_accepts_any_size_for_other_models(client):
-    result = client.images.generate(model="gpt-image-1", prompt="a red fox", size="1536x1024")
-    assert len(result.data) == 1
-
-
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
         ({"n": 11}, "n"),
         ({"n": 0}, "n"),
-        ({"model": "dall-e-3", "n": 2}, "n"),
         ({"response_format": "jpeg"}, "response_format"),
     ],
 )
@@ -737,7 +670,7 @@ def test_image_variation_returns_n_b64_pngs(client):
         )
     pngs = [base64.b64decode(d.b64_json) for d in result.data]
     assert len(set(pngs)) == 3
-    assert all(_png_dimensions(png) == (8, 8) for png in pngs)
+    assert all(png_dimensions(png) == (8, 8) for png in pngs)
 
 
 def test_image_variation_missing_image_is_400_naming_image(server):
@@ -749,17 +682,6 @@ def test_image_variation_missing_image_is_400_naming_image(server):
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "image"
-
-
-def test_image_variation_size_dall_e_2_does_not_accept_is_400(server):
-    response = requests.post(
-        server.base_url + "/images/variations",
-        headers=_auth(),
-        files={"image": ("in.png", b"picture"), "size": (None, "1024x1792")},
-        timeout=5,
-    )
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "size"
 
 
 def test_multipart_endpoint_given_json_is_400_invalid_content_type(server):
@@ -782,13 +704,6 @@ def test_transcription_round_trips_utf8_text(client):
     assert result.text == "hello stub world"
 
 
-def test_transcription_of_binary_audio_names_its_size(client):
-    result = client.audio.transcriptions.create(
-        file=("speech.mp3", bytes(range(256)), "audio/mpeg"), model="whisper-1"
-    )
-    assert result.text == "audio of 256 bytes"
-
-
 def test_transcription_json_is_exactly_text(server):
     response = requests.post(
         server.base_url + "/audio/transcriptions",
@@ -805,42 +720,6 @@ def test_transcription_text_format_is_a_plain_text_body(client):
     )
     assert raw.headers["content-type"] == "text/plain; charset=utf-8"
     assert raw.parse() == "hello there"
-
-
-def test_transcription_verbose_json_has_one_segment_per_line(client):
-    result = client.audio.transcriptions.create(
-        file=("note.txt", b"hello world\nsecond line here"),
-        model="whisper-1",
-        language="en",
-        response_format="verbose_json",
-    )
-    assert (result.task, result.language, result.duration) == ("transcribe", "en", 2.5)
-    assert result.text == "hello world\nsecond line here"
-    first, second = result.segments
-    assert (first.id, first.start, first.end, first.text) == (0, 0.0, 1.0, "hello world")
-    assert (second.id, second.start, second.end, second.text) == (1, 1.0, 2.5, "second line here")
-    assert len(second.tokens) == 3
-    assert (first.seek, first.temperature, first.no_speech_prob) == (0, 0.0, 0.0)
-
-
-def test_transcription_srt_format(client):
-    srt = client.audio.transcriptions.create(
-        file=("note.txt", b"hello world\nbye"), model="whisper-1", response_format="srt"
-    )
-    assert srt == (
-        "1\n00:00:00,000 --> 00:00:01,000\nhello world\n\n2\n00:00:01,000 --> 00:00:01,500\nbye\n\n"
-    )
-
-
-def test_transcription_vtt_format(client):
-    vtt = client.audio.transcriptions.create(
-        file=("note.txt", b"hello world\nbye"), model="whisper-1", response_format="vtt"
-    )
-    assert vtt == (
-        "WEBVTT\n\n"
-        "00:00:00.000 --> 00:00:01.000\nhello world\n\n"
-        "00:00:01.000 --> 00:00:01.500\nbye\n\n"
-    )
 
 
 @pytest.mark.parametrize(
@@ -893,19 +772,6 @@ def test_translation_prefixes_the_transcript_with_en(client):
     assert result.text == "[en] bonjour tout le monde"
 
 
-def test_translation_verbose_json_task_is_translate_into_english(client):
-    with pytest.deprecated_call():
-        result = client.audio.translations.create(
-            file=("note.txt", b"bonjour"), model="whisper-1", response_format="verbose_json"
-        )
-    assert (result.task, result.language, result.text, result.duration) == (
-        "translate",
-        "english",
-        "[en] bonjour",
-        1.0,
-    )
-
-
 def test_translation_missing_file_is_400_naming_file(server):
     response = requests.post(
         server.base_url + "/audio/translations",
@@ -947,32 +813,6 @@ def test_speech_defaults_to_mp3_starting_with_id3(client):
     assert raw.content.startswith(b"ID3")
 
 
-def test_speech_wav_is_riff_wave_24khz_16bit_mono(client):
-    audio = _speech(client, response_format="wav").content
-    assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE"
-    with wave.open(io.BytesIO(audio)) as wav:
-        # two words, 0.1 s each at 24 kHz
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes()) == (
-            1,
-            2,
-            24_000,
-            4_800,
-        )
-
-
-def test_speech_pcm_is_the_wav_samples(client):
-    wav_bytes = _speech(client, response_format="wav").content
-    pcm = _speech(client, response_format="pcm").content
-    with wave.open(io.BytesIO(wav_bytes)) as wav:
-        assert wav.readframes(wav.getnframes()) == pcm
-
-
-def test_speech_speed_shortens_the_audio(client):
-    normal = _speech(client, response_format="pcm").content
-    fast = _speech(client, response_format="pcm", speed=2.0).content
-    assert (len(normal), len(fast)) == (9_600, 4_800)
-
-
 def test_speech_is_deterministic(client):
     first = _speech(client).content
     assert _speech(client).content == first
@@ -986,13 +826,11 @@ def test_speech_is_deterministic(client):
         ({"input": "hi", "voice": "alloy"}, "model"),
         ({"model": "tts-1", "voice": "alloy"}, "input"),
         ({"model": "tts-1", "input": "hi"}, "voice"),
-        ({"model": "tts-1", "input": "hi", "voice": "robot"}, "voice"),
         ({"model": "tts-1", "input": "hi", "voice": "alloy", "speed": 5}, "speed"),
         (
             {"model": "tts-1", "input": "hi", "voice": "alloy", "response_format": "ogg"},
             "response_format",
         ),
-        ({"model": "tts-1", "input": "x" * 4097, "voice": "alloy"}, "input"),
     ],
 )
 def test_speech_bad_request_is_400_naming_the_param(server, body, param):
@@ -1001,11 +839,6 @@ def test_speech_bad_request_is_400_naming_the_param(server, body, param):
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
-
-
-def test_speech_accepts_a_custom_voice_object(client):
-    raw = _speech(client, voice={"id": "voice_1234"}, response_format="pcm")
-    assert raw.status_code == 200
 
 
 # --------------------------------------------------------------------------- files
@@ -1033,24 +866,6 @@ FILE_NOT_FOUND = {
     "param": "id",
     "code": "file_not_found",
 }
-
-
-def test_file_upload_returns_the_file_object(fresh_client):
-    raw = fresh_client.files.with_raw_response.create(
-        file=("train.jsonl", b'{"a": 1}\n', "application/jsonl"), purpose="fine-tune"
-    )
-    body = json.loads(raw.text)
-    assert re.fullmatch(r"file-[0-9a-f]{24}", body["id"])
-    assert body == {
-        "id": body["id"],
-        "object": "file",
-        "bytes": 9,
-        "created_at": CREATED,
-        "filename": "train.jsonl",
-        "purpose": "fine-tune",
-        "status": "processed",
-        "status_details": None,
-    }
 
 
 def test_file_uploads_of_the_same_file_get_different_ids(fresh_client):
@@ -1124,89 +939,6 @@ def test_sdk_retrieve_of_unknown_file_raises_not_found_error(client):
     assert info.value.code == "file_not_found"
 
 
-def _list_files(stub, **params):
-    response = requests.get(stub.base_url + "/files", headers=_auth(), params=params, timeout=5)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def test_files_list_is_newest_first_by_default_and_oldest_first_with_asc(fresh_client, fresh):
-    a, b, c = (_upload(fresh_client, f"{name}.jsonl").id for name in "abc")
-    listed = _list_files(fresh)
-    assert listed == {
-        "object": "list",
-        "data": listed["data"],
-        "first_id": c,
-        "last_id": a,
-        "has_more": False,
-    }
-    assert [f["id"] for f in listed["data"]] == [c, b, a]
-    assert [f["id"] for f in _list_files(fresh, order="asc")["data"]] == [a, b, c]
-
-
-def test_files_list_limit_sets_has_more_and_after_continues(fresh_client, fresh):
-    a, b, c = (_upload(fresh_client, f"{name}.jsonl").id for name in "abc")
-    first = _list_files(fresh, limit=2)
-    assert ([f["id"] for f in first["data"]], first["has_more"]) == ([c, b], True)
-    assert (first["first_id"], first["last_id"]) == (c, b)
-    rest = _list_files(fresh, limit=2, after=b)
-    assert ([f["id"] for f in rest["data"]], rest["has_more"]) == ([a], False)
-    ascending = _list_files(fresh, limit=1, order="asc", after=a)
-    assert ([f["id"] for f in ascending["data"]], ascending["has_more"]) == ([b], True)
-
-
-def test_files_list_sdk_auto_pagination_visits_every_file(fresh_client, fresh):
-    ids = [_upload(fresh_client, f"{name}.jsonl").id for name in "abc"]
-    fresh.reset()
-    assert [f.id for f in fresh_client.files.list(limit=1)] == ids[::-1]
-    queries = [r["query_string"] for r in fresh.requests_seen("/v1/files")]
-    assert queries == ["limit=1", f"limit=1&after={ids[2]}", f"limit=1&after={ids[1]}"]
-
-
-def test_files_list_filters_by_purpose(fresh_client, fresh):
-    batch = _upload(fresh_client, "a.jsonl", purpose="batch").id
-    _upload(fresh_client, "b.jsonl", purpose="fine-tune")
-    assert [f["id"] for f in _list_files(fresh, purpose="batch")["data"]] == [batch]
-
-
-def test_files_list_unknown_after_is_400_invalid_cursor(fresh_client, fresh):
-    gone = _upload(fresh_client, "a.jsonl").id
-    fresh_client.files.delete(gone)
-    for cursor in ("file-nope", gone):
-        response = requests.get(
-            fresh.base_url + "/files", headers=_auth(), params={"after": cursor}, timeout=5
-        )
-        assert response.status_code == 400
-        error = response.json()["error"]
-        assert (error["type"], error["param"], error["code"]) == (
-            "invalid_request_error",
-            "after",
-            "invalid_cursor",
-        )
-
-
-@pytest.mark.parametrize(
-    ("params", "param"),
-    [({"limit": "0"}, "limit"), ({"limit": "10001"}, "limit"), ({"order": "up"}, "order")],
-)
-def test_files_list_bad_option_is_400_naming_it(server, params, param):
-    response = requests.get(server.base_url + "/files", headers=_auth(), params=params, timeout=5)
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == param
-
-
-def test_file_store_keeps_only_the_latest_files():
-    test_client = create_stub_app(files_limit=2).test_client()
-    for name in ("a", "b", "c"):
-        test_client.post(
-            "/v1/files",
-            headers=_auth(),
-            data={"purpose": "batch", "file": (io.BytesIO(b"x"), f"{name}.jsonl")},
-        )
-    listed = test_client.get("/v1/files", headers=_auth()).get_json()
-    assert [f["filename"] for f in listed["data"]] == ["c.jsonl", "b.jsonl"]
-
-
 # --------------------------------------------------------------- new endpoints: shared rules
 
 
@@ -1236,7 +968,6 @@ def test_retired_edits_endpoint_is_404_invalid_url(server):
         ("POST", "/audio/transcriptions", {"files": {"file": ("a.txt", b"x")}}),
         ("POST", "/audio/speech", {"json": {"model": "tts-1", "input": "x", "voice": "alloy"}}),
         ("POST", "/files", {"files": {"file": ("a.txt", b"x"), "purpose": (None, "batch")}}),
-        ("GET", "/files", {}),
         ("GET", "/files/file-nope/content", {}),
     ],
 )
@@ -1258,14 +989,6 @@ def test_models_option_replaces_the_catalogue_and_owner():
             ("qwen-plus", "dashscope"),
             ("qwen-turbo", "dashscope"),
         ]
-        assert other.models.retrieve("qwen-turbo").owned_by == "dashscope"
-
-
-def test_models_option_makes_the_default_catalogue_unknown():
-    with StubServer(models=("qwen-plus",)) as stub:
-        other = OpenAI(api_key="sk-test", base_url=stub.base_url, max_retries=0, timeout=5)
-        with pytest.raises(openai.NotFoundError):
-            other.models.retrieve("gpt-4o-mini")
 
 
 def test_fault_empty_images_have_no_data(client):
@@ -1287,20 +1010,6 @@ def test_fault_model_in_a_multipart_form_applies(client):
         client.audio.transcriptions.create(file=("a.txt", b"hello"), model="stub-500")
 
 
-def test_fault_header_empty_on_files_list_has_no_data(fresh_client):
-    _upload(fresh_client, "a.jsonl")
-    listed = fresh_client.files.list(extra_headers={"X-Stub-Fault": "empty"})
-    assert (listed.data, listed.has_more) == ([], False)
-
-
-def test_fault_header_429_on_file_upload_raises_rate_limit_error(fresh_client, fresh):
-    with pytest.raises(openai.RateLimitError):
-        fresh_client.files.create(
-            file=("a.jsonl", b"{}"), purpose="batch", extra_headers={"X-Stub-Fault": "429"}
-        )
-    assert _list_files(fresh)["data"] == []
-
-
 def test_request_log_keeps_multipart_fields_and_file_sizes_not_bytes(client, server):
     secret = b"SECRET-AUDIO-BYTES " * 10
     server.reset()
@@ -1309,7 +1018,6 @@ def test_request_log_keeps_multipart_fields_and_file_sizes_not_bytes(client, ser
     )
     (entry,) = server.requests_seen()
     assert entry["body"] == {"model": "whisper-1", "language": "en"}
-    assert entry["body_text"] is None
     assert entry["files"] == [
         {"field": "file", "filename": "talk.mp3", "content_type": "audio/mpeg", "size": 190}
     ]
@@ -1322,11 +1030,7 @@ def test_request_log_of_a_json_request_has_no_files(client, server):
     assert server.requests_seen()[0]["files"] == []
 
 
-def test_max_content_length_is_16_mib():
-    assert create_stub_app().config["MAX_CONTENT_LENGTH"] == 16 * 1024 * 1024
-
-
-def test_oversize_upload_is_413_openai_error_and_still_logged():
+def test_oversize_upload_is_413_openai_error():
     stub = StubServer()
     stub.app.config["MAX_CONTENT_LENGTH"] = 1024
     with stub:
@@ -1346,8 +1050,6 @@ def test_oversize_upload_is_413_openai_error_and_still_logged():
                 "code": None,
             }
         }
-        (entry,) = stub.requests_seen()
-        assert (entry["path"], entry["body"], entry["files"]) == ("/v1/files", None, [])
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -1386,7 +1088,7 @@ def test_stop_returns_promptly_while_a_hang_request_is_pending():
 
 def test_main_serves_and_logs_requests_without_query_or_key():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.stub_upstream", "--port", "0"],
+        [sys.executable, "-m", "stub_upstream", "--port", "0"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stderr=subprocess.PIPE,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.stub_upstream import StubServer
 from proxy.upstreams import Upstream, UpstreamRouter
+from stub_upstream import StubServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-qwen-secret-value-0123456789"

@@ -1,0 +1,3 @@
+from stub_upstream.serving import main
+
+main()
