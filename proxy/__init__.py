@@ -38,11 +38,12 @@ class Gateway:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from proxy import cli, cors, logs, openai_door, refusals, routes, storage
+    from proxy import cli, cors, logs, storage
     from proxy.accounts import AccountStore
     from proxy.api_states import ApiStates
     from proxy.chats import ChatMemory
     from proxy.dispatcher import Dispatcher
+    from proxy.doors import register_doors
     from proxy.files import FileOwners
     from proxy.handlers.gateway import generate_for_job
     from proxy.jobs import ImageJobs
@@ -69,8 +70,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     storage.ensure_schema(engine)
     api = Api(app)
-    api.register_blueprint(routes.api_blp)
-    api.register_blueprint(routes.service_blp)
+    register_doors(app, api)
     register_method_schemas(api)
     _serve_swagger_assets(app)
     redis_client, slots, cache = _shared_state(app.config, engine, app.instance_path)
@@ -122,9 +122,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             meter, renew_interval_seconds=app.config["RESERVATION_TTL_SECONDS"] / 3
         ),
     )
-    openai_door.register(app)
     register_openai_paths(api)
-    refusals.init_app(app)
     cors.init_app(app)
     cli.init_app(app)
     return app

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from marshmallow import Schema
@@ -183,3 +183,18 @@ PLATFORMS: frozenset[str] = frozenset(spec.platform for spec in METHODS)
 def find_method(name: str) -> MethodSpec | None:
     """Exact lookup; a leading or trailing slash is tolerated, nothing else is normalised."""
     return CATALOG.get(name.strip("/"))
+
+
+# Methods whose answer is binary on the /v1 door: (base64 field, MIME type field) of the payload.
+BINARY_ANSWERS = {
+    "v1/audio/speech": ("audio", "mime_type"),
+    "v1/files/content": ("content", "mime_type"),
+}
+
+
+def openai_routes() -> Iterator[tuple[str, str, MethodSpec]]:
+    """(verb, Flask rule, method) of every /v1 route: the only list of what that door serves."""
+    for spec in METHODS:
+        for route in spec.openai_routes:
+            verb, path = route.split(" ", 1)
+            yield verb, path, spec

@@ -1,6 +1,6 @@
 """The dispatcher: catalog lookup, `_o_args` validation, cache, and the handler call.
 
-No Flask here: routes.py hands in plain values and gets an Outcome back.
+No Flask here: the doors (proxy/doors/) hand in plain values and gets an Outcome back.
 """
 
 from __future__ import annotations
