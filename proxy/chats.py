@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
@@ -120,7 +119,7 @@ class ChatMemory:
     def append(self, account_id: int, conversation: Conversation, messages: list[dict]) -> None:
         if not messages:
             return
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = storage.utc_now()
         with self.engine.begin() as connection:
             connection.execute(
                 insert(storage.chat_messages),

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from proxy import Gateway
 from proxy.errors import PARAM_ERROR, GatewayError
 from proxy.params import refuse_unnamed_parts
+from proxy.services import Gateway
 from proxy.uploads import FILE_FIELDS, FileUpload
 
 

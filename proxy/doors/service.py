@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, jsonify
+import swagger_ui_bundle
+from flask import Flask, current_app, jsonify, send_from_directory
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
@@ -21,6 +22,13 @@ service_blp = Blueprint("service", __name__, description="Service information an
 
 def register(app: Flask, api: Api) -> None:
     api.register_blueprint(service_blp)
+    app.extensions["openapi"] = api  # /api/methods writes the schemas as this document does
+    # Swagger UI's JS and CSS from the installed swagger-ui-bundle package: /docs works offline.
+    app.add_url_rule("/docs/assets/<path:filename>", "swagger_asset", swagger_asset)
+
+
+def swagger_asset(filename: str):
+    return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
 
 
 @service_blp.route("/api/methods")
@@ -29,8 +37,8 @@ class MethodCatalog(MethodView):
     @service_blp.response(200, MethodCatalogDoc)
     def get(self):
         """The method catalog: each method's platform, flags, price and `_o_args` schema."""
-        gateway = kit.gateway()
-        return jsonify({"methods": method_catalog_entries(gateway.api, gateway.meter.price_of)})
+        api, price_of = current_app.extensions["openapi"], kit.gateway().meter.price_of
+        return jsonify({"methods": method_catalog_entries(api, price_of)})
 
 
 @service_blp.route("/health")
