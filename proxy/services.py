@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from proxy import storage
 from proxy.accounts import AccountStore
 from proxy.api_states import ApiStates
+from proxy.arguments import ArgumentRules
 from proxy.cache import AnswerCache, TieredCache
 from proxy.chats import ChatMemory
 from proxy.dispatcher import Dispatcher
@@ -40,6 +41,7 @@ class Gateway:
     accounts: AccountStore
     meter: Meter
     api_states: ApiStates
+    arguments: ArgumentRules
     dispatcher: Dispatcher
     chats: ChatMemory
     running: RunningCalls
@@ -55,6 +57,7 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
     engine = storage.make_engine(storage.database_url(config["DATABASE_URL"], instance_path))
     storage.ensure_schema(engine)
     redis_client, slots, cache = _shared_state(config, engine, instance_path)
+    arguments = ArgumentRules.from_config(config)  # the limits, once for every call
     meter = Meter(
         engine,
         timezone=config["SERVER_TIMEZONE"],
@@ -74,7 +77,8 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         ),
         meter=meter,
         api_states=ApiStates(engine, settings_cache_seconds=config["SETTINGS_CACHE_SECONDS"]),
-        dispatcher=_dispatcher(config, engine, cache),
+        arguments=arguments,
+        dispatcher=_dispatcher(config, engine, cache, arguments),
         chats=ChatMemory(
             engine,
             max_messages=config["CHAT_MEMORY_MAX_MESSAGES"],
@@ -86,14 +90,14 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
     )
 
 
-def _dispatcher(config: Mapping, engine: Engine, cache: TieredCache | AnswerCache) -> Dispatcher:
+def _dispatcher(
+    config: Mapping, engine: Engine, cache: TieredCache | AnswerCache, arguments: ArgumentRules
+) -> Dispatcher:
     router = UpstreamRouter.from_config(config)
     return Dispatcher(
         router=router,
         cache=cache,
-        default_models=config["DEFAULT_MODELS"],
-        max_messages=config["MAX_MESSAGES"],
-        max_upload_bytes=config["MAX_UPLOAD_BYTES"],
+        arguments=arguments,
         shared_cache=config["CACHE_SHARED_ACROSS_ACCOUNTS"],
         jobs=ImageJobs(
             engine,

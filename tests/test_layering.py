@@ -39,3 +39,33 @@ def test_no_door_imports_another_door():
     for path in door_modules():
         others = doors - {f"proxy.doors.{path.stem}"}
         assert imported_modules(path) & others == set(), path.name
+
+
+def handler_modules() -> list[Path]:
+    return [p for p in (PACKAGE / "handlers").glob("*.py") if p.stem != "__init__"]
+
+
+def test_handlers_never_import_flask():
+    for path in handler_modules():
+        assert {name.split(".")[0] for name in imported_modules(path)} & {
+            "flask",
+            "werkzeug",
+        } == set()
+
+
+def test_handlers_never_import_each_others_private_names():
+    for path in handler_modules():
+        for name in imported_modules(path):
+            module, _, imported = name.rpartition(".")
+            if module.startswith("proxy.handlers"):
+                assert not imported.startswith("_"), f"{path.name} imports {name}"
+
+
+def test_the_o_args_schemas_are_in_their_own_module_not_in_a_handler():
+    from marshmallow import Schema
+
+    from proxy.catalog import METHODS
+
+    for spec in METHODS:
+        assert issubclass(spec.args_schema, Schema)
+        assert spec.args_schema.__module__ == "proxy.schemas", spec.name
