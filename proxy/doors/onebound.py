@@ -92,21 +92,7 @@ def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Re
                 raise
         if refusal is not None:  # the refusal is the answer, in the format asked when it parses
             raise refusal
-        params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
-        return CallRequest(
-            credentials=Credentials(
-                key=params["key"],
-                secret=params.get("secret", ""),
-                sign=params.get("sign", ""),
-                signed_params=raw,
-            ),
-            method=params["method"],
-            o_args=params.get("o_args"),
-            files=kit.multipart_files(),
-            platform=platform,
-            version=params["version"],
-            use_cache=params["cache"] == "yes",
-        )
+        return call_request(raw, platform)
 
     client_ip = kit.client_ip()
     result = run_call(
@@ -141,6 +127,26 @@ def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Re
     envelope = envelope_of(result)
     return render_envelope(
         envelope, presentation["result_type"], presentation["callback"], result.code
+    )
+
+
+def call_request(raw: dict, platform: str | None) -> CallRequest:
+    """The call the parameters `raw` (and the request's headers and files) name; GatewayError
+    (4003, 4014) for a missing or malformed one."""
+    params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
+    return CallRequest(
+        credentials=Credentials(
+            key=params["key"],
+            secret=params.get("secret", ""),
+            sign=params.get("sign", ""),
+            signed_params=raw,
+        ),
+        method=params["method"],
+        o_args=params.get("o_args"),
+        files=kit.multipart_files(),
+        platform=platform,
+        version=params["version"],
+        use_cache=params["cache"] == "yes",
     )
 
 
