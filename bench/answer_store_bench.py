@@ -224,7 +224,7 @@ def kept_memory() -> None:
 
 
 def envelope(response) -> dict:
-    """An envelope as routes.py builds it around a cached answer."""
+    """An envelope as proxy/doors/onebound.py builds it around a cached answer."""
     return {
         "response": response,
         "error": "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 
 
 def _env_int(name: str, default: int) -> int:
@@ -53,6 +54,37 @@ UPSTREAM_TIMEOUT_SECONDS = 30.0
 UPSTREAM_MAX_RETRIES = 1  # the SDK's retry layer is the only one; the gateway never retries
 GUNICORN_TIMEOUT_SECONDS = 90
 NGINX_PROXY_READ_TIMEOUT_SECONDS = 120
+
+
+def gunicorn_timeout_seconds(environ: Mapping[str, str] | None = None) -> int:
+    """The gunicorn worker timeout: GUNICORN_TIMEOUT, else GUNICORN_TIMEOUT_SECONDS."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("GUNICORN_TIMEOUT", "")
+    if not raw.strip():
+        return GUNICORN_TIMEOUT_SECONDS
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"GUNICORN_TIMEOUT={raw!r} is not a whole number of seconds; "
+            f"set it to e.g. {GUNICORN_TIMEOUT_SECONDS}"
+        ) from None
+
+
+def checked_gunicorn_timeout() -> int:
+    """The gunicorn worker timeout, once the default upstream's worst case (its timeout x
+    attempts) is below it: a worker killed mid-call would answer nothing at all. ValueError
+    saying what to change otherwise. (Each upstream of UPSTREAMS_FILE is checked as it loads.)"""
+    timeout = gunicorn_timeout_seconds()
+    worst_case = _env_float("UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS) * (
+        1 + _env_int("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)
+    )
+    if worst_case >= timeout:
+        raise ValueError(
+            f"UPSTREAM_TIMEOUT_SECONDS x attempts = {worst_case:.0f}s must stay below the "
+            f"gunicorn timeout ({timeout}s); lower the upstream timeout or raise GUNICORN_TIMEOUT"
+        )
+    return timeout
 
 
 class Config:

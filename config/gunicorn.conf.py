@@ -7,11 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import (  # noqa: E402
-    GUNICORN_TIMEOUT_SECONDS,
-    UPSTREAM_MAX_RETRIES,
-    UPSTREAM_TIMEOUT_SECONDS,
-)
+from config import checked_gunicorn_timeout  # noqa: E402
 from proxy.logs import logging_config  # noqa: E402
 from proxy.serving import ACCESS_LOG_FORMAT  # noqa: E402
 
@@ -22,7 +18,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # (proxy/serving.py).
 worker_class = "proxy.serving.GatewayWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(GUNICORN_TIMEOUT_SECONDS)))
+try:
+    timeout = checked_gunicorn_timeout()  # above the upstream's timeout x attempts
+except ValueError as exc:
+    raise SystemExit(str(exc)) from None
 # SIGTERM: a worker stops accepting and lets running calls finish for up to this long, then
 # the master SIGKILLs it. Calls still running a little before that are cut (docs/deploy.md).
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
@@ -40,15 +39,6 @@ errorlog = "-"
 access_log_format = ACCESS_LOG_FORMAT
 logger_class = "proxy.serving.GatewayLogger"
 logconfig_dict = logging_config()
-
-_upstream_worst_case = float(
-    os.environ.get("UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS)
-) * (1 + int(os.environ.get("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)))
-if _upstream_worst_case >= timeout:
-    raise SystemExit(
-        f"UPSTREAM_TIMEOUT_SECONDS x attempts = {_upstream_worst_case:.0f}s must stay below the "
-        f"gunicorn timeout ({timeout}s); lower the upstream timeout or raise GUNICORN_TIMEOUT"
-    )
 
 
 def post_worker_init(worker):

@@ -142,7 +142,7 @@ class AccountStore:
                             concurrency_limit=concurrency_limit,
                             apis=",".join(apis) if apis is not None else None,
                             in_flight=0,
-                            created_at=_utc_now(),
+                            created_at=storage.utc_now(),
                         )
                     )
             except IntegrityError:  # key collision: astronomically rare, draw again
@@ -287,7 +287,3 @@ def _account_from_row(row) -> Account:
         concurrency_limit=row.concurrency_limit,
         apis=parse_apis(row.apis),
     )
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)

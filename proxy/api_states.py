@@ -9,8 +9,6 @@ SETTINGS_CACHE_SECONDS.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
@@ -44,7 +42,7 @@ class ApiStates:
                     target=target,
                     account_id=account_id,
                     state=state,
-                    created_at=datetime.now(UTC).replace(tzinfo=None),
+                    created_at=storage.utc_now(),
                 )
             )
         self._copy.forget()

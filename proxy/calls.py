@@ -16,17 +16,14 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from proxy.accounts import Account, Credentials
-from proxy.chats import take_conversation
 from proxy.dispatcher import Call
 from proxy.errors import (
     API_NOT_ADDED,
     INTERNAL_ERROR,
-    PARAM_ERROR,
     SUCCESS,
     UNKNOWN_ERROR,
     GatewayError,
 )
-from proxy.params import parse_o_args
 from proxy.running import CUT_CODE
 from proxy.uploads import FileUpload
 from proxy.usage import UsageRecord
@@ -90,15 +87,8 @@ def run_call(
                 f"{spec.name} is not enabled for this account; ask the operator to add "
                 f"{spec.platform} or {spec.name} to its APIs",
             )
-        o_args = parse_o_args(
-            call.o_args,
-            max_bytes=o_args_limit(config, spec.takes_files),
-            max_depth=config["MAX_O_ARGS_DEPTH"],
-        )
-        if spec.takes_files:
-            o_args = with_files(o_args, call.files)
-        o_args, conversation = take_conversation(o_args, spec.name)
-        args = gateway.dispatcher.validate_args(spec, o_args)  # 4003 before anything is held
+        # 4003 before anything is held
+        args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
         remember = None
         if conversation is not None:
             new_messages = args["messages"]
@@ -323,26 +313,6 @@ def _stream_events(stream, chunks, first, record: Record, method: str, remember=
     if remember is not None and result.code == SUCCESS and record.outcome is None:
         remember("".join(answer))
     yield "end", record.settle(result, stream.usage)
-
-
-def o_args_limit(config: Mapping, takes_files: bool) -> int:
-    """MAX_O_ARGS_BYTES, plus room for base64 files (an image and its mask) where a method
-    takes them."""
-    if not takes_files:
-        return config["MAX_O_ARGS_BYTES"]
-    return config["MAX_O_ARGS_BYTES"] + 2 * (4 * (config["MAX_UPLOAD_BYTES"] + 2) // 3)
-
-
-def with_files(o_args: dict, files: Mapping[str, FileUpload]) -> dict:
-    """`_o_args` plus the files sent as multipart parts (file, image, mask)."""
-    merged = dict(o_args)
-    for name, upload in files.items():
-        if name in merged:
-            raise GatewayError(
-                PARAM_ERROR, f"{name} is sent twice (in _o_args and as a multipart part); send one"
-            )
-        merged[name] = upload
-    return merged
 
 
 def _int(value) -> int:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from marshmallow import Schema
 
+from proxy import schemas
 from proxy.handlers import gateway as gateway_handlers
 from proxy.handlers import openai as openai_handlers
 
@@ -42,7 +43,7 @@ METHODS: tuple[MethodSpec, ...] = (
     _openai(
         "v1/models",
         gw.list_models_everywhere,
-        oa.NoArgs,
+        schemas.NoArgs,
         "List the models of every upstream (each routes to the upstream that lists it).",
         takes_model=False,
         in_gateway=True,
@@ -51,73 +52,75 @@ METHODS: tuple[MethodSpec, ...] = (
     _openai(
         "v1/chat/completions",
         oa.create_chat_completion,
-        oa.ChatCompletionArgs,
+        schemas.ChatCompletionArgs,
         "Chat: answer a conversation.",
     ),
     _openai(
         "v1/completions",
         oa.create_completion,
-        oa.CompletionArgs,
+        schemas.CompletionArgs,
         "Complete a text prompt (the seed's AI question-and-answer).",
     ),
     _openai(
         "v1/edits",
         oa.create_edit,
-        oa.EditArgs,
+        schemas.EditArgs,
         "Edit a text by an instruction (retired upstream: answered by a chat call, in the "
         "classic edits shape).",
     ),
-    _openai("v1/embeddings", oa.create_embedding, oa.EmbeddingArgs, "Embedding vectors of texts."),
+    _openai(
+        "v1/embeddings", oa.create_embedding, schemas.EmbeddingArgs, "Embedding vectors of texts."
+    ),
     _openai(
         "v1/moderations",
         oa.create_moderation,
-        oa.ModerationArgs,
+        schemas.ModerationArgs,
         "Classify texts for policy violations.",
     ),
     _openai(
         "v1/images/generations",
         oa.generate_images,
-        oa.ImageGenerationArgs,
+        schemas.ImageGenerationArgs,
         "Images from a text prompt.",
     ),
     _openai(
         "v1/images/edits",
         oa.edit_image,
-        oa.ImageEditArgs,
+        schemas.ImageEditArgs,
         "Edit an image (base64 `image`, optional `mask`) by a prompt.",
         takes_files=True,
     ),
     _openai(
         "v1/images/variations",
         oa.create_image_variation,
-        oa.ImageVariationArgs,
+        schemas.ImageVariationArgs,
         "Variations of an image (base64 `image`).",
         takes_files=True,
     ),
     _openai(
         "v1/audio/transcriptions",
         oa.create_transcription,
-        oa.TranscriptionArgs,
+        schemas.TranscriptionArgs,
         "Text of an audio file (base64 `file` with its `filename`).",
         takes_files=True,
     ),
     _openai(
         "v1/audio/translations",
         oa.create_translation,
-        oa.AudioTextArgs,
+        schemas.AudioTextArgs,
         "English text of an audio file (base64 `file` with its `filename`).",
         takes_files=True,
     ),
     _openai(
         "v1/audio/speech",
         oa.create_speech,
-        oa.SpeechArgs,
+        schemas.SpeechArgs,
         "Speech audio of a text, returned base64 with its MIME type.",
     ),
     _openai(
         "v1/files",
         gw.list_or_upload_files,
-        oa.FilesArgs,
+        schemas.FilesArgs,
         "List this account's files (purpose, limit, order, after), or upload one (base64 "
         "`file`, `filename`, `purpose`).",
         cacheable=False,
@@ -129,7 +132,7 @@ METHODS: tuple[MethodSpec, ...] = (
     _openai(
         "v1/files/retrieve",
         gw.retrieve_file,
-        oa.FileIdArgs,
+        schemas.FileIdArgs,
         "A file's details by `file_id` (a file of this account).",
         cacheable=False,
         takes_model=False,
@@ -139,7 +142,7 @@ METHODS: tuple[MethodSpec, ...] = (
     _openai(
         "v1/files/delete",
         gw.delete_file,
-        oa.FileIdArgs,
+        schemas.FileIdArgs,
         "Delete a file of this account by `file_id`.",
         cacheable=False,
         takes_model=False,
@@ -149,7 +152,7 @@ METHODS: tuple[MethodSpec, ...] = (
     _openai(
         "v1/files/content",
         gw.file_content,
-        oa.FileIdArgs,
+        schemas.FileIdArgs,
         "A file's bytes by `file_id` (a file of this account), base64.",
         cacheable=False,
         takes_model=False,
@@ -159,7 +162,7 @@ METHODS: tuple[MethodSpec, ...] = (
     _openai(
         "images/submit",
         gw.submit_image_job,
-        gw.ImageSubmitArgs,
+        schemas.ImageSubmitArgs,
         "Start an image job from a prompt; returns its `imgid` at once.",
         cacheable=False,
         in_gateway=True,
@@ -167,7 +170,7 @@ METHODS: tuple[MethodSpec, ...] = (
     _openai(
         "images/get",
         gw.get_image_job,
-        gw.ImageGetArgs,
+        schemas.ImageGetArgs,
         "An image job by `imgid`: status, progress and, when done, the images.",
         cacheable=False,
         charged=False,
@@ -183,3 +186,18 @@ PLATFORMS: frozenset[str] = frozenset(spec.platform for spec in METHODS)
 def find_method(name: str) -> MethodSpec | None:
     """Exact lookup; a leading or trailing slash is tolerated, nothing else is normalised."""
     return CATALOG.get(name.strip("/"))
+
+
+# Methods whose answer is binary on the /v1 door: (base64 field, MIME type field) of the payload.
+BINARY_ANSWERS = {
+    "v1/audio/speech": ("audio", "mime_type"),
+    "v1/files/content": ("content", "mime_type"),
+}
+
+
+def openai_routes() -> Iterator[tuple[str, str, MethodSpec]]:
+    """(verb, Flask rule, method) of every /v1 route: the only list of what that door serves."""
+    for spec in METHODS:
+        for route in spec.openai_routes:
+            verb, path = route.split(" ", 1)
+            yield verb, path, spec

@@ -11,19 +11,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
 
 from proxy import storage
-from proxy.errors import PARAM_ERROR, GatewayError
-
-CHAT_ID_NAMES = ("chat_id", "chatId", "thread_id")
-CUSTOM_UID_NAMES = ("custom_uid", "customUid")
-CHAT_METHOD = "v1/chat/completions"
-_ID = re.compile(r"[\w.:@-]{1,128}\Z")  # \Z: $ would let a final newline through
-
 
 # Token estimate of a stored message: OpenAI's tokenizers give about 4 characters of English
 # per token and about 1 token per CJK character; an image part is counted as a low-detail
@@ -70,31 +62,6 @@ class Conversation:
     custom_uid: str | None
 
 
-def take_conversation(o_args: dict, method: str) -> tuple[dict, Conversation | None]:
-    """`o_args` without the memory fields (they never reach the upstream), and the
-    conversation they name, if any."""
-    named = {name: o_args[name] for name in (*CHAT_ID_NAMES, *CUSTOM_UID_NAMES) if name in o_args}
-    if not named:
-        return o_args, None
-    rest = {name: value for name, value in o_args.items() if name not in named}
-    chat_ids = {str(named[name]) for name in CHAT_ID_NAMES if name in named}
-    uids = {str(named[name]) for name in CUSTOM_UID_NAMES if name in named}
-    if not chat_ids:
-        return rest, None  # a custom_uid alone: nothing to remember it with
-    if method != CHAT_METHOD:
-        raise GatewayError(PARAM_ERROR, f"_o_args.chat_id is served for {CHAT_METHOD} only")
-    if len(chat_ids) > 1 or len(uids) > 1:
-        raise GatewayError(PARAM_ERROR, "_o_args names two different chat_ids (or custom_uids)")
-    chat_id, uid = chat_ids.pop(), (uids.pop() if uids else None)
-    for field_name, value in (("chat_id", chat_id), ("custom_uid", uid)):
-        if value is not None and not _ID.match(value):
-            raise GatewayError(
-                PARAM_ERROR,
-                f"_o_args.{field_name} must be 1-128 letters, digits or . _ - : @",
-            )
-    return rest, Conversation(chat_id=chat_id, custom_uid=uid)
-
-
 class ChatMemory:
     def __init__(self, engine: Engine, *, max_messages: int, max_tokens: int = 0):
         self.engine = engine
@@ -120,7 +87,7 @@ class ChatMemory:
     def append(self, account_id: int, conversation: Conversation, messages: list[dict]) -> None:
         if not messages:
             return
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = storage.utc_now()
         with self.engine.begin() as connection:
             connection.execute(
                 insert(storage.chat_messages),

@@ -1,27 +1,25 @@
-"""The dispatcher: catalog lookup, `_o_args` validation, cache, and the handler call.
+"""The dispatcher: catalog lookup, cache, and the handler call (arguments checked by
+proxy/arguments.py).
 
-No Flask here: routes.py hands in plain values and gets an Outcome back.
+No Flask here: the doors (proxy/doors/) hand in plain values and gets an Outcome back.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from marshmallow import Schema, ValidationError
-
+from proxy.arguments import ArgumentRules
 from proxy.cache import AnswerCache, TieredCache, canonical_key
 from proxy.catalog import MethodSpec, find_method
 from proxy.errors import (
     API_NOT_FOUND,
     NO_RESULT,
-    PARAM_ERROR,
     SUCCESS,
     GatewayError,
 )
 from proxy.handlers import openai as openai_handlers
-from proxy.uploads import cache_safe, oversize_files
+from proxy.uploads import cache_safe
 from proxy.upstreams import UpstreamRouter
 
 
@@ -50,18 +48,14 @@ class Dispatcher:
         *,
         router: UpstreamRouter,
         cache: TieredCache | AnswerCache,  # AnswerCache alone: no store the workers share
-        default_models: dict,
-        max_messages: int,
-        max_upload_bytes: int,
+        arguments: ArgumentRules,
         shared_cache: bool = False,
         jobs=None,  # proxy.jobs.ImageJobs, for images/submit and images/get
         files=None,  # proxy.files.FileOwners, for the v1/files methods
     ):
         self.router = router
         self.cache = cache
-        self.default_models = default_models
-        self.max_messages = max_messages
-        self.max_upload_bytes = max_upload_bytes
+        self.arguments = arguments
         self.shared_cache = shared_cache
         self.jobs = jobs
         self.files = files
@@ -76,37 +70,9 @@ class Dispatcher:
             )
         return spec
 
-    def validate_args(self, spec: MethodSpec, o_args: dict) -> dict:
-        try:
-            args = _schema(spec.args_schema).load(o_args)
-        except ValidationError as exc:
-            raise GatewayError(PARAM_ERROR, _describe_validation_error(exc.messages)) from None
-        if args.get("stream") and spec.name not in openai_handlers.STREAMING:
-            raise GatewayError(
-                PARAM_ERROR,
-                f"stream=true is served for {', '.join(openai_handlers.STREAMING)}; "
-                f"leave it out for {spec.name}",
-            )
-        oversize = oversize_files(args, self.max_upload_bytes)
-        if oversize:
-            raise GatewayError(PARAM_ERROR, oversize)
-        messages = args.get("messages")
-        if isinstance(messages, list) and len(messages) > self.max_messages:
-            raise GatewayError(
-                PARAM_ERROR,
-                f"_o_args.messages holds {len(messages)} messages; "
-                f"at most {self.max_messages} are accepted",
-            )
-        if spec.takes_model and not args.get("model"):
-            default_model = self.default_models.get(spec.name)
-            if not default_model:
-                raise GatewayError(PARAM_ERROR, "_o_args.model is required for this method")
-            args["model"] = default_model
-        return args
-
     def dispatch(self, call: Call) -> Outcome:
         spec = self.lookup(call.method, call.platform)
-        return self.execute(spec, self.validate_args(spec, call.o_args), call)
+        return self.execute(spec, self.arguments.validate(spec, call.o_args), call)
 
     def open_stream(self, spec: MethodSpec, args: dict) -> UpstreamStream:
         """A `stream: true` call (never cached): its chunks as the upstream sends them."""
@@ -118,7 +84,7 @@ class Dispatcher:
         return UpstreamStream(chunks, client_wants_usage=wants_usage)
 
     def execute(self, spec: MethodSpec, args: dict, call: Call) -> Outcome:
-        """Answer validated `args` (from validate_args) from the cache, the upstream, or the
+        """Answer validated `args` (from ArgumentRules) from the cache, the upstream, or the
         gateway itself."""
         upstream_url, answer = self._answerer(spec, args, call)
         if not (call.use_cache and spec.cacheable):
@@ -191,13 +157,6 @@ class UpstreamStream:
         self._chunks.close()
 
 
-@functools.cache
-def _schema(schema_class: type[Schema]) -> Schema:
-    """One instance per `_o_args` schema: loading keeps no state on the schema (marshmallow 4
-    has no context), and building one deep-copies its fields."""
-    return schema_class()
-
-
 def _outcome(payload: dict, *, cached: bool) -> Outcome:
     usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
     code = NO_RESULT if _is_empty_result(payload) else SUCCESS
@@ -210,20 +169,3 @@ def _is_empty_result(payload: dict) -> bool:
         if list_field in payload:
             return payload[list_field] == []
     return False
-
-
-def _describe_validation_error(messages, prefix: str = "_o_args") -> str:
-    """Marshmallow's nested messages as one line naming each field: `_o_args.messages: ...`."""
-    parts: list[str] = []
-
-    def walk(node, path: str) -> None:
-        if isinstance(node, dict):
-            for name, sub in node.items():
-                walk(sub, f"{path}.{name}" if not isinstance(name, int) else f"{path}[{name}]")
-        elif isinstance(node, list) and all(isinstance(item, str) for item in node):
-            parts.append(f"{path}: {' '.join(node)}")
-        else:
-            parts.append(f"{path}: {node}")
-
-    walk(messages, prefix)
-    return "; ".join(parts)

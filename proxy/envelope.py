@@ -31,7 +31,7 @@ FIELD_ORDER = (
 
 @dataclass(frozen=True)
 class EnvelopeFacts:
-    """Everything the envelope says about one call, gathered by routes.py."""
+    """Everything the envelope says about one call, gathered by proxy/doors/onebound.py."""
 
     code: str
     response: object

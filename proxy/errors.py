@@ -14,6 +14,9 @@ DEFAULT_LANGUAGE = "cn"
 @dataclass(frozen=True)
 class ErrorCode:
     code: str  # always a string: legacy clients compare "0000", not 0
+    # The HTTP status of an OpenAI-door answer with this code (the SDK raises by status);
+    # /api answers are always 200. GatewayError.http_status overrides it for one failure.
+    http_status: int
     word: str  # short machine word for the envelope's `error` field ("" on success)
     charged: bool
     cn: str
@@ -25,9 +28,10 @@ class ErrorCode:
 
 
 _TABLE = (
-    ErrorCode("0000", "", True, "接口调用成功并返回相关数据", "success", "успешно"),
+    ErrorCode("0000", 200, "", True, "接口调用成功并返回相关数据", "success", "успешно"),
     ErrorCode(
         "2000",
+        200,
         "",
         True,
         "接口访问成功,但是搜索没有结果",
@@ -36,15 +40,17 @@ _TABLE = (
     ),
     ErrorCode(
         "4000",
+        500,
         "internal_error",
         False,
         "服务器内部错误",
         "Server internal error",
         "Внутренняя ошибка сервера",
     ),
-    ErrorCode("4001", "network_error", False, "网络错误", "Network error", "Ошибка сети"),
+    ErrorCode("4001", 502, "network_error", False, "网络错误", "Network error", "Ошибка сети"),
     ErrorCode(
         "4002",
+        502,
         "target_server_error",
         False,
         "目标服务器错误",
@@ -53,6 +59,7 @@ _TABLE = (
     ),
     ErrorCode(
         "4003",
+        400,
         "param_error",
         False,
         "用户输入参数错误",
@@ -61,6 +68,7 @@ _TABLE = (
     ),
     ErrorCode(
         "4004",
+        401,
         "account_not_found",
         False,
         "用户帐号不存在",
@@ -69,15 +77,19 @@ _TABLE = (
     ),
     ErrorCode(
         "4005",
+        401,
         "auth_failed",
         False,
         "授权失败",
         "Invalid authentication credentials",
         "Неверные учётные данные",
     ),
-    ErrorCode("4006", "api_stopped", False, "您的当前API已停用", "API stopped", "API остановлен"),
+    ErrorCode(
+        "4006", 403, "api_stopped", False, "您的当前API已停用", "API stopped", "API остановлен"
+    ),
     ErrorCode(
         "4007",
+        403,
         "account_stopped",
         False,
         "您的账户已停用",
@@ -86,6 +98,7 @@ _TABLE = (
     ),
     ErrorCode(
         "4008",
+        429,
         "rate_limit",
         False,
         "并发已达上限",
@@ -93,10 +106,11 @@ _TABLE = (
         "Превышен лимит одновременных запросов",
     ),
     ErrorCode(
-        "4009", "api_maintenance", False, "API维护中", "API maintenance", "API на обслуживании"
+        "4009", 503, "api_maintenance", False, "API维护中", "API maintenance", "API на обслуживании"
     ),
     ErrorCode(
         "4010",
+        404,
         "api_not_found",
         False,
         "API不存在",
@@ -105,6 +119,7 @@ _TABLE = (
     ),
     ErrorCode(
         "4012",
+        403,
         "api_not_added",
         False,
         "请先添加api",
@@ -113,6 +128,7 @@ _TABLE = (
     ),
     ErrorCode(
         "4013",
+        429,
         "calls_exceeded",
         False,
         "调用次数超限",
@@ -121,6 +137,7 @@ _TABLE = (
     ),
     ErrorCode(
         "4014",
+        400,
         "missing_param",
         False,
         "参数缺失",
@@ -129,6 +146,7 @@ _TABLE = (
     ),
     ErrorCode(
         "4015",
+        400,
         "wrong_page_token",
         False,
         "参数pageToken有误",
@@ -137,14 +155,19 @@ _TABLE = (
     ),
     ErrorCode(
         "4016",
+        429,
         "insufficient_balance",
         False,
         "余额不足",
         "Insufficient balance",
         "Недостаточно средств",
     ),
-    ErrorCode("4017", "timeout", False, "请求超时", "timeout error", "Превышено время ожидания"),
-    ErrorCode("5000", "unknown_error", False, "未知错误", "unknown error", "Неизвестная ошибка"),
+    ErrorCode(
+        "4017", 504, "timeout", False, "请求超时", "timeout error", "Превышено время ожидания"
+    ),
+    ErrorCode(
+        "5000", 500, "unknown_error", False, "未知错误", "unknown error", "Неизвестная ошибка"
+    ),
 )
 
 ERROR_CODES: dict[str, ErrorCode] = {entry.code: entry for entry in _TABLE}

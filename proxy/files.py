@@ -8,7 +8,6 @@ list (`v1/files`) is answered from here, with no upstream call (docs/methods.md,
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
@@ -34,7 +33,7 @@ class FileOwners:
                     account_id=account_id,
                     purpose=str(uploaded.get("purpose") or "")[:64],
                     file_object=json.dumps(uploaded, ensure_ascii=False),
-                    created_at=datetime.now(UTC).replace(tzinfo=None),
+                    created_at=storage.utc_now(),
                 )
             )
 

@@ -13,16 +13,28 @@ or ``eval`` of ``var_export`` output, so each format reproduces exactly what PHP
 Values PHP cannot hold are normalised the same way everywhere: inf/nan (and ints too big for a
 float) become null, lone surrogates become U+FFFD. See docs/formats.md for the full contract.
 
-Pure module: standard library only, no Flask, nothing else from ``proxy``.
+Pure module: the standard library and proxy/php_values.py (the PHP value model) only; no
+Flask, nothing else from ``proxy``.
 """
 
 from __future__ import annotations
 
 import base64
-import math
 import re
 from collections.abc import Callable
 from json.encoder import encode_basestring, encode_basestring_ascii
+
+from proxy.php_values import (
+    PHP_INT_MIN,
+    Frozen,
+    Memo,
+    as_json_type,
+    as_php_number,
+    checked_key,
+    php_array_key,
+    php_float_repr,
+    php_str,
+)
 
 __all__ = [
     "CONTENT_TYPES",
@@ -53,163 +65,6 @@ CONTENT_TYPES = {
 }
 JSONP_CONTENT_TYPE = "application/javascript; charset=utf-8"
 
-PHP_INT_MIN = -(2**63)
-PHP_INT_MAX = 2**63 - 1
-
-
-# ---------------------------------------------------------------------------
-# PHP scalars: what json_decode makes of a JSON scalar
-# ---------------------------------------------------------------------------
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def php_str(text: str) -> str:
-    """Return ``text`` as PHP can hold it: surrogate pairs joined, lone surrogates -> U+FFFD.
-
-    A str from ``json.loads`` can contain a lone surrogate (JSON ``"\\ud800"``); PHP strings are
-    UTF-8 bytes and cannot, so such code points become U+FFFD REPLACEMENT CHARACTER. A high and
-    low surrogate side by side become the one character that JSON ``"\\ud83d\\ude00"`` means.
-    """
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
-def _as_php_number(number: int | float) -> int | float | None:
-    """The number json_decode makes: int64 ints stay ints, bigger ints become floats.
-
-    Non-finite floats (and ints too big for a float) have no JSON form: they become None.
-    """
-    if type(number) is int:
-        if PHP_INT_MIN <= number <= PHP_INT_MAX:
-            return number
-        try:
-            number = float(number)
-        except OverflowError:
-            return None
-    return number if math.isfinite(number) else None
-
-
-def _exact(value: object) -> object:
-    """Subclasses (OrderedDict, tuple, IntEnum, str subclasses...) as their JSON-model base type.
-
-    Raises TypeError for anything outside the JSON data model.
-    """
-    for base, convert in _EXACT_TYPES:
-        if isinstance(value, base):
-            return convert(value)
-    raise TypeError(f"value of type {type(value).__name__} is not in the JSON data model")
-
-
-_EXACT_TYPES = ((dict, dict), (list | tuple, list), (str, str), (int, int), (float, float))
-
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"envelope keys must be str, not {type(key).__name__}")
-    return key
-
-
-_NUMERIC_KEY = re.compile(r"0|-?[1-9][0-9]{0,18}")
-
-
-def php_array_key(key: str) -> int | str:
-    """PHP's array-key rule: canonical decimal strings within int64 ("123", "-5") become ints.
-
-    "05", "-0", "1.5", " 1", "+1" and out-of-range numbers stay strings.
-    """
-    if _NUMERIC_KEY.fullmatch(key):
-        number = int(key)
-        if PHP_INT_MIN <= number <= PHP_INT_MAX:
-            return number
-    return key
-
-
-# PHP with serialize_precision = -1 prints the shortest round-trip digits (zend_gcvt, mode 0)
-# and switches to exponent notation when the decimal point would sit past 17 digits or more
-# than 3 zeros after it. Python's repr uses the same digits with a narrower plain range.
-_PHP_GCVT_PRECISION = 17
-
-
-def php_float_repr(number: float, exponent_char: str = "E") -> str:
-    """Print a finite float like PHP does with serialize_precision = -1.
-
-    ``exponent_char`` is ``"e"`` for json_encode and ``"E"`` for serialize/var_export.
-    Examples: 1.0 -> "1", -0.0 -> "-0", 1e-7 -> "1.0E-7", 1e16 -> "10000000000000000".
-    (var_export adds ".0" when there is no decimal point; that is the caller's job.)
-    """
-    text = repr(number)
-    if "e" not in text and "n" not in text:  # plain notation, and not inf/nan
-        return text[:-2] if text.endswith(".0") else text
-    if not math.isfinite(number):
-        raise ValueError(f"PHP prints no finite form of {number!r}")
-    digits, decpt = _shortest_digits(abs(number))
-    sign = "-" if number < 0 else ""
-    if decpt < -3 or decpt > _PHP_GCVT_PRECISION:
-        exponent = decpt - 1
-        mantissa = digits[0] + "." + (digits[1:] or "0")
-        return f"{sign}{mantissa}{exponent_char}{'-' if exponent < 0 else '+'}{abs(exponent)}"
-    if decpt <= 0:
-        return f"{sign}0.{'0' * -decpt}{digits}"
-    if len(digits) <= decpt:
-        return sign + digits + "0" * (decpt - len(digits))
-    return f"{sign}{digits[:decpt]}.{digits[decpt:]}"
-
-
-def _shortest_digits(magnitude: float) -> tuple[str, int]:
-    """Shortest round-trip digits of a finite positive float and the decimal point position.
-
-    The value is 0.DIGITS * 10**decpt, as dtoa reports it.
-    """
-    mantissa, _, exponent = repr(magnitude).partition("e")
-    integer, _, fraction = mantissa.partition(".")
-    all_digits = integer + fraction
-    significant = all_digits.lstrip("0")
-    decpt = len(integer) + int(exponent or 0) - (len(all_digits) - len(significant))
-    return significant.rstrip("0"), decpt
-
-
-class Frozen(dict):
-    """A JSON object that never changes (an answer kept by the cache): each format renders it
-    once and keeps the text, so serving it again costs no rendering. Its own keys cannot be
-    set or removed; what it holds must not be changed either, or the kept texts would lie."""
-
-    __slots__ = ("_renderings",)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._renderings: dict = {}
-
-    def rendering(self, how: object, render: Callable[[dict], str]) -> str:
-        """The text `render(self as a plain dict)` made, once per `how`."""
-        text = self._renderings.get(how)
-        if text is None:
-            text = self._renderings[how] = render(dict(self))
-        return text
-
-    def _frozen(self, *_args, **_kwargs):
-        raise TypeError("a Frozen object is never changed")
-
-    __setitem__ = __delitem__ = __ior__ = _frozen  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _frozen  # type: ignore[assignment]
-
-    def __reduce__(self):  # copies and pickles are plain dicts: they are not kept texts
-        return (dict, (dict(self),))
-
-
-class _Memo(dict):
-    """Per-render cache: envelope keys repeat row after row, so each is escaped only once."""
-
-    def __init__(self, compute: Callable[[str], object]):
-        super().__init__()
-        self._compute = compute
-
-    def __missing__(self, key):
-        value = self[key] = self._compute(key)
-        return value
-
-
 # ---------------------------------------------------------------------------
 # json / jsonu / jsonp
 # ---------------------------------------------------------------------------
@@ -231,7 +86,7 @@ def _json_string_unicode(text: str) -> str:
 
 
 def _json_number(number: int | float) -> str:
-    php_number = _as_php_number(number)
+    php_number = as_php_number(number)
     if php_number is None:
         return "null"
     return str(php_number) if type(php_number) is int else php_float_repr(php_number, "e")
@@ -254,7 +109,7 @@ def render_json(value: object, *, unescaped_unicode: bool = False) -> str:
         bool: _JSON_CONSTANTS.__getitem__,
         type(None): _JSON_CONSTANTS.__getitem__,
     }
-    keys = _Memo(lambda key: quote(_check_key(key)) + ":")
+    keys = Memo(lambda key: quote(checked_key(key)) + ":")
 
     def encode(item: object) -> str:
         kind = type(item)
@@ -265,7 +120,7 @@ def render_json(value: object, *, unescaped_unicode: bool = False) -> str:
         if kind is Frozen:
             return item.rendering(("json", unescaped_unicode), encode)
         scalar = scalars.get(kind)
-        return encode(_exact(item)) if scalar is None else scalar(item)
+        return encode(as_json_type(item)) if scalar is None else scalar(item)
 
     return encode(value)
 
@@ -317,12 +172,12 @@ def _serialize_string(text: str) -> str:
 
 
 def _serialize_key(key: str) -> str:
-    php_key = php_array_key(php_str(_check_key(key)))
+    php_key = php_array_key(php_str(checked_key(key)))
     return f"i:{php_key};" if type(php_key) is int else _serialize_string(php_key)
 
 
 def _serialize_number(number: int | float) -> str:
-    php_number = _as_php_number(number)
+    php_number = as_php_number(number)
     if php_number is None:
         return "N;"
     if type(php_number) is int:
@@ -341,7 +196,7 @@ _SERIALIZE_SCALARS: dict[type, Callable[[object], str]] = {
 
 def render_serialize(value: object) -> str:
     """What PHP's ``serialize(json_decode($json, true))`` prints."""
-    keys = _Memo(_serialize_key)
+    keys = Memo(_serialize_key)
 
     def encode(item: object) -> str:
         kind = type(item)
@@ -354,7 +209,7 @@ def render_serialize(value: object) -> str:
         if kind is Frozen:
             return item.rendering("serialize", encode)
         scalar = _SERIALIZE_SCALARS.get(kind)
-        return encode(_exact(item)) if scalar is None else scalar(item)
+        return encode(as_json_type(item)) if scalar is None else scalar(item)
 
     return encode(value)
 
@@ -372,12 +227,12 @@ def _var_export_string(text: str) -> str:
 
 
 def _var_export_key(key: str) -> str:
-    php_key = php_array_key(php_str(_check_key(key)))
+    php_key = php_array_key(php_str(checked_key(key)))
     return f"{php_key} => " if type(php_key) is int else _var_export_string(php_key) + " => "
 
 
 def _var_export_number(number: int | float) -> str:
-    php_number = _as_php_number(number)
+    php_number = as_php_number(number)
     if php_number is None:
         return "NULL"
     if type(php_number) is int:
@@ -402,7 +257,7 @@ def render_var_export(value: object) -> str:
     Layout as php_var_export_ex: elements of an array at level L are indented L+1 spaces and
     their values rendered at level L+2; a nested array starts on a new line, indented L-1.
     """
-    keys = _Memo(_var_export_key)
+    keys = Memo(_var_export_key)
 
     def encode(item: object, level: int) -> str:
         kind = type(item)
@@ -414,7 +269,7 @@ def render_var_export(value: object) -> str:
             return item.rendering(("var_export", level), lambda plain: encode(plain, level))
         else:
             scalar = _VAR_EXPORT_SCALARS.get(kind)
-            return encode(_exact(item), level) if scalar is None else scalar(item)
+            return encode(as_json_type(item), level) if scalar is None else scalar(item)
         indent = " " * (level + 1)
         body = "".join([f"{indent}{key}{encode(v, level + 2)},\n" for key, v in entries])
         outdent = " " * (level - 1)
@@ -457,7 +312,7 @@ def _base64(text: str) -> str:
 
 def _xml_child_of_object(key: str) -> tuple[str, str]:
     """(element name, attributes) for an object entry: safe keys name it, others go in key=."""
-    key = php_str(_check_key(key))
+    key = php_str(checked_key(key))
     if is_safe_element_name(key):
         return key, ""
     if _XML_FORBIDDEN.search(key):
@@ -477,7 +332,7 @@ def _xml_string(text: str) -> tuple[str, str]:
 
 
 def _xml_number(number: int | float) -> tuple[str, str]:
-    php_number = _as_php_number(number)
+    php_number = as_php_number(number)
     if php_number is None:
         return ' type="null"', ""
     if type(php_number) is int:
@@ -496,7 +351,7 @@ _XML_SCALARS: dict[type, Callable[[object], tuple[str, str]]] = {
 
 def render_xml(value: object) -> str:
     """UTF-8 XML document with a ``<root>`` element; see docs/formats.md for the encoding."""
-    children = _Memo(_xml_child_of_object)
+    children = Memo(_xml_child_of_object)
 
     def element(tag: str, attributes: str, item: object) -> str:
         kind = type(item)
@@ -514,7 +369,7 @@ def render_xml(value: object) -> str:
             scalar_attributes, content = _XML_SCALARS[kind](item)
             attributes += scalar_attributes
         else:
-            return element(tag, attributes, _exact(item))
+            return element(tag, attributes, as_json_type(item))
         if not content:
             return f"<{tag}{attributes}/>"
         return f"<{tag}{attributes}>{content}</{tag}>"

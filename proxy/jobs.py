@@ -19,7 +19,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
@@ -63,7 +63,7 @@ class ImageJobs:
     def submit(self, account_id: int, args: dict, request_id: str) -> str:
         """Store a pending job and start it in the background; its imgid."""
         self._start_workers()
-        now = _utc_now()
+        now = storage.utc_now()
         for _attempt in range(5):
             job_id = str(10**15 + secrets.randbelow(9 * 10**15))  # 16 digits, as onebound's
             try:
@@ -132,7 +132,7 @@ class ImageJobs:
             moved = connection.execute(
                 update(table)
                 .where(table.c.id == job_id, table.c.status.in_(from_states))
-                .values(updated_at=_utc_now(), **values)
+                .values(updated_at=storage.utc_now(), **values)
             ).rowcount
         return moved == 1
 
@@ -144,7 +144,7 @@ class ImageJobs:
                     connection.execute(
                         update(table)
                         .where(table.c.owner == self.owner, table.c.status.in_(UNFINISHED))
-                        .values(heartbeat_at=_utc_now())
+                        .values(heartbeat_at=storage.utc_now())
                     )
             except Exception:  # the database is away for a moment: beat again next time
                 log.warning("image job heartbeat failed", exc_info=True)
@@ -160,7 +160,7 @@ class ImageJobs:
     def get(self, account_id: int, job_id: str) -> dict:
         """The job as `images/get` answers it; a job of another account does not exist."""
         row = self._row(account_id, job_id)
-        if row.status in UNFINISHED and row.heartbeat_at < _utc_now() - self.stale:
+        if row.status in UNFINISHED and row.heartbeat_at < storage.utc_now() - self.stale:
             stopped_at = row.heartbeat_at.replace(tzinfo=UTC).isoformat(timespec="seconds")
             self._move(
                 job_id,
@@ -206,7 +206,3 @@ def job_view(row) -> dict:
     if row.status == FAILED:
         view["error"] = {"code": row.error_code, "reason": row.reason}
     return view
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)

@@ -30,7 +30,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
@@ -48,6 +48,7 @@ from proxy.errors import (
     RATE_LIMITED,
     GatewayError,
 )
+from proxy.storage import utc_now as _utc_now
 from proxy.usage import UsageRecord
 
 log = logging.getLogger("proxy")
@@ -570,7 +571,3 @@ def _balance_reason(method: str, credits: int) -> str:
 
 def _concurrency_reason(limit: int) -> str:
     return f"this key already has {limit} calls in flight (its limit); retry when one ends"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)

@@ -9,11 +9,10 @@ from collections import defaultdict
 from marshmallow import Schema, fields, validate
 from werkzeug.routing import Map, Rule
 
-from proxy.catalog import METHODS, MethodSpec
-from proxy.errors import ERROR_CODES
+from proxy.catalog import BINARY_ANSWERS, METHODS, MethodSpec, openai_routes
+from proxy.errors import ANSWERED_CODES, ERROR_CODES
 from proxy.formats import RESULT_TYPES
 from proxy.handlers.openai import STREAMING
-from proxy.openai_door import BINARY_ANSWERS, HTTP_STATUS, door_routes
 from proxy.params import CommonParams
 from proxy.uploads import FILE_FIELDS, FileField
 
@@ -298,7 +297,7 @@ def register_openai_paths(api) -> None:
             "limits and usage log as /api (docs/openai-door.md).",
         }
     )
-    for verb, path, spec in door_routes():
+    for verb, path, spec in openai_routes():
         rule = Rule(path, defaults={})  # flask-smorest reads the path's template off a bound rule
         Map([rule])
         operation = _openai_operation(api, spec, verb, set(rule.arguments))
@@ -374,8 +373,9 @@ def _openai_success(spec: MethodSpec) -> dict:
 def _openai_errors() -> dict:
     """An OpenAI error object per HTTP status the door answers, naming the gateway codes."""
     codes_by_status: dict[int, list[str]] = defaultdict(list)
-    for code, status in HTTP_STATUS.items():
-        codes_by_status[status].append(code)
+    for code, entry in ERROR_CODES.items():
+        if code not in ANSWERED_CODES:
+            codes_by_status[entry.http_status].append(code)
     return {
         str(status): {
             "description": f"Gateway codes {', '.join(codes)} (in `error.code`).",

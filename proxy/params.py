@@ -1,5 +1,6 @@
-"""The common parameters of a call: a marshmallow schema (which also documents them) and the
-parsing of `_o_args`. Pure: no Flask."""
+"""The common parameters of a call (a marshmallow schema, which also documents them), the
+request's JSON body and the JSON reading of what a client sends (`_o_args` itself is read by
+proxy/arguments.py). Pure: no Flask."""
 
 from __future__ import annotations
 
@@ -161,37 +162,6 @@ def parse_json_body(text: str) -> dict:
     return body
 
 
-def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
-    """`_o_args` as a dict: a JSON string (GET/form) or an object (JSON body); absent is {}."""
-    if raw is None or raw == "":
-        return {}
-    if isinstance(raw, str):
-        refuse_unsendable(raw, "_o_args")
-        if len(raw.encode("utf-8")) > max_bytes:
-            raise GatewayError(PARAM_ERROR, f"_o_args is larger than {max_bytes} bytes")
-        try:
-            value = load_client_json(raw)
-        except ValueError as exc:
-            raise GatewayError(
-                PARAM_ERROR,
-                f"_o_args is not valid JSON ({exc.msg} at position {exc.pos}); URL-encode it",
-            ) from None
-        except RecursionError:
-            raise GatewayError(
-                PARAM_ERROR, f"_o_args is nested deeper than {max_depth} levels"
-            ) from None
-        refuse_unsendable(value, "_o_args")
-    else:
-        value = raw
-        if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > max_bytes:
-            raise GatewayError(PARAM_ERROR, f"_o_args is larger than {max_bytes} bytes")
-    if not isinstance(value, dict):
-        raise GatewayError(PARAM_ERROR, '_o_args must be a JSON object, e.g. {"prompt":"hi"}')
-    if _depth(value) > max_depth:
-        raise GatewayError(PARAM_ERROR, f"_o_args is nested deeper than {max_depth} levels")
-    return value
-
-
 # Python refuses to read longer integers (sys.get_int_max_str_digits); no upstream takes them.
 MAX_INTEGER_DIGITS = 4300
 
@@ -270,19 +240,6 @@ def _is_unicode_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _depth(value) -> int:
-    """Nesting depth without recursion, so a hostile document cannot exhaust the stack."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = (
-            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        )
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
 
 
 UNNAMED_PART_REASON = (

@@ -6,6 +6,7 @@ import fcntl
 import os
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -180,6 +181,11 @@ usage = Table(
     Column("request_id", String(64), nullable=False),
     Column("client_ip", String(64), nullable=False, default=""),
 )
+
+
+def utc_now() -> datetime:
+    """The time as every table stores it: UTC, without a zone (SQLite keeps none)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def database_url(configured: str, instance_path: str) -> str:

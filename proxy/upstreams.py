@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from config import GUNICORN_TIMEOUT_SECONDS
+from config import gunicorn_timeout_seconds
 
 if TYPE_CHECKING:  # imported by client_for: the admin commands never need the SDK
     from openai import OpenAI
@@ -141,22 +141,6 @@ class UpstreamRouter:
                 )
                 self._clients[upstream.name] = client
             return client
-
-
-def gunicorn_timeout_seconds(environ: Mapping[str, str] | None = None) -> int:
-    """The gunicorn worker timeout as config/gunicorn.conf.py computes it: GUNICORN_TIMEOUT,
-    else GUNICORN_TIMEOUT_SECONDS."""
-    environ = os.environ if environ is None else environ
-    raw = environ.get("GUNICORN_TIMEOUT", "")
-    if not raw.strip():
-        return GUNICORN_TIMEOUT_SECONDS
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(
-            f"GUNICORN_TIMEOUT={raw!r} is not a whole number of seconds; "
-            f"set it to e.g. {GUNICORN_TIMEOUT_SECONDS}"
-        ) from None
 
 
 def load_upstreams_file(

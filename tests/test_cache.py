@@ -9,10 +9,10 @@ import time
 
 from sqlalchemy.engine import make_url
 
-from proxy import answer_store_directory
 from proxy.cache import AnswerCache, TieredCache, canonical_key
 from proxy.dispatcher import Call
 from proxy.local_store import LocalAnswerCache
+from proxy.services import answer_store_directory
 from tests.conftest import CHAT_ARGS, create_account
 
 

@@ -58,3 +58,29 @@ def test_success_reason_is_empty():
 def test_gateway_error_rejects_codes_outside_the_table():
     with pytest.raises(ValueError):
         GatewayError("4011")
+
+
+def test_each_code_has_its_openai_door_status_in_the_table():
+    statuses = {code: entry.http_status for code, entry in ERROR_CODES.items()}
+    assert statuses == {
+        "0000": 200,
+        "2000": 200,
+        "4000": 500,
+        "4001": 502,
+        "4002": 502,
+        "4003": 400,
+        "4004": 401,
+        "4005": 401,
+        "4006": 403,
+        "4007": 403,
+        "4008": 429,
+        "4009": 503,
+        "4010": 404,
+        "4012": 403,
+        "4013": 429,
+        "4014": 400,
+        "4015": 400,
+        "4016": 429,
+        "4017": 504,
+        "5000": 500,
+    }

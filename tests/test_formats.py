@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy import formats
+from proxy import formats, php_values
 from proxy.formats import (
     RESULT_TYPES,
     is_valid_callback,
@@ -648,8 +648,8 @@ def test_render_rejects_invalid_callback():
         render({}, "json", callback="a;b")
 
 
-def test_formats_module_imports_only_the_standard_library():
-    tree = ast.parse(Path(formats.__file__).read_text())
+def imported_modules(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text())
     modules = {
         alias.name
         for node in ast.walk(tree)
@@ -659,6 +659,14 @@ def test_formats_module_imports_only_the_standard_library():
     modules |= {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
+    return modules
+
+
+def test_formats_module_imports_only_the_standard_library():
+    # ... and the PHP value model it renders (proxy/php_values.py), which imports only that.
+    modules = imported_modules(formats) - {"proxy.php_values"}
+    assert {name.split(".")[0] for name in modules} <= set(sys.stdlib_module_names)
+    modules = imported_modules(php_values)
     assert {name.split(".")[0] for name in modules} <= set(sys.stdlib_module_names)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from proxy.calls import CallResult, StreamingCall
-from proxy.routes import envelope_events
+from proxy.doors.onebound import envelope_events
 
 
 def chunk(text: str) -> dict:

@@ -6,29 +6,12 @@ from __future__ import annotations
 
 import logging
 
-from marshmallow import fields, validate
-
 from proxy.errors import INTERNAL_ERROR, TARGET_SERVER_ERROR, WRONG_PAGE_TOKEN, GatewayError
 from proxy.files import bad_cursor_reason
 from proxy.handlers import openai as openai_handlers
-from proxy.handlers.openai import FILE_ID, ImageGenerationArgs, _UpstreamArgs
+from proxy.schemas import FILE_ID
 
 log = logging.getLogger("proxy")
-
-
-class ImageSubmitArgs(ImageGenerationArgs):
-    """images/submit: the arguments of v1/images/generations; the model defaults in config."""
-
-
-class ImageGetArgs(_UpstreamArgs):
-    imgid = fields.String(
-        required=True,
-        # [0-9], not \d (which takes any Unicode digit); \Z, not $ (which allows a final newline)
-        validate=validate.Regexp(
-            r"[0-9]{1,32}\Z", error="must be the imgid images/submit returned"
-        ),
-        metadata={"pattern": "^[0-9]{1,32}$"},  # as OpenAPI (ECMA-262) reads it
-    )
 
 
 def list_models_everywhere(services, call, args: dict) -> dict:

@@ -10,13 +10,10 @@ import base64
 import inspect
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING
-
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from proxy.errors import (
     NETWORK_ERROR,
@@ -25,205 +22,14 @@ from proxy.errors import (
     TIMEOUT,
     GatewayError,
 )
-from proxy.uploads import FileField, FileUpload
+from proxy.schemas import SDK_REQUEST_OPTIONS, TEXT_FORMATS
+from proxy.uploads import FileUpload
 
 if TYPE_CHECKING:  # the SDK is imported when a call first needs it (see upstream_errors)
     import openai
 
 PLATFORM = "openai"
 log = logging.getLogger("proxy")
-
-
-_STREAM_DESCRIPTION = "true: the answer as server-sent events (docs/streaming.md)."
-
-
-# The SDK's options for one request: they set our upstream request's headers (Authorization
-# among them), query string, whole body and timeout. None of them ever comes from a client.
-SDK_REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
-
-
-class _PassThroughArgs(Schema):
-    """Arguments the schema does not name pass through, in the upstream's JSON body only."""
-
-    class Meta:
-        unknown = INCLUDE
-
-    @validates_schema(pass_original=True)
-    def _no_sdk_options(self, _data, original, **_kwargs):
-        named = (
-            sorted(SDK_REQUEST_OPTIONS.intersection(original)) if isinstance(original, dict) else []
-        )
-        if named:
-            raise ValidationError(
-                {
-                    name: "is an option of the gateway's own upstream request, not an argument; "
-                    "send provider fields at the top level of _o_args"
-                    for name in named
-                }
-            )
-
-
-class _UpstreamArgs(_PassThroughArgs):
-    """Every OpenAI argument the schema does not name passes through unchanged."""
-
-    class Meta:
-        unknown = INCLUDE
-        ordered = True
-
-    model = fields.String(
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "Model id; the method's default when absent."},
-    )
-
-
-class ChatMessage(Schema):
-    class Meta:
-        unknown = INCLUDE
-
-    role = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    content = fields.Raw(allow_none=True)
-
-
-class ChatCompletionArgs(_UpstreamArgs):
-    messages = fields.List(
-        fields.Nested(ChatMessage),
-        required=True,
-        validate=validate.Length(min=1),
-        metadata={"description": "The conversation, as in the OpenAI API."},
-    )
-    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
-
-
-class CompletionArgs(_UpstreamArgs):
-    prompt = fields.Raw(
-        required=True, metadata={"description": "Text (or list of texts) to complete."}
-    )
-    max_tokens = fields.Integer(validate=validate.Range(min=1))
-    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
-
-
-class EmbeddingArgs(_UpstreamArgs):
-    input = fields.Raw(required=True, metadata={"description": "Text or list of texts."})
-
-
-class ModerationArgs(_UpstreamArgs):
-    input = fields.Raw(required=True, metadata={"description": "Text or list of texts."})
-
-
-class EditArgs(_UpstreamArgs):
-    instruction = fields.String(
-        required=True,
-        validate=validate.Length(min=1),
-        metadata={"description": "How to change the input text."},
-    )
-    input = fields.String(
-        load_default="", metadata={"description": "The text to edit (empty: write anew)."}
-    )
-    n = fields.Integer(validate=validate.Range(min=1, max=10))
-
-
-_IMAGE_FORMATS = validate.OneOf(["url", "b64_json"])
-_IMAGE_COUNT = validate.Range(min=1, max=10)
-
-
-class ImageGenerationArgs(_UpstreamArgs):
-    prompt = fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=32000),
-        metadata={"description": "What the image shows."},
-    )
-    n = fields.Integer(validate=_IMAGE_COUNT, metadata={"description": "How many images."})
-    size = fields.String(metadata={"description": "e.g. 1024x1024."})
-    response_format = fields.String(validate=_IMAGE_FORMATS)
-
-
-class ImageEditArgs(_UpstreamArgs):
-    image = FileField(
-        required=True, metadata={"description": "The image: base64, or a multipart part."}
-    )
-    mask = FileField(metadata={"description": "Where to edit (transparent areas): base64."})
-    prompt = fields.String(required=True, validate=validate.Length(min=1, max=32000))
-    n = fields.Integer(validate=_IMAGE_COUNT)
-    size = fields.String()
-    response_format = fields.String(validate=_IMAGE_FORMATS)
-
-
-class ImageVariationArgs(_UpstreamArgs):
-    image = FileField(
-        required=True, metadata={"description": "The image: base64, or a multipart part."}
-    )
-    n = fields.Integer(validate=_IMAGE_COUNT)
-    size = fields.String()
-    response_format = fields.String(validate=_IMAGE_FORMATS)
-
-
-_TEXT_FORMATS = ("text", "srt", "vtt")
-
-
-class AudioTextArgs(_UpstreamArgs):
-    file = FileField(
-        required=True, metadata={"description": "The audio: base64, or a multipart part."}
-    )
-    filename = fields.String(
-        validate=validate.Length(min=1, max=255),
-        metadata={"description": "The audio file's name; its extension tells the format."},
-    )
-    prompt = fields.String()
-    response_format = fields.String(
-        validate=validate.OneOf(["json", "verbose_json", *_TEXT_FORMATS])
-    )
-    temperature = fields.Float(validate=validate.Range(min=0, max=1))
-
-
-class TranscriptionArgs(AudioTextArgs):
-    language = fields.String(validate=validate.Length(min=2, max=16))
-
-
-class SpeechArgs(_UpstreamArgs):
-    input = fields.String(required=True, validate=validate.Length(min=1, max=4096))
-    voice = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    response_format = fields.String(
-        validate=validate.OneOf(["mp3", "opus", "aac", "flac", "wav", "pcm"])
-    )
-    speed = fields.Float(validate=validate.Range(min=0.25, max=4.0))
-
-
-# \Z, not $: $ also matches before a trailing newline ("file-abc\n" would pass).
-FILE_ID = re.compile(r"file-[A-Za-z0-9_-]{1,64}\Z")
-_FILE_ID = validate.Regexp(FILE_ID, error="must be a file id: file-...")
-# The same pattern as OpenAPI (ECMA-262) reads it, where $ never matches before a newline.
-FILE_ID_DOCUMENTED = {"pattern": "^file-[A-Za-z0-9_-]{1,64}$"}
-
-
-class FilesArgs(Schema):
-    """List the account's files, or upload one when `file` is given."""
-
-    class Meta:
-        unknown = RAISE  # the list is the gateway's own: no upstream call to pass them to
-        ordered = True
-
-    file = FileField(metadata={"description": "A file to upload: base64, or a multipart part."})
-    filename = fields.String(validate=validate.Length(min=1, max=255))
-    purpose = fields.String(
-        validate=validate.Length(min=1, max=64),
-        metadata={"description": "Required to upload (assistants, batch, fine-tune, ...)."},
-    )
-    limit = fields.Integer(validate=validate.Range(min=1, max=10000))
-    order = fields.String(validate=validate.OneOf(["asc", "desc"]))
-    after = fields.String(
-        metadata={"description": "The cursor: the last file id of the previous page."}
-    )
-
-
-class FileIdArgs(Schema):
-    class Meta:
-        unknown = RAISE
-
-    file_id = fields.String(required=True, validate=_FILE_ID, metadata=FILE_ID_DOCUMENTED)
-
-
-class NoArgs(_PassThroughArgs):
-    """No arguments of its own."""
 
 
 def list_models(client: openai.OpenAI, args: dict) -> dict:
@@ -301,7 +107,7 @@ def create_translation(client: openai.OpenAI, args: dict) -> dict:
 
 def _audio_text(raw_call: Callable, args: dict) -> dict:
     """json and verbose_json answers as they are; text, srt and vtt as {"text": ...}."""
-    if args.get("response_format") in _TEXT_FORMATS:
+    if args.get("response_format") in TEXT_FORMATS:
         return {"text": _raw(raw_call, args).text}
     return _call(raw_call, args)
 

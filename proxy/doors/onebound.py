@@ -1,35 +1,26 @@
-"""HTTP routes. The only modules that touch flask.request / g are this one and openai_door.py:
-they read a call into a CallRequest, run it (proxy/calls.py) and render the answer."""
+"""The onebound door: `/api` and `/<platform>/custom/`. It reads a call from the query string,
+a form or a JSON body (body wins), runs it (proxy/calls.py) and answers in the onebound
+envelope in the format asked (json, jsonu, xml, serialize, var_export), or as server-sent
+envelopes for `stream: true`. Every answer is HTTP 200 (a wrong verb: 405) with the code in
+`X-Error-Code`."""
 
 from __future__ import annotations
 
 import json
-import logging
-import uuid
 from collections.abc import Iterator
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from proxy import formats
 from proxy.accounts import Credentials
 from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
 from proxy.catalog import PLATFORMS, find_method
+from proxy.doors import kit
 from proxy.envelope import EnvelopeFacts, build_envelope, server_now
-from proxy.errors import (
-    ANSWERED_CODES,
-    PARAM_ERROR,
-    GatewayError,
-)
-from proxy.openai_door import body_read_errors, event_stream, multipart_files
-from proxy.openapi_docs import (
-    API_DOC,
-    HealthDoc,
-    MethodCatalogDoc,
-    ServiceInfoDoc,
-    method_catalog_entries,
-)
+from proxy.errors import ANSWERED_CODES, PARAM_ERROR, GatewayError
+from proxy.openapi_docs import API_DOC
 from proxy.params import (
     echo_call_args,
     load_common,
@@ -38,18 +29,13 @@ from proxy.params import (
     refuse_unnamed_parts,
 )
 
-log = logging.getLogger("proxy")
-
 api_blp = Blueprint("api", __name__, description="The onebound-style generic endpoint.")
-service_blp = Blueprint("service", __name__, description="Service information and health.")
+# The endpoints of this door: every answer there is an envelope, a wrong verb's included.
+ENVELOPE_ENDPOINTS = frozenset({"api.GenericCall", "api.PlatformCall"})
 
 
-def _gateway():
-    return current_app.extensions["gateway"]
-
-
-def _new_request_id() -> str:
-    return f"{current_app.config['REQUEST_ID_PREFIX']}.{uuid.uuid4().hex[:16]}"
+def register(app: Flask, api: Api) -> None:
+    api.register_blueprint(api_blp)
 
 
 def _first_non_empty(multi) -> dict:
@@ -69,7 +55,7 @@ def _first_non_empty(multi) -> dict:
 def collect_raw_params() -> dict:
     """Query string, then form body, then JSON body: later sources win."""
     raw = _first_non_empty(request.args)
-    with body_read_errors():
+    with kit.body_read_errors():
         if request.mimetype == "application/json" or request.is_json:
             body = parse_json_body(request.get_data(cache=True, as_text=True))
             raw.update({k: v for k, v in body.items() if v is not None})
@@ -81,18 +67,18 @@ def collect_raw_params() -> dict:
 def with_header_credentials(raw: dict) -> dict:
     """The parameters plus key and secret from X-API-KEY / X-API-SECRET when not sent as such."""
     merged = dict(raw)
-    if not merged.get("key") and request.headers.get("X-API-KEY"):
-        merged["key"] = request.headers["X-API-KEY"]
-    if not merged.get("secret") and request.headers.get("X-API-SECRET"):
-        merged["secret"] = request.headers["X-API-SECRET"]
+    key, secret = kit.header_credentials()
+    if not merged.get("key") and key:
+        merged["key"] = key
+    if not merged.get("secret") and secret:
+        merged["secret"] = secret
     return merged
 
 
 def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Response:
     """One call on the /api door; `refusal` answers (and records) a request it does not take."""
-    gateway = _gateway()
-    request_id = _new_request_id()
-    g.request_id = request_id
+    gateway = kit.gateway()
+    request_id = kit.new_request_id()
     presentation = {"result_type": "json", "lang": "cn", "callback": ""}
     raw: dict = {}
 
@@ -106,23 +92,9 @@ def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Re
                 raise
         if refusal is not None:  # the refusal is the answer, in the format asked when it parses
             raise refusal
-        params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
-        return CallRequest(
-            credentials=Credentials(
-                key=params["key"],
-                secret=params.get("secret", ""),
-                sign=params.get("sign", ""),
-                signed_params=raw,
-            ),
-            method=params["method"],
-            o_args=params.get("o_args"),
-            files=multipart_files(),
-            platform=platform,
-            version=params["version"],
-            use_cache=params["cache"] == "yes",
-        )
+        return call_request(raw, platform)
 
-    client_ip = request.remote_addr or ""  # the caller's address once ProxyFix has applied hops
+    client_ip = kit.client_ip()
     result = run_call(
         gateway, current_app.config, prepare, request_id=request_id, client_ip=client_ip
     )
@@ -149,12 +121,32 @@ def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Re
         )
 
     if isinstance(result, StreamingCall):
-        response = event_stream(envelope_events(result, envelope_of, request_id))
+        response = kit.event_stream(envelope_events(result, envelope_of, request_id))
         response.headers["X-Request-Id"] = request_id
         return response
     envelope = envelope_of(result)
     return render_envelope(
         envelope, presentation["result_type"], presentation["callback"], result.code
+    )
+
+
+def call_request(raw: dict, platform: str | None) -> CallRequest:
+    """The call the parameters `raw` (and the request's headers and files) name; GatewayError
+    (4003, 4014) for a missing or malformed one."""
+    params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
+    return CallRequest(
+        credentials=Credentials(
+            key=params["key"],
+            secret=params.get("secret", ""),
+            sign=params.get("sign", ""),
+            signed_params=raw,
+        ),
+        method=params["method"],
+        o_args=params.get("o_args"),
+        files=kit.multipart_files(),
+        platform=platform,
+        version=params["version"],
+        use_cache=params["cache"] == "yes",
     )
 
 
@@ -230,9 +222,13 @@ class PlatformCall(MethodView):
         return handle_call(_known_platform(platform))
 
 
-def refuse_verb(platform: str | None) -> Response:
-    """A verb the /api door does not take: the envelope (4003) and a usage row like every
-    call, as HTTP 405 (docs/envelope.md); the caller adds `Allow`."""
+def refuse_verb(endpoint: str | None, view_args: dict) -> Response | None:
+    """A verb the door does not take at one of its paths: the envelope (4003) and a usage row
+    like every call, as HTTP 405 (docs/envelope.md); the caller adds `Allow`. None for a path
+    of another door."""
+    if endpoint not in ENVELOPE_ENDPOINTS:
+        return None
+    platform = view_args.get("platform")
     detail = f"{request.method[:16]} is not served here; call it with GET or POST"
     known = _known_platform(platform) if platform is not None else None
     response = handle_call(known, refusal=GatewayError(PARAM_ERROR, detail))
@@ -243,60 +239,3 @@ def refuse_verb(platform: str | None) -> Response:
 def _known_platform(platform: str) -> str:
     # An unknown platform goes on as a name no catalog entry has, so the answer is 4010.
     return platform if platform in PLATFORMS else f"unknown:{platform[:40]}"
-
-
-@api_blp.route("/api/methods")
-class MethodCatalog(MethodView):
-    @api_blp.response(200, MethodCatalogDoc)
-    def get(self):
-        """The method catalog: each method's platform, flags, price and `_o_args` schema."""
-        gateway = _gateway()
-        return jsonify({"methods": method_catalog_entries(gateway.api, gateway.meter.price_of)})
-
-
-@service_blp.route("/health")
-class Health(MethodView):
-    @service_blp.response(200, HealthDoc)
-    @service_blp.alt_response(503, schema=HealthDoc, description="The database is unreachable.")
-    def get(self):
-        """Health: the database (503 when unreachable), the answer cache and, when configured,
-        Redis (200 with status "degraded" when unreachable: the cache then misses and only
-        concurrency-limited calls fail)."""
-        gateway = _gateway()
-        cache = gateway.dispatcher.cache.describe()
-        report = {"status": "healthy", "database": "ok", "cache": cache}
-        if gateway.redis is not None:
-            report["redis"] = cache["state"]
-            if cache["state"] != "ok":
-                report["status"] = "degraded"
-        try:
-            gateway.ping_database()
-        except Exception:
-            log.exception("health check: database unreachable")
-            report.update(status="unhealthy", database="unreachable")
-            return jsonify(report), 503
-        return jsonify(report)
-
-
-@service_blp.route("/")
-class ServiceInfo(MethodView):
-    @service_blp.response(200, ServiceInfoDoc)
-    def get(self):
-        """Service information and the endpoints it serves."""
-        return jsonify(
-            {
-                "service": current_app.config["API_TITLE"],
-                "version": current_app.config["API_VERSION"],
-                "endpoints": {
-                    "/api": "GET|POST generic call: key, secret, method, _o_args",
-                    "/<platform>/custom": "onebound-style alias of /api, e.g. /openai/custom/",
-                    "/api/methods": "the method catalog with _o_args schemas",
-                    "/v1/*": "OpenAI-compatible door (Authorization: Bearer KEY:SECRET)",
-                    "/docs": "Swagger UI (offline)",
-                    "/openapi.json": "OpenAPI document",
-                    "/health": "database, cache and Redis state",
-                },
-                "platforms": sorted(PLATFORMS),
-                "result_types": list(formats.RESULT_TYPES),
-            }
-        )

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 
-from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from flask import Flask, Response, current_app, request
+from flask_smorest import Api
 from werkzeug.routing import Map, PathConverter, Rule
 
 from proxy.accounts import Credentials
 from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
-from proxy.catalog import METHODS, MethodSpec
+from proxy.catalog import BINARY_ANSWERS, openai_routes
+from proxy.doors import kit
 from proxy.errors import (
     ANSWERED_CODES,
     API_NOT_FOUND,
@@ -32,31 +31,8 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.formats import Frozen
-from proxy.params import form_values, parse_json_body, refuse_unnamed_parts
-from proxy.uploads import FILE_FIELDS, FileUpload
+from proxy.params import form_values, parse_json_body
 
-# Gateway code -> HTTP status of the OpenAI error answer (the SDK raises by status); an error
-# with its own `http_status` (a missing key: 401; another account's file: 404) overrides it.
-HTTP_STATUS = {
-    "4000": 500,
-    "4001": 502,
-    "4002": 502,
-    "4003": 400,
-    "4004": 401,
-    "4005": 401,
-    "4006": 403,
-    "4007": 403,
-    "4008": 429,
-    "4009": 503,
-    "4010": 404,
-    "4012": 403,
-    "4013": 429,
-    "4014": 400,
-    "4015": 400,
-    "4016": 429,
-    "4017": 504,
-    "5000": 500,
-}
 # OpenAI's error `type` for each status, as its SDKs and clients expect them.
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -68,24 +44,9 @@ ERROR_TYPES = {
 }
 # Retrying cannot help these: the SDK is told not to (it retries 429 and 5xx by default).
 NOT_RETRYABLE = {"4013", "4016"}
-# Methods whose answer is binary on this door: (base64 field, MIME type field).
-BINARY_ANSWERS = {
-    "v1/audio/speech": ("audio", "mime_type"),
-    "v1/files/content": ("content", "mime_type"),
-}
-
-
-def door_routes() -> Iterator[tuple[str, str, MethodSpec]]:
-    """(verb, Flask rule, method) of every catalog route: the only list of what the door serves."""
-    for spec in METHODS:
-        for route in spec.openai_routes:
-            verb, path = route.split(" ", 1)
-            yield verb, path, spec
-
-
 # The door's own routes, apart from the catch-all: they tell a wrong verb from an unknown path.
 _ROUTES = Map(
-    [Rule(path, methods=[verb], endpoint=spec.name) for verb, path, spec in door_routes()],
+    [Rule(path, methods=[verb], endpoint=spec.name) for verb, path, spec in openai_routes()],
     strict_slashes=False,
 )
 
@@ -97,7 +58,7 @@ class AnyPathConverter(PathConverter):
     regex = "[^/][\\s\\S]*?"
 
 
-def register(app: Flask) -> None:
+def register(app: Flask, api: Api) -> None:
     """A URL rule per catalog route. Any other /v1 request is an OpenAI-shaped 405 (a verb the
     path does not take) or 404 (4010)."""
     app.url_map.converters["any_path"] = AnyPathConverter
@@ -114,7 +75,7 @@ def register(app: Flask) -> None:
         defaults={"unknown": ""},
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     )
-    for verb, path, spec in door_routes():
+    for verb, path, spec in openai_routes():
         app.add_url_rule(
             path,
             endpoint=f"openai {verb} {path}",
@@ -126,9 +87,8 @@ def register(app: Flask) -> None:
 
 def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Response:
     """One call on the door; `refusal` answers (and records) a request no route serves."""
-    gateway = current_app.extensions["gateway"]
-    request_id = f"{current_app.config['REQUEST_ID_PREFIX']}.{uuid.uuid4().hex[:16]}"
-    g.request_id = request_id
+    gateway = kit.gateway()
+    request_id = kit.new_request_id()
 
     def prepare() -> CallRequest:
         if refusal is not None:
@@ -137,7 +97,7 @@ def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Resp
             credentials=credentials_from_headers(),
             method=method,
             o_args={**arguments(), **path_args},
-            files=multipart_files(),
+            files=kit.multipart_files(),
             use_cache=request.headers.get("X-Gateway-Cache", "no").strip().lower() == "yes",
         )
 
@@ -146,10 +106,10 @@ def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Resp
         current_app.config,
         prepare,
         request_id=request_id,
-        client_ip=request.remote_addr or "",
+        client_ip=kit.client_ip(),
     )
     if isinstance(result, StreamingCall):
-        response = event_stream(openai_events(result))
+        response = kit.event_stream(openai_events(result))
     elif result.code in ANSWERED_CODES:
         response = answer(result)
     else:
@@ -161,14 +121,6 @@ def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Resp
             response.headers["X-Api-Info"] = result.api_info
         if result.code in ANSWERED_CODES:
             response.headers["X-Gateway-Cache"] = "hit" if result.cached else "miss"
-    return response
-
-
-def event_stream(events: Iterator[str]) -> Response:
-    """Server-sent events, sent as they come: no buffering here, and none in nginx."""
-    response = Response(events, status=200, content_type="text/event-stream; charset=utf-8")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
     return response
 
 
@@ -215,12 +167,13 @@ def allowed_methods(path: str) -> list[str]:
 
 def credentials_from_headers() -> Credentials:
     """KEY:SECRET from `Authorization: Bearer`, `api-key` or `X-API-KEY`."""
+    header_key, header_secret = kit.header_credentials()
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         token = token.strip()
     else:
-        token = (request.headers.get("api-key") or request.headers.get("X-API-KEY") or "").strip()
+        token = (request.headers.get("api-key") or header_key).strip()
     if not token:
         raise GatewayError(
             MISSING_PARAM,
@@ -229,7 +182,7 @@ def credentials_from_headers() -> Credentials:
             http_status=401,
         )
     key, _, secret = token.partition(":")
-    secret = secret or request.headers.get("X-API-SECRET", "")
+    secret = secret or header_secret
     if not secret:
         raise GatewayError(
             MISSING_PARAM,
@@ -242,42 +195,13 @@ def credentials_from_headers() -> Credentials:
 def arguments() -> dict:
     """The call's arguments: the JSON body, the form fields of a multipart upload, or the
     query string of a GET."""
-    with body_read_errors():
+    with kit.body_read_errors():
         if request.mimetype == "multipart/form-data":
             return form_values(request.form)
         if request.method in ("GET", "DELETE"):
             return {name: request.args.get(name) for name in request.args}
         text = request.get_data(as_text=True)
     return parse_json_body(text)
-
-
-@contextmanager
-def body_read_errors():
-    """Reading the request body, either door: one over MAX_CONTENT_LENGTH is 4003 (HTTP 413
-    on /v1), one that cannot be read is 4003 with proxy/request_body.py's text-free reason."""
-    try:
-        yield
-    except RequestEntityTooLarge:
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        raise GatewayError(
-            PARAM_ERROR, f"the request body is larger than {limit} bytes", http_status=413
-        ) from None
-    except ClientDisconnected as exc:
-        raise GatewayError(PARAM_ERROR, exc.description) from None
-
-
-def multipart_files() -> dict[str, FileUpload]:
-    """The request's multipart parts named file, image or mask, as FileUploads (both doors)."""
-    refuse_unnamed_parts(request.files)
-    return {
-        name: FileUpload(
-            filename=(part.filename or f"{name}.bin")[:255],
-            content=part.read(),
-            content_type=part.mimetype or "application/octet-stream",
-        )
-        for name in FILE_FIELDS
-        if (part := request.files.get(name)) is not None
-    }
 
 
 def answer(result: CallResult) -> Response:
@@ -307,7 +231,7 @@ def _message(result: CallResult) -> str:
 
 
 def error_answer(result: CallResult) -> Response:
-    status = result.http_status or HTTP_STATUS.get(result.code, 500)
+    status = result.http_status or ERROR_CODES[result.code].http_status
     upstream_error = result.response if isinstance(result.response, dict) else None
     body = {
         "error": {

@@ -1,29 +1,35 @@
-"""A verb a path does not take, answered in the shape of the door it came in by, with `Allow`
-(RFC 9110): the envelope on /api and /<platform>/custom (proxy/routes.py), JSON elsewhere.
-/v1 answers its own (proxy/openai_door.py: its catch-all rule takes every verb). Werkzeug's
-other errors (404, 413, ...) are JSON through flask-smorest's handler, never an HTML page."""
+"""The doors the gateway serves, side by side: the onebound envelope (`/api`,
+`/<platform>/custom/`), the OpenAI paths (`/v1/*`) and the service endpoints (`/`, `/health`,
+`/api/methods`). Each reads its requests and renders its answers; the calls themselves run in
+proxy/calls.py. A door imports what doors share from `kit`, never from another door.
+
+A verb a path does not take is answered in the shape of the door it came in by, with `Allow`
+(RFC 9110): the envelope on the onebound door, JSON elsewhere. /v1 answers its own (its
+catch-all rule takes every verb). Werkzeug's other errors (404, 413, ...) are JSON through
+flask-smorest's handler, never an HTML page."""
 
 from __future__ import annotations
 
 from flask import Flask, Response, current_app, jsonify, request
+from flask_smorest import Api
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from proxy import routes
+from proxy.doors import onebound, openai, service
 
-# The endpoints of the /api door: every answer there is an envelope, refusals included.
-ENVELOPE_ENDPOINTS = frozenset({"api.GenericCall", "api.PlatformCall"})
+DOORS = (onebound, service, openai)
 
 
-def init_app(app: Flask) -> None:
+def register_doors(app: Flask, api: Api) -> None:
+    for door in DOORS:
+        door.register(app, api)
     app.register_error_handler(MethodNotAllowed, refuse_verb)
 
 
 def refuse_verb(error: MethodNotAllowed) -> Response:
     allowed = sorted(error.valid_methods or ())
     endpoint, view_args = _route_serving(allowed)
-    if endpoint in ENVELOPE_ENDPOINTS:
-        response = routes.refuse_verb(view_args.get("platform"))
-    else:
+    response = onebound.refuse_verb(endpoint, view_args)
+    if response is None:
         verbs = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
         response = jsonify(
             code=405,

@@ -1,0 +1,77 @@
+"""What every door reads and writes the same way: the gateway's services, request ids, the
+request body and its multipart files, credentials in headers, and server-sent events.
+
+A door imports from here, never from another door.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Response, current_app, g, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+from proxy.errors import PARAM_ERROR, GatewayError
+from proxy.params import refuse_unnamed_parts
+from proxy.services import Gateway
+from proxy.uploads import FILE_FIELDS, FileUpload
+
+
+def gateway() -> Gateway:
+    return current_app.extensions["gateway"]
+
+
+def new_request_id() -> str:
+    """A fresh id for this request, also kept on `g` for the log lines (proxy/logs.py)."""
+    request_id = f"{current_app.config['REQUEST_ID_PREFIX']}.{uuid.uuid4().hex[:16]}"
+    g.request_id = request_id
+    return request_id
+
+
+def client_ip() -> str:
+    """The caller's address (once ProxyFix has applied TRUSTED_PROXY_HOPS)."""
+    return request.remote_addr or ""
+
+
+def header_credentials() -> tuple[str, str]:
+    """(key, secret) from the X-API-KEY and X-API-SECRET headers; "" for each one absent."""
+    return request.headers.get("X-API-KEY", ""), request.headers.get("X-API-SECRET", "")
+
+
+@contextmanager
+def body_read_errors():
+    """Reading the request body, either door: one over MAX_CONTENT_LENGTH is 4003 (HTTP 413
+    on /v1), one that cannot be read is 4003 with proxy/request_body.py's text-free reason."""
+    try:
+        yield
+    except RequestEntityTooLarge:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        raise GatewayError(
+            PARAM_ERROR, f"the request body is larger than {limit} bytes", http_status=413
+        ) from None
+    except ClientDisconnected as exc:
+        raise GatewayError(PARAM_ERROR, exc.description) from None
+
+
+def multipart_files() -> dict[str, FileUpload]:
+    """The request's multipart parts named file, image or mask, as FileUploads (both doors)."""
+    refuse_unnamed_parts(request.files)
+    return {
+        name: FileUpload(
+            filename=(part.filename or f"{name}.bin")[:255],
+            content=part.read(),
+            content_type=part.mimetype or "application/octet-stream",
+        )
+        for name in FILE_FIELDS
+        if (part := request.files.get(name)) is not None
+    }
+
+
+def event_stream(events: Iterator[str]) -> Response:
+    """Server-sent events, sent as they come: no buffering here, and none in nginx."""
+    response = Response(events, status=200, content_type="text/event-stream; charset=utf-8")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response

@@ -1,0 +1,71 @@
+"""The layering rules of the package, read off the imports of its modules (pure logic)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import proxy
+
+PACKAGE = Path(proxy.__file__).parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, as a dotted name (`from a import b` gives a and a.b)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def door_modules() -> list[Path]:
+    return [p for p in (PACKAGE / "doors").glob("*.py") if p.stem not in ("__init__", "kit")]
+
+
+def test_the_doors_are_onebound_openai_and_service():
+    from proxy.doors import DOORS
+
+    assert sorted(door.__name__ for door in DOORS) == sorted(
+        f"proxy.doors.{path.stem}" for path in door_modules()
+    )
+
+
+def test_no_door_imports_another_door():
+    doors = {f"proxy.doors.{path.stem}" for path in door_modules()}
+    for path in door_modules():
+        others = doors - {f"proxy.doors.{path.stem}"}
+        assert imported_modules(path) & others == set(), path.name
+
+
+def handler_modules() -> list[Path]:
+    return [p for p in (PACKAGE / "handlers").glob("*.py") if p.stem != "__init__"]
+
+
+def test_handlers_never_import_flask():
+    for path in handler_modules():
+        assert {name.split(".")[0] for name in imported_modules(path)} & {
+            "flask",
+            "werkzeug",
+        } == set()
+
+
+def test_handlers_never_import_each_others_private_names():
+    for path in handler_modules():
+        for name in imported_modules(path):
+            module, _, imported = name.rpartition(".")
+            if module.startswith("proxy.handlers"):
+                assert not imported.startswith("_"), f"{path.name} imports {name}"
+
+
+def test_the_o_args_schemas_are_in_their_own_module_not_in_a_handler():
+    from marshmallow import Schema
+
+    from proxy.catalog import METHODS
+
+    for spec in METHODS:
+        assert issubclass(spec.args_schema, Schema)
+        assert spec.args_schema.__module__ == "proxy.schemas", spec.name
