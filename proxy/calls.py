@@ -1,9 +1,10 @@
 """One call through the gateway, whichever door it came in by (`/api` envelopes or the
 OpenAI-compatible `/v1/*`): authenticate, look up, check, validate, admit, execute, settle.
 
-No Flask here: a door hands in a `prepare` function that reads its request into a
-CallRequest (raising GatewayError for bad parameters) and renders the CallResult its way.
-Every outcome, bad parameters included, is settled: one usage row per call.
+No Flask here. A door reads its request into a CallRequest (or a GatewayError when its
+parameters are refused), hands it to `answer_call` with the CallContext it took, and renders
+the CallResult (or StreamingCall) its way. Every outcome, refused parameters included, is
+settled: one usage row per call.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
 from proxy.accounts import Account, Credentials
+from proxy.catalog import MethodSpec
 from proxy.dispatcher import Call
 from proxy.errors import (
     API_NOT_ADDED,
@@ -59,97 +61,104 @@ class CallResult:
     http_status: int | None = None  # GatewayError.http_status, for the /v1 door
 
 
-def run_call(
-    gateway,
-    config: Mapping,
-    prepare: Callable[[], CallRequest],
-    *,
-    request_id: str,
-    client_ip: str,
-) -> CallResult | StreamingCall:
-    record = Record(gateway, request_id, client_ip, started=time.perf_counter())
-    method_name, platform = "", None
-    code, response, detail, cached, usage = UNKNOWN_ERROR, [], "", False, {}
-    http_status = None
+@dataclass(frozen=True)
+class CallContext:
+    """Who asked, and since when: taken by the door before it reads the request."""
+
+    request_id: str
+    client_ip: str
+    started: float  # time.perf_counter() when the door took the request
+
+
+def answer_call(gateway, call: CallRequest | GatewayError, context: CallContext):
+    """Run the call a door read, or settle the refusal of one it could not read."""
+    if isinstance(call, GatewayError):
+        return refuse_call(gateway, call, context)
+    return run_call(gateway, call, context)
+
+
+def refuse_call(gateway, refusal: GatewayError, context: CallContext) -> CallResult:
+    """Settle a request whose parameters were refused before it named a call: its usage row,
+    no account, no method."""
+    record = Record(gateway, context, platform="openai")
+    return record.settle(record.refused(refusal), {})
+
+
+def run_call(gateway, call: CallRequest, context: CallContext) -> CallResult | StreamingCall:
+    """Run a call to its end (or, for a stream, to its first chunk): every outcome is settled,
+    with one usage row; an unexpected failure is 5000 and its log, never its trace."""
+    record = Record(gateway, context, method=call.method, platform=call.platform or "openai")
     try:
-        call = prepare()
-        method_name, platform = call.method, call.platform
-        account = record.account = gateway.accounts.authenticate(
-            call.credentials, today=gateway.meter.today(), now=time.time()
-        )
-        spec = gateway.dispatcher.lookup(call.method, call.platform)
-        method_name = record.method = spec.name
-        record.platform = platform or "openai"
-        gateway.api_states.check(spec.name, spec.platform, account.id)
-        if not account.may_call(spec.name, spec.platform):
-            raise GatewayError(
-                API_NOT_ADDED,
-                f"{spec.name} is not enabled for this account; ask the operator to add "
-                f"{spec.platform} or {spec.name} to its APIs",
-            )
-        # 4003 before anything is held
-        args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
-        remember = None
-        if conversation is not None:
-            new_messages = args["messages"]
-            args["messages"] = [
-                *gateway.chats.history(account.id, conversation.chat_id),
-                *new_messages,
-            ]
-            remember = partial(_remember, gateway.chats, account.id, conversation, new_messages)
-        facts = Call(
-            method=spec.name,
-            o_args=o_args,
-            account_id=account.id,
-            version=call.version,
-            use_cache=call.use_cache and conversation is None,
-            platform=call.platform,
-            request_id=request_id,
-        )
-        if _paid_at_once(spec, args, account):
-            kept = gateway.dispatcher.cached_outcome(spec, args, facts)
-            if kept is not None:  # paid and settled at once: nothing to hold meanwhile
-                result = CallResult(
-                    kept.code,
-                    kept.response,
-                    cached=True,
-                    method=spec.name,
-                    platform=record.platform,
-                )
-                return record.settle_from_cache(result, kept.usage)
-        record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
-        gateway.running.add(record)  # renewed while it runs; refused once the worker stops
-        if args.get("stream"):
-            stream = gateway.dispatcher.open_stream(spec, args)
-            chunks = iter(stream)
-            first = next(chunks, None)  # the upstream's refusal surfaces here, before any byte
-            return StreamingCall(_stream_events(stream, chunks, first, record, spec.name, remember))
-        outcome = gateway.dispatcher.execute(spec, args, facts)
-        code, response, cached, usage = (
-            outcome.code,
-            outcome.response,
-            outcome.cached,
-            outcome.usage,
-        )
-        if remember is not None and code == SUCCESS:
-            remember(_answer_text(response))
-    except GatewayError as exc:
-        code, response, detail, http_status = exc.code, exc.response, exc.detail, exc.http_status
+        return _run(gateway, record, call)
+    except GatewayError as refused:
+        return record.settle(record.refused(refused), {})
     except Exception:  # never a trace or a secret in the answer; the request id finds the log
-        log.exception("unexpected error in request %s", request_id)
-        code, response, detail = UNKNOWN_ERROR, [], f"see log of {request_id}"
-    return record.settle(
-        CallResult(
-            code=code,
-            response=response,
-            detail=detail,
-            cached=cached,
-            method=method_name,
-            platform=platform or "openai",
-            http_status=http_status,
-        ),
-        usage,
+        log.exception("unexpected error in request %s", context.request_id)
+        failure = GatewayError(UNKNOWN_ERROR, f"see log of {context.request_id}")
+        return record.settle(record.refused(failure), {})
+
+
+def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCall:
+    """Authenticate, look up, read the arguments (4003 before anything is held), answer a
+    cache hit at once, else admit, call, settle."""
+    account = record.account = gateway.accounts.authenticate(
+        call.credentials, today=gateway.meter.today(), now=time.time()
     )
+    spec = gateway.dispatcher.lookup(call.method, call.platform)
+    record.method = spec.name
+    _check_enabled(gateway, spec, account)
+    args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
+    remember = _with_history(gateway.chats, account, conversation, args)
+    facts = Call(
+        method=spec.name,
+        o_args=o_args,
+        account_id=account.id,
+        version=call.version,
+        use_cache=call.use_cache and conversation is None,
+        platform=call.platform,
+        request_id=record.request_id,
+    )
+    if facts.use_cache and _paid_at_once(spec, args, account):
+        kept = gateway.dispatcher.cached_outcome(spec, args, facts)
+        if kept is not None:  # paid and settled at once: nothing to hold meanwhile
+            return record.settle_from_cache(record.answered(kept), kept.usage)
+    record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+    gateway.running.add(record)  # renewed while it runs; refused once the worker stops
+    if args.get("stream"):
+        return _open_stream(gateway.dispatcher, record, spec, args, remember)
+    outcome = gateway.dispatcher.execute(spec, args, facts)
+    if remember is not None and outcome.code == SUCCESS:
+        remember(_answer_text(outcome.response))
+    return record.settle(record.answered(outcome), outcome.usage)
+
+
+def _check_enabled(gateway, spec: MethodSpec, account: Account) -> None:
+    """4006 / 4009 when the API is stopped or in maintenance, 4012 when the account may not
+    call it."""
+    gateway.api_states.check(spec.name, spec.platform, account.id)
+    if not account.may_call(spec.name, spec.platform):
+        raise GatewayError(
+            API_NOT_ADDED,
+            f"{spec.name} is not enabled for this account; ask the operator to add "
+            f"{spec.platform} or {spec.name} to its APIs",
+        )
+
+
+def _with_history(chats, account: Account, conversation, args: dict):
+    """In a conversation (chat_id), the messages so far go before the call's own; then a
+    function that stores the call's messages and its answer. None outside one."""
+    if conversation is None:
+        return None
+    new_messages = args["messages"]
+    args["messages"] = [*chats.history(account.id, conversation.chat_id), *new_messages]
+    return partial(_remember, chats, account.id, conversation, new_messages)
+
+
+def _open_stream(dispatcher, record: Record, spec: MethodSpec, args: dict, remember):
+    stream = dispatcher.open_stream(spec, args)
+    chunks = iter(stream)
+    first = next(chunks, None)  # the upstream's refusal surfaces here, before any byte
+    return StreamingCall(_stream_events(stream, chunks, first, record, remember))
 
 
 @dataclass
@@ -168,15 +177,37 @@ class Record:
     result."""
 
     gateway: object
-    request_id: str
-    client_ip: str
-    started: float
+    context: CallContext
+    request_id: str = field(init=False)  # the context's, for the running calls' log lines
     account: Account | None = None
     admission: object = None
-    method: str = ""  # the catalog name, once looked up
+    method: str = ""  # the catalog name once looked up, else what the client sent
     platform: str = ""
     outcome: CallResult | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.request_id = self.context.request_id
+
+    def answered(self, outcome) -> CallResult:
+        """The result of the dispatcher's Outcome (from the cache or the upstream)."""
+        return CallResult(
+            code=outcome.code,
+            response=outcome.response,
+            cached=outcome.cached,
+            method=self.method,
+            platform=self.platform,
+        )
+
+    def refused(self, refusal: GatewayError) -> CallResult:
+        return CallResult(
+            code=refusal.code,
+            response=refusal.response,
+            detail=refusal.detail,
+            method=self.method,
+            platform=self.platform,
+            http_status=refusal.http_status,
+        )
 
     def settle(self, result: CallResult, usage: Mapping) -> CallResult:
         with self._lock:
@@ -189,9 +220,7 @@ class Record:
         """Settle the call now as cut (proxy/running.py), unless it is settled already."""
         if self.outcome is not None:
             return False
-        result = CallResult(
-            code=CUT_CODE, response=[], detail=detail, method=self.method, platform=self.platform
-        )
+        result = self.refused(GatewayError(CUT_CODE, detail))
         return self.settle(result, {}) is result
 
     def settle_from_cache(self, result: CallResult, usage: Mapping) -> CallResult:
@@ -203,15 +232,7 @@ class Record:
                 self.account, self._usage_record(result, usage)
             )
         except GatewayError as refused:
-            refusal = CallResult(
-                code=refused.code,
-                response=refused.response,
-                detail=refused.detail,
-                method=result.method,
-                platform=result.platform,
-                http_status=refused.http_status,
-            )
-            return self.settle(refusal, {})
+            return self.settle(self.refused(refused), {})
         except Exception:  # an unmetered answer is not handed out as a success
             self._unrecorded(result)
         else:
@@ -231,7 +252,7 @@ class Record:
         return result
 
     def _usage_record(self, result: CallResult, usage: Mapping) -> UsageRecord:
-        result.elapsed_seconds = time.perf_counter() - self.started
+        result.elapsed_seconds = time.perf_counter() - self.context.started
         return UsageRecord(
             request_id=self.request_id,
             error_code=result.code,
@@ -243,7 +264,7 @@ class Record:
             completion_tokens=_int(usage.get("completion_tokens")),
             total_tokens=_int(usage.get("total_tokens")),
             latency_ms=int(result.elapsed_seconds * 1000),
-            client_ip=self.client_ip,
+            client_ip=self.context.client_ip,
         )
 
     def _unrecorded(self, result: CallResult) -> None:
@@ -253,10 +274,16 @@ class Record:
         result.detail = f"the call could not be recorded; see log of {self.request_id}"
 
 
-def _paid_at_once(spec, args: Mapping, account: Account) -> bool:
-    """Whether a cache hit of this call is paid and settled in one step (Meter.charge_hit):
-    a charged call that is not a stream, of an account without a concurrency slot to hold."""
-    return spec.charged and not args.get("stream") and account.concurrency_limit is None
+def _paid_at_once(spec: MethodSpec, args: Mapping, account: Account) -> bool:
+    """Whether a cache hit of this call would be paid and settled in one step
+    (Meter.charge_hit): a charged, cacheable call that is not a stream, of an account without
+    a concurrency slot to hold."""
+    return (
+        spec.charged
+        and spec.cacheable
+        and not args.get("stream")
+        and account.concurrency_limit is None
+    )
 
 
 def _remember(chats, account_id: int, conversation, new_messages: list, answer) -> None:
@@ -282,14 +309,14 @@ def _delta_text(chunk: dict) -> str:
     return (choices[0].get("delta") or {}).get("content") or choices[0].get("text") or ""
 
 
-def _stream_events(stream, chunks, first, record: Record, method: str, remember=None):
+def _stream_events(stream, chunks, first, record: Record, remember=None):
     """Pass the chunks on; settle when the upstream ends, fails, or the client goes away.
 
     Charging (docs/streaming.md): a stream that ends normally is charged (0000) with the
     upstream's usage; one the upstream breaks off is refunded with the failure's code; one
     the client abandons is stopped upstream and charged when at least one chunk reached the
     client (the upstream has produced tokens), refunded when none did."""
-    result = CallResult(code=SUCCESS, response=[], method=method, platform="openai")
+    result = CallResult(code=SUCCESS, response=[], method=record.method, platform=record.platform)
     delivered, answer = 0, []
     try:
         chunk = first

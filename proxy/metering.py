@@ -19,13 +19,11 @@ on PostgreSQL (the row lock re-checks the condition), so limits hold across guni
 and hosts without a lock of our own. Rows are locked in one order everywhere (reservation,
 day, account), so PostgreSQL transactions on one account never deadlock.
 
-Every statement is built once, here, with bound parameters: SQLAlchemy compiles it once per
-engine and caches it, so a call pays only for executing it.
+The statements are built once, in proxy/metering_statements.py.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -33,11 +31,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from proxy import storage
+from proxy import metering_statements as sql
 from proxy.accounts import Account
 from proxy.envelope import format_api_info
 from proxy.errors import (
@@ -48,6 +44,7 @@ from proxy.errors import (
     RATE_LIMITED,
     GatewayError,
 )
+from proxy.metering_statements import CACHE_HIT, UNCHARGED, UPSTREAM
 from proxy.storage import utc_now as _utc_now
 from proxy.usage import UsageRecord
 
@@ -58,9 +55,6 @@ _IDS_PER_STATEMENT = 500
 
 # The refusals an expired reservation (a dead worker's hold) can cause.
 _HOLD_REFUSALS = (CALLS_EXCEEDED, INSUFFICIENT_BALANCE, RATE_LIMITED)
-
-# Settled-call counters on the account row, as api_info's all[T=a+b+c] shows them.
-UPSTREAM, CACHE_HIT, UNCHARGED = "upstream_calls", "cache_hits", "uncharged"
 
 
 @dataclass(frozen=True)
@@ -85,121 +79,6 @@ class Settlement:
     api_info: str  # "" when the caller was not identified
 
 
-# -- the statements ---------------------------------------------------------------------------
-
-_days, _accounts, _reservations = (
-    storage.account_days.c,
-    storage.accounts.c,
-    storage.reservations.c,
-)
-_ACCOUNT = _accounts.id == bindparam("account")
-_QUOTA_DAY = (_days.account_id == bindparam("account"), _days.day == bindparam("quota_day"))
-_LIFETIME = (_accounts.upstream_calls, _accounts.cache_hits, _accounts.uncharged)
-
-_TAKE_QUOTA_UNIT = (
-    update(storage.account_days)
-    .where(*_QUOTA_DAY, _days.used < bindparam("quota") + _days.extra_calls)
-    .values(used=_days.used + 1)
-    .returning(_days.used, _days.extra_calls)
-)
-_GIVE_BACK_QUOTA = (
-    update(storage.account_days)
-    .where(*_QUOTA_DAY)
-    .values(used=_days.used - bindparam("calls"))
-    .returning(_days.used, _days.extra_calls)
-)
-_ADD_CALLS_TODAY = (
-    update(storage.account_days)
-    .where(*_QUOTA_DAY)
-    .values(extra_calls=_days.extra_calls + bindparam("calls"))
-)
-_QUOTA_DAY_FIGURES = select(_days.used, _days.extra_calls).where(*_QUOTA_DAY)
-_ENSURE_QUOTA_DAY = {
-    name: dialect.insert(storage.account_days)
-    .values(account_id=bindparam("account"), day=bindparam("quota_day"), used=0, extra_calls=0)
-    .on_conflict_do_nothing(index_elements=["account_id", "day"])
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-_BALANCE = select(_accounts.balance).where(_ACCOUNT)
-_LIFETIME_FIGURES = select(*_LIFETIME).where(_ACCOUNT)
-_INSERT_RESERVATION = insert(storage.reservations)
-_DELETE_RESERVATION = delete(storage.reservations).where(
-    _reservations.id == bindparam("reservation")
-)
-_EXPIRED = (_reservations.expires_at < bindparam("now"),)
-_EXPIRED_HOLDS = (
-    _reservations.account_id,
-    _reservations.day,
-    _reservations.calls,
-    _reservations.credits,
-    _reservations.holds_slot,
-)
-_DELETE_EXPIRED_OF_ACCOUNT = (
-    delete(storage.reservations)
-    .where(*_EXPIRED, _reservations.account_id == bindparam("account"))
-    .returning(*_EXPIRED_HOLDS)
-)
-_DELETE_EXPIRED_BY_ID = (
-    delete(storage.reservations)
-    .where(*_EXPIRED, _reservations.id == bindparam("reservation"))
-    .returning(*_EXPIRED_HOLDS)
-)
-_EXPIRED_IDS = select(_reservations.id).where(*_EXPIRED)
-_RENEW = (
-    update(storage.reservations)
-    .where(_reservations.id.in_(bindparam("ids", expanding=True)))
-    .values(expires_at=bindparam("expires_at_new"))
-)
-_LIVE_SLOT_TOKENS = select(_reservations.account_id, _reservations.slot_token).where(
-    _reservations.slot_token.is_not(None), _reservations.expires_at > bindparam("now")
-)
-_IN_FLIGHT = (
-    select(func.count())
-    .select_from(storage.reservations)
-    .where(_reservations.account_id == bindparam("account"))
-)
-_INSERT_USAGE = insert(storage.usage)
-
-
-@functools.cache
-def _take_credits_and_slot(credits: bool, slot: bool):
-    """The price off the balance and/or a database slot: one conditional UPDATE."""
-    conditions, values = [_ACCOUNT], {}
-    if credits:
-        conditions.append(_accounts.balance >= bindparam("credits"))
-        values["balance"] = _accounts.balance - bindparam("credits")
-    if slot:
-        conditions.append(_accounts.in_flight < bindparam("limit"))
-        values["in_flight"] = _accounts.in_flight + 1
-    return update(storage.accounts).where(*conditions).values(values)
-
-
-@functools.cache
-def _charge_hit(credits: bool):
-    """A call answered from the cache counted on the account row, its price taken off the
-    balance while it covers it (when asked): one conditional UPDATE returning the lifetime
-    counters."""
-    conditions, values = [_ACCOUNT], {CACHE_HIT: _accounts[CACHE_HIT] + 1}
-    if credits:
-        conditions.append(_accounts.balance >= bindparam("credits"))
-        values["balance"] = _accounts.balance - bindparam("credits")
-    return update(storage.accounts).where(*conditions).values(values).returning(*_LIFETIME)
-
-
-@functools.cache
-def _count_settled(counter: str, credits: bool, slot: bool):
-    """One settled call counted on the account row, its credits given back, its database slot
-    freed (each when asked): one UPDATE that returns the lifetime counters."""
-    values = {counter: _accounts[counter] + 1}
-    if credits:
-        values["balance"] = _accounts.balance + bindparam("credits")
-    if slot:
-        values["in_flight"] = case(
-            (_accounts.in_flight > 0, _accounts.in_flight - 1), else_=_accounts.in_flight
-        )
-    return update(storage.accounts).where(_ACCOUNT).values(values).returning(*_LIFETIME)
-
-
 class Meter:
     def __init__(
         self,
@@ -217,7 +96,7 @@ class Meter:
         self.prices = dict(prices)
         self.default_price = default_price
         self.slots = slots
-        self._ensure_quota_day = _ENSURE_QUOTA_DAY[
+        self._ensure_quota_day = sql.ENSURE_QUOTA_DAY[
             "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
         ]
 
@@ -277,7 +156,7 @@ class Meter:
             if credits or holds_db_slot:
                 self._take_credits_and_slot(connection, account, method, credits, holds_db_slot)
             reservation_id = connection.execute(
-                _INSERT_RESERVATION,
+                sql.INSERT_RESERVATION,
                 {
                     "account_id": account.id,
                     "day": today,
@@ -306,10 +185,10 @@ class Meter:
         """used + 1 on today's row while under the quota: today's (used, extra_calls). The row
         is made on the day's first call only (the common case is one UPDATE)."""
         params = {"account": account.id, "quota_day": today, "quota": account.daily_quota}
-        taken = connection.execute(_TAKE_QUOTA_UNIT, params).first()
+        taken = connection.execute(sql.TAKE_QUOTA_UNIT, params).first()
         if taken is None:
             connection.execute(self._ensure_quota_day, params)
-            taken = connection.execute(_TAKE_QUOTA_UNIT, params).first()
+            taken = connection.execute(sql.TAKE_QUOTA_UNIT, params).first()
             if taken is None:
                 raise GatewayError(CALLS_EXCEEDED, _quota_reason(account.daily_quota))
         return taken.used, taken.extra_calls
@@ -320,9 +199,9 @@ class Meter:
         """The price off the balance and a database slot, in one conditional UPDATE of the
         account row; when it matches nothing, the row says which one was missing."""
         params = {"account": account.id, "credits": credits, "limit": account.concurrency_limit}
-        if connection.execute(_take_credits_and_slot(bool(credits), slot), params).rowcount:
+        if connection.execute(sql.take_credits_and_slot(bool(credits), slot), params).rowcount:
             return
-        balance = connection.execute(_BALANCE, params).scalar_one()
+        balance = connection.execute(sql.BALANCE, params).scalar_one()
         if credits and (balance is None or balance < credits):
             raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
         raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
@@ -348,7 +227,7 @@ class Meter:
         params = {"account": account.id, "credits": credits}
         with self.engine.begin() as connection:
             quota_day = self._take_quota_unit(connection, account, self.today())
-            lifetime = connection.execute(_charge_hit(bool(credits)), params).first()
+            lifetime = connection.execute(sql.charge_hit(bool(credits)), params).first()
             if lifetime is None:  # rolls the quota unit back
                 raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(record.method, credits))
             usage_id = _insert_usage(connection, record, charged=True)
@@ -364,7 +243,7 @@ class Meter:
         with self.engine.begin() as connection:
             for start in range(0, len(ids), _IDS_PER_STATEMENT):
                 connection.execute(
-                    _RENEW,
+                    sql.RENEW,
                     {"ids": ids[start : start + _IDS_PER_STATEMENT], "expires_at_new": expires_at},
                 )
         tokens: dict[int, list[str]] = {}
@@ -385,12 +264,14 @@ class Meter:
         worker's hold does not wait for its account's next call."""
         now = _utc_now()
         with self.engine.connect() as connection:
-            expired = list(connection.execute(_EXPIRED_IDS, {"now": now}).scalars())
+            expired = list(connection.execute(sql.EXPIRED_IDS, {"now": now}).scalars())
         refunded = 0
         for reservation_id in expired:
             with self.engine.begin() as connection:  # re-checks the expiry: it may be renewed
                 refunded += _refund_expired(
-                    connection, _DELETE_EXPIRED_BY_ID, {"now": now, "reservation": reservation_id}
+                    connection,
+                    sql.DELETE_EXPIRED_BY_ID,
+                    {"now": now, "reservation": reservation_id},
                 )
         return refunded
 
@@ -398,7 +279,9 @@ class Meter:
         """Refund one account's expired reservations; how many."""
         with self.engine.begin() as connection:
             return _refund_expired(
-                connection, _DELETE_EXPIRED_OF_ACCOUNT, {"now": _utc_now(), "account": account_id}
+                connection,
+                sql.DELETE_EXPIRED_OF_ACCOUNT,
+                {"now": _utc_now(), "account": account_id},
             )
 
     # -- settlement ---------------------------------------------------------------------------
@@ -426,14 +309,14 @@ class Meter:
         with self.engine.begin() as connection:
             if admission is not None:
                 params = {"reservation": admission.reservation_id, "account": admission.account_id}
-                if not connection.execute(_DELETE_RESERVATION, params).rowcount:
+                if not connection.execute(sql.DELETE_RESERVATION, params).rowcount:
                     # Outlived its reservation: a sweep refunded and counted it already.
                     log.warning("settling a call whose reservation had expired; not charged")
-                    lifetime = connection.execute(_LIFETIME_FIGURES, params).one()
+                    lifetime = connection.execute(sql.LIFETIME_FIGURES, params).one()
                 elif success and admission.calls:
                     charged, quota_day = True, admission.quota_day
                     counter = CACHE_HIT if record.cached else UPSTREAM
-                    settle = _count_settled(counter, False, admission.holds_db_slot)
+                    settle = sql.count_settled(counter, False, admission.holds_db_slot)
                     lifetime = connection.execute(settle, params).one()
                 else:
                     quota_day, lifetime = _refund(
@@ -446,14 +329,16 @@ class Meter:
                     )
             elif record.account_id is not None:
                 params = {"account": record.account_id}
-                lifetime = connection.execute(_count_settled(UNCHARGED, False, False), params).one()
+                lifetime = connection.execute(
+                    sql.count_settled(UNCHARGED, False, False), params
+                ).one()
             usage_id = _insert_usage(connection, record, charged=charged)
             if account is None:
                 return Settlement(usage_id=usage_id, api_info="")
             if quota_day is None or admission.day != today:  # api_info shows today's
                 quota_day = self._today_usage(connection, account.id, today)
             if lifetime is None:
-                lifetime = connection.execute(_LIFETIME_FIGURES, {"account": account.id}).one()
+                lifetime = connection.execute(sql.LIFETIME_FIGURES, {"account": account.id}).one()
         return Settlement(usage_id=usage_id, api_info=_api_info(account, quota_day, lifetime))
 
     # -- figures ------------------------------------------------------------------------------
@@ -463,7 +348,7 @@ class Meter:
     ) -> tuple[int, int]:
         """(used, extra_calls) of the account's quota day today; (0, 0) before its first call."""
         params = {"account": account_id, "quota_day": today or self.today()}
-        row = connection.execute(_QUOTA_DAY_FIGURES, params).first()
+        row = connection.execute(sql.QUOTA_DAY_FIGURES, params).first()
         return (row.used, row.extra_calls) if row else (0, 0)
 
     def add_calls_today(self, account_id: int, calls: int) -> None:
@@ -471,12 +356,12 @@ class Meter:
         params = {"account": account_id, "quota_day": self.today(), "calls": calls}
         with self.engine.begin() as connection:
             connection.execute(self._ensure_quota_day, params)
-            connection.execute(_ADD_CALLS_TODAY, params)
+            connection.execute(sql.ADD_CALLS_TODAY, params)
 
     def today_figures(self, account_id: int) -> dict:
         with self.engine.connect() as connection:
             used, extra = self._today_usage(connection, account_id)
-            in_flight = connection.execute(_IN_FLIGHT, {"account": account_id}).scalar_one()
+            in_flight = connection.execute(sql.IN_FLIGHT, {"account": account_id}).scalar_one()
         return {
             "day": self.today().isoformat(),
             "used": used,
@@ -513,17 +398,6 @@ def _refund_expired(connection: Connection, delete_expired, params: dict) -> int
     return len(expired)
 
 
-def live_slot_tokens(engine: Engine) -> dict[int, list[str]]:
-    """The Redis slot tokens of unexpired reservations, by account: what the concurrency
-    limiter puts back when Redis has lost its slots."""
-    with engine.connect() as connection:
-        rows = connection.execute(_LIVE_SLOT_TOKENS, {"now": _utc_now()}).all()
-    tokens: dict[int, list[str]] = {}
-    for row in rows:
-        tokens.setdefault(row.account_id, []).append(row.slot_token)
-    return tokens
-
-
 def _refund(
     connection: Connection, account_id: int, day: date, calls: int, credits: int, slot: bool
 ):
@@ -536,7 +410,7 @@ def _refund(
 def _give_back_quota(connection: Connection, account_id: int, day: date, calls: int):
     """The day's (used, extra_calls) once `calls` units are back; None without its row."""
     params = {"account": account_id, "quota_day": day, "calls": calls}
-    row = connection.execute(_GIVE_BACK_QUOTA, params).first()
+    row = connection.execute(sql.GIVE_BACK_QUOTA, params).first()
     return (row.used, row.extra_calls) if row else None
 
 
@@ -544,7 +418,7 @@ def _count_refunded(connection: Connection, account_id: int, credits: int, slot:
     """The call counted as uncharged, its credits and database slot given back: the
     account's lifetime counters."""
     params = {"account": account_id, "credits": credits}
-    return connection.execute(_count_settled(UNCHARGED, bool(credits), slot), params).one()
+    return connection.execute(sql.count_settled(UNCHARGED, bool(credits), slot), params).one()
 
 
 def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool) -> int:
@@ -555,7 +429,7 @@ def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool)
         client_ip=record.client_ip[:64],
         created_at=_utc_now(),
     )
-    return connection.execute(_INSERT_USAGE, values).inserted_primary_key[0]
+    return connection.execute(sql.INSERT_USAGE, values).inserted_primary_key[0]
 
 
 def _quota_reason(daily_quota: int) -> str:

@@ -1,12 +1,14 @@
-"""The common parameters of a call (a marshmallow schema, which also documents them), the
-request's JSON body and the JSON reading of what a client sends (`_o_args` itself is read by
-proxy/arguments.py). Pure: no Flask."""
+"""The common parameters of a call (a marshmallow schema, which also documents them), how the
+onebound door reads them (`read_parameters`: query string, form or JSON body, header
+credentials, and how the answer is presented), the request's JSON body and the JSON reading of
+what a client sends (`_o_args` itself is read by proxy/arguments.py). Pure: no Flask."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
@@ -274,3 +276,91 @@ def echo_call_args(raw: dict) -> dict:
                 text = f"{text[:ECHO_MAX_CHARACTERS]}... ({len(text)} characters)"
             echoed[name] = text
     return echoed
+
+
+# -- the onebound door's parameters ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How an envelope is answered: the format, language and JSONP callback asked (their
+    defaults until they parse) and the parameters `call_args` echoes."""
+
+    result_type: str = "json"
+    lang: str = "cn"
+    callback: str = ""
+    call_args: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    raw: dict  # every parameter as sent (a `sign` covers them all)
+    common: dict  # the common ones, checked (load_common)
+
+
+def read_parameters(
+    query,
+    body,
+    header_credentials: tuple[str, str],
+    known_versions: tuple[str, ...],
+    refusal: GatewayError | None = None,
+) -> tuple[Parameters | GatewayError, Presentation]:
+    """A /api request's parameters, or the GatewayError that refuses them (`refusal` when
+    given: the request is not taken whatever it says), and how to present the answer: in the
+    format asked whenever that much parses.
+
+    `query` and a form `body` are multi-dicts; a JSON `body` is its text; an unreadable body
+    is the GatewayError its reading raised (reported after the query string's own faults).
+    Body parameters win over the query's; X-API-KEY / X-API-SECRET fill key and secret."""
+    try:
+        raw = _merged(query, body)
+    except GatewayError as unreadable:
+        return refusal or unreadable, Presentation()
+    call_args = echo_call_args(raw)
+    try:
+        presentation = Presentation(*parse_presentation(raw), call_args=call_args)
+    except GatewayError as refused:
+        return refusal or refused, Presentation(call_args=call_args)
+    if refusal is not None:
+        return refusal, presentation
+    try:
+        common = load_common(_with_header_credentials(raw, *header_credentials), known_versions)
+    except GatewayError as refused:
+        return refused, presentation
+    return Parameters(raw=raw, common=common), presentation
+
+
+def _merged(query, body) -> dict:
+    """Query string, then the body's parameters: later sources win."""
+    raw = _first_non_empty(query)
+    if isinstance(body, GatewayError):
+        raise body
+    if isinstance(body, str):
+        raw.update({k: v for k, v in parse_json_body(body).items() if v is not None})
+    else:
+        raw.update(_first_non_empty(body))
+    return raw
+
+
+def _first_non_empty(multi) -> dict:
+    """Legacy query strings repeat parameters (`api_name` twice) and leave empty segments."""
+    merged: dict = {}
+    refuse_unnamed_parts(multi)
+    for name in multi.keys():
+        name_clean = name.strip()
+        if not name_clean:
+            continue
+        values = [v for v in multi.getlist(name) if v != ""]
+        if values and name_clean not in merged:
+            merged[name_clean] = values[0]
+    return merged
+
+
+def _with_header_credentials(raw: dict, key: str, secret: str) -> dict:
+    """The parameters plus key and secret from X-API-KEY / X-API-SECRET when not sent as such."""
+    merged = dict(raw)
+    if not merged.get("key") and key:
+        merged["key"] = key
+    if not merged.get("secret") and secret:
+        merged["secret"] = secret
+    return merged

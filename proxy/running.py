@@ -132,7 +132,7 @@ class RunningCalls:
                 "not charged",
                 record.request_id,
                 record.method or "?",
-                time.perf_counter() - record.started,
+                time.perf_counter() - record.context.started,
                 CUT_CODE,
             )
         return cut

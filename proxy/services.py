@@ -128,7 +128,7 @@ def _shared_state(
 
         shared = LocalAnswerCache(directory, ttl_seconds=ttl, max_bytes=max_bytes)
         return None, None, TieredCache(memory, shared)
-    from proxy.metering import live_slot_tokens
+    from proxy.metering_statements import live_slot_tokens
     from proxy.redis_store import RedisAnswerCache, RedisConcurrency, make_redis_client
 
     client = make_redis_client(config["REDIS_URL"], config["REDIS_TIMEOUT_SECONDS"])

@@ -6,6 +6,7 @@ A door imports from here, never from another door.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from proxy.calls import CallContext
 from proxy.errors import PARAM_ERROR, GatewayError
 from proxy.params import refuse_unnamed_parts
 from proxy.services import Gateway
@@ -21,6 +23,11 @@ from proxy.uploads import FILE_FIELDS, FileUpload
 
 def gateway() -> Gateway:
     return current_app.extensions["gateway"]
+
+
+def call_context() -> CallContext:
+    """Taken first thing: the request's id, the caller's address, the time it began."""
+    return CallContext(new_request_id(), client_ip(), time.perf_counter())
 
 
 def new_request_id() -> str:

@@ -7,7 +7,8 @@ envelopes for `stream: true`. Every answer is HTTP 200 (a wrong verb: 405) with 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import partial
 
 from flask import Flask, Response, current_app, request
 from flask.views import MethodView
@@ -15,19 +16,13 @@ from flask_smorest import Api, Blueprint
 
 from proxy import formats
 from proxy.accounts import Credentials
-from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
+from proxy.calls import CallContext, CallRequest, CallResult, StreamingCall, answer_call
 from proxy.catalog import PLATFORMS, find_method
 from proxy.doors import kit
 from proxy.envelope import EnvelopeFacts, build_envelope, server_now
 from proxy.errors import ANSWERED_CODES, PARAM_ERROR, GatewayError
 from proxy.openapi_docs import API_DOC
-from proxy.params import (
-    echo_call_args,
-    load_common,
-    parse_json_body,
-    parse_presentation,
-    refuse_unnamed_parts,
-)
+from proxy.params import Parameters, Presentation, read_parameters
 
 api_blp = Blueprint("api", __name__, description="The onebound-style generic endpoint.")
 # The endpoints of this door: every answer there is an envelope, a wrong verb's included.
@@ -38,115 +33,112 @@ def register(app: Flask, api: Api) -> None:
     api.register_blueprint(api_blp)
 
 
-def _first_non_empty(multi) -> dict:
-    """Legacy query strings repeat parameters (`api_name` twice) and leave empty segments."""
-    merged: dict = {}
-    refuse_unnamed_parts(multi)
-    for name in multi.keys():
-        name_clean = name.strip()
-        if not name_clean:
-            continue
-        values = [v for v in multi.getlist(name) if v != ""]
-        if values and name_clean not in merged:
-            merged[name_clean] = values[0]
-    return merged
-
-
-def collect_raw_params() -> dict:
-    """Query string, then form body, then JSON body: later sources win."""
-    raw = _first_non_empty(request.args)
-    with kit.body_read_errors():
-        if request.mimetype == "application/json" or request.is_json:
-            body = parse_json_body(request.get_data(cache=True, as_text=True))
-            raw.update({k: v for k, v in body.items() if v is not None})
-        else:
-            raw.update(_first_non_empty(request.form))
-    return raw
-
-
-def with_header_credentials(raw: dict) -> dict:
-    """The parameters plus key and secret from X-API-KEY / X-API-SECRET when not sent as such."""
-    merged = dict(raw)
-    key, secret = kit.header_credentials()
-    if not merged.get("key") and key:
-        merged["key"] = key
-    if not merged.get("secret") and secret:
-        merged["secret"] = secret
-    return merged
-
-
 def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Response:
     """One call on the /api door; `refusal` answers (and records) a request it does not take."""
-    gateway = kit.gateway()
-    request_id = kit.new_request_id()
-    presentation = {"result_type": "json", "lang": "cn", "callback": ""}
-    raw: dict = {}
+    context = kit.call_context()
+    call, presentation = read_request(platform, refusal)
+    result = answer_call(kit.gateway(), call, context)
+    return render(result, presentation, platform, context)
 
-    def prepare() -> CallRequest:
-        try:
-            raw.update(collect_raw_params())
-            result_type, lang, callback = parse_presentation(raw)
-            presentation.update(result_type=result_type, lang=lang, callback=callback)
-        except GatewayError:
-            if refusal is None:
-                raise
-        if refusal is not None:  # the refusal is the answer, in the format asked when it parses
-            raise refusal
-        return call_request(raw, platform)
 
-    client_ip = kit.client_ip()
-    result = run_call(
-        gateway, current_app.config, prepare, request_id=request_id, client_ip=client_ip
+def read_request(
+    platform: str | None, refusal: GatewayError | None = None
+) -> tuple[CallRequest | GatewayError, Presentation]:
+    """The call the request names, or the GatewayError that refuses it (`refusal` when
+    given), and how to answer it: in the format asked whenever that much parses."""
+    parameters, presentation = read_parameters(
+        request.args,
+        _body(),
+        kit.header_credentials(),
+        current_app.config["API_VERSIONS"],
+        refusal,
     )
-    config = current_app.config
+    if isinstance(parameters, GatewayError):
+        return parameters, presentation
+    try:
+        return call_request(parameters, platform), presentation
+    except GatewayError as refused:  # a multipart file part without a name
+        return refused, presentation
 
-    def envelope_of(result: CallResult) -> dict:
-        return build_envelope(
-            EnvelopeFacts(
-                code=result.code,
-                response=result.response,
-                lang=presentation["lang"],
-                detail=result.detail,
-                cached=result.cached,
-                api_info=result.api_info,
-                elapsed_seconds=result.elapsed_seconds,
-                now=server_now(config["SERVER_TIMEZONE"]),
-                time_label=config["SERVER_TIME_LABEL"],
-                client_ip=client_ip,
-                call_args=echo_call_args(raw),
-                api_type=platform or _platform_of(result.method),
-                request_id=request_id,
-                last_id=result.last_id,
-            )
-        )
 
+def _body():
+    """The form, or the JSON body's text; the GatewayError of a body that cannot be read."""
+    try:
+        with kit.body_read_errors():
+            if request.mimetype == "application/json" or request.is_json:
+                return request.get_data(cache=True, as_text=True)
+            return request.form
+    except GatewayError as unreadable:
+        return unreadable
+
+
+def render(
+    result: CallResult | StreamingCall,
+    presentation: Presentation,
+    platform: str | None,
+    context: CallContext,
+) -> Response:
+    """The envelope in the format asked, or a stream of envelopes."""
+    envelope_of = partial(  # a stream's envelopes are made after the request context is gone
+        _envelope,
+        presentation=presentation,
+        platform=platform,
+        context=context,
+        config=current_app.config,
+    )
     if isinstance(result, StreamingCall):
-        response = kit.event_stream(envelope_events(result, envelope_of, request_id))
-        response.headers["X-Request-Id"] = request_id
+        response = kit.event_stream(envelope_events(result, envelope_of, context.request_id))
+        response.headers["X-Request-Id"] = context.request_id
         return response
-    envelope = envelope_of(result)
     return render_envelope(
-        envelope, presentation["result_type"], presentation["callback"], result.code
+        envelope_of(result), presentation.result_type, presentation.callback, result.code
     )
 
 
-def call_request(raw: dict, platform: str | None) -> CallRequest:
-    """The call the parameters `raw` (and the request's headers and files) name; GatewayError
-    (4003, 4014) for a missing or malformed one."""
-    params = load_common(with_header_credentials(raw), current_app.config["API_VERSIONS"])
+def _envelope(
+    result: CallResult,
+    *,
+    presentation: Presentation,
+    platform: str | None,
+    context: CallContext,
+    config: Mapping,
+) -> dict:
+    return build_envelope(
+        EnvelopeFacts(
+            code=result.code,
+            response=result.response,
+            lang=presentation.lang,
+            detail=result.detail,
+            cached=result.cached,
+            api_info=result.api_info,
+            elapsed_seconds=result.elapsed_seconds,
+            now=server_now(config["SERVER_TIMEZONE"]),
+            time_label=config["SERVER_TIME_LABEL"],
+            client_ip=context.client_ip,
+            call_args=presentation.call_args,
+            api_type=platform or _platform_of(result.method),
+            request_id=context.request_id,
+            last_id=result.last_id,
+        )
+    )
+
+
+def call_request(parameters: Parameters, platform: str | None) -> CallRequest:
+    """The call the checked parameters name, with the request's multipart files."""
+    common = parameters.common
     return CallRequest(
         credentials=Credentials(
-            key=params["key"],
-            secret=params.get("secret", ""),
-            sign=params.get("sign", ""),
-            signed_params=raw,
+            key=common["key"],
+            secret=common.get("secret", ""),
+            sign=common.get("sign", ""),
+            signed_params=parameters.raw,
         ),
-        method=params["method"],
-        o_args=params.get("o_args"),
+        method=common["method"],
+        o_args=common.get("o_args"),
         files=kit.multipart_files(),
         platform=platform,
-        version=params["version"],
-        use_cache=params["cache"] == "yes",
+        version=common["version"],
+        use_cache=common["cache"] == "yes",
     )
 
 

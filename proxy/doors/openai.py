@@ -14,12 +14,12 @@ import json
 from collections.abc import Iterator
 from functools import partial
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from flask_smorest import Api
 from werkzeug.routing import Map, PathConverter, Rule
 
 from proxy.accounts import Credentials
-from proxy.calls import CallRequest, CallResult, StreamingCall, run_call
+from proxy.calls import CallContext, CallRequest, CallResult, StreamingCall, answer_call
 from proxy.catalog import BINARY_ANSWERS, openai_routes
 from proxy.doors import kit
 from proxy.errors import (
@@ -87,12 +87,15 @@ def register(app: Flask, api: Api) -> None:
 
 def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Response:
     """One call on the door; `refusal` answers (and records) a request no route serves."""
-    gateway = kit.gateway()
-    request_id = kit.new_request_id()
+    context = kit.call_context()
+    call = refusal or read_request(method, path_args)
+    result = answer_call(kit.gateway(), call, context)
+    return render(result, context)
 
-    def prepare() -> CallRequest:
-        if refusal is not None:
-            raise refusal
+
+def read_request(method: str, path_args: dict) -> CallRequest | GatewayError:
+    """The call of `method` the request makes, or the GatewayError that refuses it."""
+    try:
         return CallRequest(
             credentials=credentials_from_headers(),
             method=method,
@@ -100,21 +103,19 @@ def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Resp
             files=kit.multipart_files(),
             use_cache=request.headers.get("X-Gateway-Cache", "no").strip().lower() == "yes",
         )
+    except GatewayError as refused:
+        return refused
 
-    result = run_call(
-        gateway,
-        current_app.config,
-        prepare,
-        request_id=request_id,
-        client_ip=kit.client_ip(),
-    )
+
+def render(result: CallResult | StreamingCall, context: CallContext) -> Response:
+    """OpenAI's answer, error object or event stream, with the gateway's headers."""
     if isinstance(result, StreamingCall):
         response = kit.event_stream(openai_events(result))
     elif result.code in ANSWERED_CODES:
         response = answer(result)
     else:
         response = error_answer(result)
-    response.headers["X-Request-Id"] = request_id
+    response.headers["X-Request-Id"] = context.request_id
     if isinstance(result, CallResult):
         response.headers["X-Error-Code"] = result.code
         if result.api_info:
