@@ -204,6 +204,27 @@ def _parse_upstream(
     gunicorn_timeout: int,
 ) -> Upstream:
     # The name first, so that every later message can say which upstream it is about.
+    name = _checked_name(table, where)
+    where = f"{where} {name!r}"
+    _check_fields(table, where)
+    base_url = _checked_base_url(table["base_url"], where)
+    api_key = _checked_api_key(table["api_key_env"], where, environ)
+    models = _checked_models(table["models"], where)
+    timeout_seconds, max_retries = _checked_time_limits(
+        table, where, default_timeout_seconds, default_max_retries, gunicorn_timeout
+    )
+    return Upstream(
+        name=name,
+        base_url=base_url,
+        api_key=api_key,
+        timeout_seconds=float(timeout_seconds),
+        max_retries=max_retries,
+        patterns=tuple(models),
+        headers=_checked_headers(table.get("headers", {}), where),
+    )
+
+
+def _checked_name(table: dict, where: str) -> str:
     name = table.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
@@ -213,7 +234,10 @@ def _parse_upstream(
         raise ValueError(
             f"{where}: name {name!r} is reserved for the OPENAI_BASE_URL upstream; pick another"
         )
-    where = f"{where} {name!r}"
+    return name
+
+
+def _check_fields(table: dict, where: str) -> None:
     for key in table:
         if key not in _FIELDS:
             hint = (
@@ -227,7 +251,8 @@ def _parse_upstream(
         if key not in table:
             raise ValueError(f"{where}: the required field {key!r} is missing")
 
-    base_url = table["base_url"]
+
+def _checked_base_url(base_url, where: str) -> str:
     if not isinstance(base_url, str):
         raise ValueError(f'{where}: base_url must be a string like "https://host/v1"')
     base_url = base_url.strip().rstrip("/")
@@ -249,8 +274,10 @@ def _parse_upstream(
         parts.port  # noqa: B018 -- raises on a port that is not a number in range
     except ValueError:
         raise ValueError(f"{where}: base_url {base_url!r} has an invalid port") from None
+    return base_url
 
-    api_key_env = table["api_key_env"]
+
+def _checked_api_key(api_key_env, where: str, environ: Mapping[str, str]) -> str:
     if not isinstance(api_key_env, str) or not api_key_env.strip():
         raise ValueError(
             f"{where}: api_key_env must be the name of an environment variable, "
@@ -263,8 +290,10 @@ def _parse_upstream(
             "or empty; export the upstream's key in it (any non-empty value for a local "
             "server that checks none)"
         )
+    return api_key
 
-    models = table["models"]
+
+def _checked_models(models, where: str) -> list[str]:
     if (
         not isinstance(models, list)
         or not models
@@ -274,7 +303,17 @@ def _parse_upstream(
             f"{where}: models must be a non-empty list of model-name patterns, "
             'e.g. models = ["qwen-*"]'
         )
+    return models
 
+
+def _checked_time_limits(
+    table: dict,
+    where: str,
+    default_timeout_seconds: float,
+    default_max_retries: int,
+    gunicorn_timeout: int,
+) -> tuple[float, int]:
+    """(timeout_seconds, max_retries), whose worst case stays below the gunicorn timeout."""
     timeout_seconds = table.get("timeout_seconds", default_timeout_seconds)
     if (
         isinstance(timeout_seconds, bool)
@@ -292,8 +331,10 @@ def _parse_upstream(
             f"= {worst_case:g}s must stay below the gunicorn timeout ({gunicorn_timeout}s); "
             "lower timeout_seconds or max_retries, or raise GUNICORN_TIMEOUT"
         )
+    return timeout_seconds, max_retries
 
-    headers = table.get("headers", {})
+
+def _checked_headers(headers, where: str) -> dict:
     if not isinstance(headers, dict):
         raise ValueError(
             f'{where}: headers must be a table of strings, e.g. headers = {{ "X-A" = "b" }}'
@@ -308,13 +349,4 @@ def _parse_upstream(
         # The value is not echoed: a header may carry a secret of its own.
         if not isinstance(value, str) or "\r" in value or "\n" in value or "\0" in value:
             raise ValueError(f"{where}: headers: the value of {header!r} must be a one-line string")
-
-    return Upstream(
-        name=name,
-        base_url=base_url,
-        api_key=api_key,
-        timeout_seconds=float(timeout_seconds),
-        max_retries=max_retries,
-        patterns=tuple(models),
-        headers=dict(headers),
-    )
+    return dict(headers)
