@@ -17,9 +17,9 @@ from marshmallow import Schema, ValidationError
 
 from proxy.catalog import MethodSpec
 from proxy.chats import Conversation
+from proxy.client_json import load_client_json, refuse_unsendable
 from proxy.errors import PARAM_ERROR, GatewayError
 from proxy.handlers.openai import STREAMING
-from proxy.params import load_client_json, refuse_unsendable
 from proxy.uploads import FileUpload, oversize_files
 
 CHAT_ID_NAMES = ("chat_id", "chatId", "thread_id")
@@ -106,7 +106,7 @@ def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
     if raw is None or raw == "":
         return {}
     if isinstance(raw, str):
-        refuse_unsendable(raw, "_o_args")
+        refuse_unsendable(raw, "_o_args")  # first: a lone surrogate cannot be encoded
         if len(raw.encode("utf-8")) > max_bytes:
             raise GatewayError(PARAM_ERROR, f"_o_args is larger than {max_bytes} bytes")
         try:
