@@ -6,7 +6,6 @@ arrives as text, ``n=2`` as ``"2"``) and :func:`file_part`.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from flask import g, request
@@ -105,28 +104,24 @@ def text_param(fields: dict[str, Any], name: str, *, required: bool = False) -> 
 
 
 def form_int(fields: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    text = text_param(fields, name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = lo - 1
-    if not lo <= value <= hi:
-        raise BadRequest(f"'{name}' must be an integer between {lo} and {hi}.", name)
-    return value
+    return _form_number(fields, name, default, lo, hi, int, "an integer")
 
 
 def form_float(fields: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
+    return _form_number(fields, name, default, lo, hi, float, "a number")
+
+
+def _form_number(fields, name: str, default, lo, hi, parse, kind: str):
+    """A form field read with `parse` (int or float) within [lo, hi]; `default` when absent."""
     text = text_param(fields, name)
     if text is None:
         return default
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        value = math.nan
-    if not lo <= value <= hi:
-        raise BadRequest(f"'{name}' must be a number between {lo} and {hi}.", name)
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise BadRequest(f"'{name}' must be {kind} between {lo} and {hi}.", name)
     return value
 
 

@@ -69,3 +69,19 @@ def test_the_o_args_schemas_are_in_their_own_module_not_in_a_handler():
     for spec in METHODS:
         assert issubclass(spec.args_schema, Schema)
         assert spec.args_schema.__module__ == "proxy.schemas", spec.name
+
+
+# The call path below the doors: plain values in, plain values out (a door reads and renders).
+FLASK_FREE = ("calls", "params", "client_json", "arguments", "dispatcher", "metering")
+
+
+def test_the_call_path_below_the_doors_never_imports_flask():
+    for stem in FLASK_FREE:
+        imported = {name.split(".")[0] for name in imported_modules(PACKAGE / f"{stem}.py")}
+        assert imported & {"flask", "werkzeug"} == set(), stem
+
+
+def test_the_call_path_never_imports_a_door():
+    for stem in FLASK_FREE:
+        doors = {name for name in imported_modules(PACKAGE / f"{stem}.py") if ".doors" in name}
+        assert doors == set(), stem
