@@ -181,6 +181,12 @@ class Config:
         # Each Redis call gives up after this long: the most a Redis outage adds to a call.
         # Loopback Redis answers in well under a millisecond; the margin is for loaded hosts.
         self.REDIS_TIMEOUT_SECONDS = _env_float("REDIS_TIMEOUT_SECONDS", 2.0)
+        # GET /metrics (docs/deploy.md, "Metrics"): served only to `Authorization: Bearer
+        # <METRICS_TOKEN>`; empty: not served (404).
+        self.METRICS_TOKEN = env("METRICS_TOKEN", "")
+        # Model names the metrics show by name (comma list), besides the default models and
+        # UPSTREAMS_FILE's exact names; any other model is counted as "other".
+        self.METRICS_MODELS = env("METRICS_MODELS", "")
         # flask-smorest / OpenAPI
         self.API_TITLE = "onebound-style API gateway"
         self.API_VERSION = "1"

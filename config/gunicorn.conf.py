@@ -8,6 +8,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import checked_gunicorn_timeout  # noqa: E402
+from proxy import metrics_files  # noqa: E402
 from proxy.logs import logging_config  # noqa: E402
 from proxy.serving import ACCESS_LOG_FORMAT  # noqa: E402
 
@@ -39,6 +40,26 @@ errorlog = "-"
 access_log_format = ACCESS_LOG_FORMAT
 logger_class = "proxy.serving.GatewayLogger"
 logconfig_dict = logging_config()
+
+
+# -- metrics (proxy/metrics.py): every worker writes its values to one folder per master, which a
+# scrape of any worker adds up. Set before a worker imports prometheus_client (it reads it then).
+
+
+def on_starting(server):
+    """In the master, before the first worker: the metrics folder, empty."""
+    metrics_files.prepare()
+    server.log.info("metrics: workers' values in %s", os.environ[metrics_files.ENV])
+
+
+def child_exit(server, worker):
+    """In the master: an exited worker's calls are no longer in flight (its counters stay)."""
+    metrics_files.worker_gone(worker.pid)
+
+
+def on_exit(server):
+    """In the master, as it exits: the metrics folder it made (an operator's one stays)."""
+    metrics_files.remove_made()
 
 
 def post_worker_init(worker):

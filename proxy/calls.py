@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
+from proxy import metrics
 from proxy.accounts import Account, Credentials
 from proxy.catalog import MethodSpec
 from proxy.dispatcher import Call
@@ -68,6 +69,7 @@ class CallContext:
     request_id: str
     client_ip: str
     started: float  # time.perf_counter() when the door took the request
+    door: str = ""  # "api" or "v1": the metrics' label (proxy/metrics.py)
 
 
 def answer_call(gateway, call: CallRequest | GatewayError, context: CallContext):
@@ -108,6 +110,7 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
     record.method = spec.name
     _check_enabled(gateway, spec, account)
     args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
+    record.upstream, record.model = _upstream_name(gateway, spec, args), args.get("model")
     remember = _with_history(gateway.chats, account, conversation, args)
     facts = Call(
         method=spec.name,
@@ -118,6 +121,7 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
         platform=call.platform,
         request_id=record.request_id,
     )
+    record.looks_in_cache = facts.use_cache and spec.cacheable and not args.get("stream")
     if facts.use_cache and _paid_at_once(spec, args, account):
         kept = gateway.dispatcher.cached_outcome(spec, args, facts)
         if kept is not None:  # paid and settled at once: nothing to hold meanwhile
@@ -126,10 +130,31 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
     gateway.running.add(record)  # renewed while it runs; refused once the worker stops
     if args.get("stream"):
         return _open_stream(gateway.dispatcher, record, spec, args, remember)
-    outcome = gateway.dispatcher.execute(spec, args, facts)
+    outcome = _execute(gateway.dispatcher, record, spec, args, facts)
     if remember is not None and outcome.code == SUCCESS:
         remember(_answer_text(outcome.response))
     return record.settle(record.answered(outcome), outcome.usage)
+
+
+def _execute(dispatcher, record: Record, spec: MethodSpec, args: dict, facts: Call):
+    """The dispatcher's answer; the time it took is the upstream's, unless the cache gave it."""
+    started = time.perf_counter()
+    try:
+        outcome = dispatcher.execute(spec, args, facts)
+    except GatewayError:
+        record.upstream_seconds = time.perf_counter() - started  # the upstream's failure
+        raise
+    if not outcome.cached:
+        record.upstream_seconds = time.perf_counter() - started
+    return outcome
+
+
+def _upstream_name(gateway, spec: MethodSpec, args: Mapping) -> str:
+    """The name of the upstream the router picks for this call; "" for a method the gateway
+    answers itself."""
+    if spec.in_gateway:
+        return ""
+    return gateway.dispatcher.router.route_model(args.get("model")).name
 
 
 def _check_enabled(gateway, spec: MethodSpec, account: Account) -> None:
@@ -157,7 +182,7 @@ def _with_history(chats, account: Account, conversation, args: dict):
 def _open_stream(dispatcher, record: Record, spec: MethodSpec, args: dict, remember):
     stream = dispatcher.open_stream(spec, args)
     chunks = iter(stream)
-    first = next(chunks, None)  # the upstream's refusal surfaces here, before any byte
+    first = _next_chunk(chunks, record)  # the upstream's refusal surfaces here, before any byte
     return StreamingCall(_stream_events(stream, chunks, first, record, remember))
 
 
@@ -184,10 +209,18 @@ class Record:
     method: str = ""  # the catalog name once looked up, else what the client sent
     platform: str = ""
     outcome: CallResult | None = None
+    # For the metrics (proxy/metrics.py): the upstream routed to, the model asked, whether
+    # the cache was looked in, and the time spent waiting on the upstream and on the client.
+    upstream: str = ""
+    model: object = None
+    looks_in_cache: bool = False
+    upstream_seconds: float = 0.0
+    client_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.request_id = self.context.request_id
+        metrics.call_started(metrics.door_label(self.context.door))
 
     def answered(self, outcome) -> CallResult:
         """The result of the dispatcher's Outcome (from the cache or the upstream)."""
@@ -213,6 +246,7 @@ class Record:
         with self._lock:
             if self.outcome is None:
                 self.outcome = self._settle(result, usage)
+                self._count(self.outcome, usage)
         self.gateway.running.remove(self)
         return self.outcome
 
@@ -239,6 +273,7 @@ class Record:
             result.last_id, result.api_info = str(settlement.usage_id), settlement.api_info
         with self._lock:
             self.outcome = result
+        self._count(result, usage)
         return result
 
     def _settle(self, result: CallResult, usage: Mapping) -> CallResult:
@@ -265,6 +300,24 @@ class Record:
             total_tokens=_int(usage.get("total_tokens")),
             latency_ms=int(result.elapsed_seconds * 1000),
             client_ip=self.context.client_ip,
+        )
+
+    def _count(self, result: CallResult, usage: Mapping) -> None:
+        """The settled call in the metrics: labels from the catalog and configuration only."""
+        door = metrics.door_label(self.context.door)
+        waited = self.upstream_seconds
+        elapsed = time.perf_counter() - self.context.started
+        method = metrics.method_label(result.method)
+        metrics.call_settled(
+            door=door,
+            method=method,
+            code=metrics.code_label(result.code),
+            upstream=metrics.upstream_label(self.upstream),
+            model=self.gateway.model_labels.label(self.model),
+            usage={} if result.cached else usage,  # a cache hit cost the upstream no tokens
+            overhead_seconds=elapsed - waited - self.client_seconds,
+            upstream_seconds=waited if waited > 0 else None,
+            cache_result=("hit" if result.cached else "miss") if self.looks_in_cache else None,
         )
 
     def _unrecorded(self, result: CallResult) -> None:
@@ -322,9 +375,13 @@ def _stream_events(stream, chunks, first, record: Record, remember=None):
         chunk = first
         while chunk is not None and record.outcome is None:  # not cut by a stopping worker
             answer.append(_delta_text(chunk))
-            yield "chunk", chunk
+            handed = time.perf_counter()
+            try:
+                yield "chunk", chunk
+            finally:  # the client's pace is not the gateway's overhead
+                record.client_seconds += time.perf_counter() - handed
             delivered += 1
-            chunk = next(chunks, None)
+            chunk = _next_chunk(chunks, record)
     except GatewayError as exc:
         result.code, result.response, result.detail = exc.code, exc.response, exc.detail
     except GeneratorExit:
@@ -340,6 +397,15 @@ def _stream_events(stream, chunks, first, record: Record, remember=None):
     if remember is not None and result.code == SUCCESS and record.outcome is None:
         remember("".join(answer))
     yield "end", record.settle(result, stream.usage)
+
+
+def _next_chunk(chunks, record: Record):
+    """The upstream's next chunk (None at its end), the wait counted as the upstream's."""
+    asked = time.perf_counter()
+    try:
+        return next(chunks, None)
+    finally:
+        record.upstream_seconds += time.perf_counter() - asked
 
 
 def _int(value) -> int:

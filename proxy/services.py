@@ -7,7 +7,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
@@ -23,6 +23,7 @@ from proxy.files import FileOwners
 from proxy.handlers.gateway import generate_for_job
 from proxy.jobs import ImageJobs
 from proxy.metering import Meter
+from proxy.metrics import ModelLabels
 from proxy.running import RunningCalls
 from proxy.sealing import SecretSealer
 from proxy.upstreams import UpstreamRouter
@@ -46,6 +47,8 @@ class Gateway:
     chats: ChatMemory
     running: RunningCalls
     redis: Redis | None = None  # set with REDIS_URL
+    # The model names the metrics may show (proxy/metrics.py); any other is "other".
+    model_labels: ModelLabels = field(default_factory=lambda: ModelLabels(()))
 
     def ping_database(self) -> None:
         storage.ping(self.engine)
@@ -66,6 +69,8 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         default_price=config["DEFAULT_METHOD_PRICE"],
         slots=slots,
     )
+    dispatcher = _dispatcher(config, engine, cache, arguments)
+    patterns = [p for upstream in dispatcher.router.upstreams() for p in upstream.patterns]
     return Gateway(
         engine=engine,
         accounts=AccountStore(
@@ -78,7 +83,7 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         meter=meter,
         api_states=ApiStates(engine, settings_cache_seconds=config["SETTINGS_CACHE_SECONDS"]),
         arguments=arguments,
-        dispatcher=_dispatcher(config, engine, cache, arguments),
+        dispatcher=dispatcher,
         chats=ChatMemory(
             engine,
             max_messages=config["CHAT_MEMORY_MAX_MESSAGES"],
@@ -87,6 +92,7 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         # Renewed a few times per TTL, so a late round or two never lets a live call expire.
         running=RunningCalls(meter, renew_interval_seconds=config["RESERVATION_TTL_SECONDS"] / 3),
         redis=redis_client,
+        model_labels=ModelLabels.from_config(config, patterns),
     )
 
 

@@ -25,9 +25,10 @@ def gateway() -> Gateway:
     return current_app.extensions["gateway"]
 
 
-def call_context() -> CallContext:
-    """Taken first thing: the request's id, the caller's address, the time it began."""
-    return CallContext(new_request_id(), client_ip(), time.perf_counter())
+def call_context(door: str) -> CallContext:
+    """Taken first thing: the request's id, the caller's address, the time it began, and the
+    door it came in by ("api" or "v1")."""
+    return CallContext(new_request_id(), client_ip(), time.perf_counter(), door)
 
 
 def new_request_id() -> str:

@@ -35,7 +35,7 @@ def register(app: Flask, api: Api) -> None:
 
 def handle_call(platform: str | None, refusal: GatewayError | None = None) -> Response:
     """One call on the /api door; `refusal` answers (and records) a request it does not take."""
-    context = kit.call_context()
+    context = kit.call_context("api")
     call, presentation = read_request(platform, refusal)
     result = answer_call(kit.gateway(), call, context)
     return render(result, presentation, platform, context)

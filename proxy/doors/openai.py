@@ -87,7 +87,7 @@ def register(app: Flask, api: Api) -> None:
 
 def serve(method: str, refusal: GatewayError | None = None, **path_args) -> Response:
     """One call on the door; `refusal` answers (and records) a request no route serves."""
-    context = kit.call_context()
+    context = kit.call_context("v1")
     call = refusal or read_request(method, path_args)
     result = answer_call(kit.gateway(), call, context)
     return render(result, context)

@@ -1,16 +1,18 @@
-"""The service door: what the gateway is (`/`), whether it is well (`/health`) and the method
-catalog (`/api/methods`), as plain JSON. No account, no usage row."""
+"""The service door: what the gateway is (`/`), whether it is well (`/health`), the method
+catalog (`/api/methods`), as plain JSON, and the operator's metrics (`/metrics`, Prometheus
+text). No account, no usage row."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 import swagger_ui_bundle
-from flask import Flask, current_app, jsonify, send_from_directory
+from flask import Flask, Response, abort, current_app, jsonify, request, send_from_directory
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
-from proxy import formats
+from proxy import formats, metrics
 from proxy.catalog import PLATFORMS
 from proxy.doors import kit
 from proxy.openapi_docs import HealthDoc, MethodCatalogDoc, ServiceInfoDoc, method_catalog_entries
@@ -25,10 +27,41 @@ def register(app: Flask, api: Api) -> None:
     app.extensions["openapi"] = api  # /api/methods writes the schemas as this document does
     # Swagger UI's JS and CSS from the installed swagger-ui-bundle package: /docs works offline.
     app.add_url_rule("/docs/assets/<path:filename>", "swagger_asset", swagger_asset)
+    # For the operator's scraper, not for clients: not in the OpenAPI document. Every verb is
+    # taken so that none answers 405 (which would tell a stranger the path exists).
+    app.add_url_rule(
+        "/metrics",
+        "metrics",
+        serve_metrics,
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        provide_automatic_options=False,
+    )
 
 
 def swagger_asset(filename: str):
     return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+
+
+def serve_metrics() -> Response:
+    """Prometheus text of every worker's metrics, to `Authorization: Bearer <METRICS_TOKEN>`
+    only; 404, as for any path that does not exist, when METRICS_TOKEN is unset or the token
+    is missing or wrong (docs/deploy.md, "Metrics")."""
+    token = current_app.config["METRICS_TOKEN"]
+    if not token or request.method not in ("GET", "HEAD") or not _bearer_is(token):
+        abort(404)
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+def _bearer_is(token: str) -> bool:
+    """Whether the request's `Authorization: Bearer` token is `token` (constant time)."""
+    scheme, _, presented = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    if hmac.compare_digest(presented.strip().encode(), token.encode()):
+        return True
+    log.warning("GET /metrics refused: wrong bearer token (answered 404)")
+    return False
 
 
 @service_blp.route("/api/methods")
