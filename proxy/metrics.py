@@ -19,14 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 
 from proxy.catalog import CATALOG
 from proxy.errors import (
@@ -138,16 +132,18 @@ def multiprocess_dir() -> str:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
-def exposition() -> tuple[bytes, str]:
-    """(the Prometheus text of every worker's metrics, its content type)."""
+def exposition(accept: str = "") -> tuple[bytes, str]:
+    """(every worker's metrics, their content type) in the format the scraper's Accept header
+    prefers: OpenMetrics, or Prometheus text (0.0.4 when it names none)."""
+    encode, content_type = choose_encoder(accept)
     directory = multiprocess_dir()
     if not directory:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return encode(REGISTRY), content_type
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return encode(registry), content_type
 
 
 # -- label values: bounded, never client text

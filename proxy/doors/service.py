@@ -49,7 +49,7 @@ def serve_metrics() -> Response:
     token = current_app.config["METRICS_TOKEN"]
     if not token or request.method not in ("GET", "HEAD") or not _bearer_is(token):
         abort(404)
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(request.headers.get("Accept", ""))
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
