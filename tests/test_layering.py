@@ -72,7 +72,7 @@ def test_the_o_args_schemas_are_in_their_own_module_not_in_a_handler():
 
 
 # The call path below the doors: plain values in, plain values out (a door reads and renders).
-FLASK_FREE = ("calls", "params", "client_json", "arguments", "dispatcher", "metering")
+FLASK_FREE = ("calls", "params", "client_json", "arguments", "dispatcher", "metering", "metrics")
 
 
 def test_the_call_path_below_the_doors_never_imports_flask():
