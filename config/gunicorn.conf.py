@@ -48,6 +48,11 @@ logconfig_dict = logging_config()
 
 def on_starting(server):
     """In the master, before the first worker: the metrics folder, empty."""
+    if metrics_files.imported_too_early():
+        server.log.warning(
+            "metrics: the app was loaded before its workers (--preload?), so "
+            "/metrics shows one worker's values; run without preload_app"
+        )
     metrics_files.prepare()
     server.log.info("metrics: workers' values in %s", os.environ[metrics_files.ENV])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 import tempfile
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -33,6 +34,12 @@ def prepare(environ=os.environ) -> str:
     _made.append(made)
     environ[ENV] = made
     return made
+
+
+def imported_too_early() -> bool:
+    """Whether prometheus_client was imported before the folder was named (gunicorn's
+    --preload loads the app in the master first): each worker would then count alone."""
+    return "prometheus_client.values" in sys.modules
 
 
 def worker_gone(pid: int, environ=os.environ) -> None:
