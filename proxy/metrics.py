@@ -14,10 +14,11 @@ names, models only from the configured list ("other" otherwise). No Flask here.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache, wraps
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -35,6 +36,8 @@ from proxy.errors import (
     INSUFFICIENT_BALANCE,
     RATE_LIMITED,
 )
+
+log = logging.getLogger("proxy")
 
 UNKNOWN = "unknown"  # a method the catalog does not hold, a door or code outside the tables
 OTHER_MODEL = "other"  # a model outside the configured list
@@ -191,6 +194,19 @@ class ModelLabels:
         return model if isinstance(model, str) and model in self.known else OTHER_MODEL
 
 
+def never_fails_a_call(count: Callable[..., None]) -> Callable[..., None]:
+    """A metric that cannot be written (its file, say) is logged; the call goes on."""
+
+    @wraps(count)
+    def counted(*args, **kwargs) -> None:
+        try:
+            count(*args, **kwargs)
+        except Exception:
+            log.exception("metrics: %s failed; the call goes on uncounted", count.__name__)
+
+    return counted
+
+
 # -- what the call path reports (proxy/calls.py); every value here is already a label
 
 
@@ -199,10 +215,12 @@ def _in_flight(door: str):
     return IN_FLIGHT.labels(door)
 
 
+@never_fails_a_call
 def call_started(door: str) -> None:
     _in_flight(door).inc()
 
 
+@never_fails_a_call
 def call_settled(
     *,
     door: str,
@@ -234,11 +252,13 @@ def call_settled(
 # -- what the upstream pools call (proxy/dispatcher.py, proxy/upstreams.py)
 
 
+@never_fails_a_call
 def upstream_latency(upstream: str, seconds: float) -> None:
     """An answer (or failure) of `upstream` (its configured name) took `seconds`."""
     UPSTREAM_SECONDS.labels(upstream_label(upstream)).observe(max(seconds, 0.0))
 
 
+@never_fails_a_call
 def failover(method: str, from_upstream: str, to_upstream: str) -> None:
     """A call of `method` that failed on `from_upstream` is tried again on `to_upstream`."""
     FAILOVERS.labels(
@@ -246,6 +266,7 @@ def failover(method: str, from_upstream: str, to_upstream: str) -> None:
     ).inc()
 
 
+@never_fails_a_call
 def cooldown(upstream: str) -> None:
     """`upstream` (a member's configured name, never its key) is taken out for a cooldown."""
     COOLDOWNS.labels(upstream_label(upstream)).inc()

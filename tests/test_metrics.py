@@ -306,6 +306,19 @@ def test_no_label_value_holds_a_secret_or_client_text(make_app, stub, runner):
 # -- pure logic
 
 
+def test_a_metric_that_cannot_be_written_is_logged_and_the_call_goes_on(monkeypatch, caplog):
+    def unwritable(*labels):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics.CALLS, "labels", unwritable)
+    usage = {"prompt_tokens": 1}
+    metrics.call_settled(
+        **dict(door="api", method="unknown", code="4010", upstream="", model=""),
+        **dict(usage=usage, overhead_seconds=0.001, upstream_seconds=None, cache_result=None),
+    )
+    assert "metrics: call_settled failed; the call goes on uncounted" in caplog.text
+
+
 def test_model_labels_name_defaults_listed_and_exact_upstream_patterns_only():
     config = {"DEFAULT_MODELS": {"v1/chat/completions": "gpt-4o-mini"}, "METRICS_MODELS": "a, b"}
     labels = metrics.ModelLabels.from_config(config, ["qwen-*", "deepseek-chat"])
