@@ -1,0 +1,34 @@
+"""What happens to upstream members, one function per event: the places where metrics count
+(issue 12 item 5 fills these in). Each is called once per event, never with a key."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("proxy")
+
+
+def served(member: str, method: str) -> None:
+    """A call (or a stream's first chunk) was answered by `member`."""
+
+
+def failed_over(member: str, reason: str) -> None:
+    """An attempt on `member` failed for `reason` (a gateway code, or "http NNN") and the call
+    goes on to another member."""
+    log.info("upstream %s failed (%s); trying another member", member, reason)
+
+
+def cooled(member: str) -> None:
+    """`member` was taken out for a cooldown (threshold reached, or its probe failed)."""
+
+
+def recovered(member: str) -> None:
+    """`member`'s half-open probe succeeded: it is back in its pool."""
+
+
+def revoked(member: str) -> None:
+    """The upstream refused `member`'s key (401/403): it is out until a reload."""
+
+
+def reloaded(generation: int, accepted: bool) -> None:
+    """A worker read a new upstreams file (accepted), or refused a bad one and kept the old."""

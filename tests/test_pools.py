@@ -1,0 +1,213 @@
+"""Pools of upstream members: failover, cooldown, revoked keys, reload and what operators see,
+through the app (Flask test client) against real stub upstreams over HTTP: one failing on
+demand (its fault switch), one healthy, and a dead port."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stub_upstream import StubServer
+from tests.conftest import CHAT_ARGS, create_account
+from tests.servers import free_port
+
+POOL_KEY = "sk-pool-member-secret-42"
+FLAKY_KEY = "sk-flaky-member-secret-43"
+
+
+@pytest.fixture(scope="module")
+def flaky():
+    server = StubServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def good():
+    server = StubServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _members(monkeypatch, flaky, good):
+    monkeypatch.setenv("POOL_KEY", POOL_KEY)
+    monkeypatch.setenv("FLAKY_KEY", FLAKY_KEY)
+    for stub in (flaky, good):
+        stub.reset()
+        stub.set_fault(None)
+    yield
+    flaky.set_fault(None)
+
+
+def member(name, base_url, *, priority=0, weight=1, key_env="POOL_KEY", models='["pool-*"]'):
+    return (
+        f'[[upstream]]\nname = "{name}"\nbase_url = "{base_url}"\napi_key_env = "{key_env}"\n'
+        f"models = {models}\npriority = {priority}\nweight = {weight}\n"
+    )
+
+
+@pytest.fixture
+def pooled(tmp_path, make_app, flaky, good):
+    """An app whose model `pool-chat` is served by `flaky` first (priority 0), `good` as
+    the fallback (priority 1); returns (app, client, account)."""
+
+    def _pooled(text=None, **overrides):
+        text = text or member("flaky", flaky.base_url, key_env="FLAKY_KEY") + member(
+            "good", good.base_url, priority=1
+        )
+        path = tmp_path / "upstreams.toml"
+        path.write_text(text, encoding="utf-8")
+        app = make_app(
+            UPSTREAMS_FILE=str(path),
+            UPSTREAM_COOLDOWN_FAILURES=2,
+            UPSTREAM_COOLDOWN_SECONDS=60.0,
+            **overrides,
+        )
+        app.extensions["gateway"].dispatcher.router.reload_check_seconds = 0
+        return app, app.test_client(), create_account(app.test_cli_runner())
+
+    return _pooled
+
+
+def chat(client, account, model="pool-chat", **params):
+    query = {
+        "key": account["key"],
+        "secret": account["secret"],
+        "method": "v1/chat/completions",
+        "_o_args": json.dumps({**CHAT_ARGS, "model": model}),
+        "cache": "no",
+        **params,
+    }
+    response = client.get("/api", query_string=query)
+    return response, response.get_json()
+
+
+def chat_requests(stub) -> int:
+    return len(stub.requests_seen("/v1/chat/completions"))
+
+
+def usage_rows(app) -> list[dict]:
+    from sqlalchemy import select
+
+    from proxy import storage
+
+    gateway = app.extensions["gateway"]
+    with gateway.engine.connect() as connection:
+        rows = connection.execute(select(storage.usage).order_by(storage.usage.c.id))
+        return [dict(row._mapping) for row in rows]
+
+
+# ---- the file: pools, keys, weights, priorities
+
+
+def test_tables_sharing_the_pattern_a_model_matches_form_its_pool(pooled, flaky, good):
+    app, _, _ = pooled()
+    router = app.extensions["gateway"].dispatcher.router
+    assert [m.name for m in router.pool("pool-chat")] == ["flaky", "good"]
+
+
+def test_api_key_envs_makes_one_member_per_key(pooled, good):
+    app, _, _ = pooled(
+        member("keys", good.base_url).replace(
+            'api_key_env = "POOL_KEY"', 'api_key_envs = ["POOL_KEY", "FLAKY_KEY"]'
+        )
+    )
+    pool = app.extensions["gateway"].dispatcher.router.pool("pool-chat")
+    assert [(m.name, m.api_key) for m in pool] == [("keys#1", POOL_KEY), ("keys#2", FLAKY_KEY)]
+
+
+def test_both_api_key_env_and_api_key_envs_is_refused(pooled, good):
+    text = member("keys", good.base_url) + 'api_key_envs = ["POOL_KEY"]\n'
+    with pytest.raises(ValueError, match="give api_key_env .* or api_key_envs .*, not both"):
+        pooled(text)
+
+
+def test_weight_zero_is_refused_with_the_fix(pooled, good):
+    with pytest.raises(ValueError, match="'w': weight must be a number above 0, e.g. weight = 2"):
+        pooled(member("w", good.base_url, weight=0))
+
+
+def test_calls_spread_over_members_of_one_priority_by_weight(pooled, flaky, good):
+    app, client, account = pooled(
+        member("flaky", flaky.base_url, weight=1) + member("good", good.base_url, weight=3)
+    )
+    served = [chat(client, account)[0].headers["X-Upstream"] for _ in range(40)]
+    assert set(served) == {"flaky", "good"}
+    assert served.count("good") > served.count("flaky")
+
+
+# ---- failover
+
+
+def test_a_dead_member_is_failed_over_and_the_call_answers_0000(pooled, good):
+    app, client, account = pooled(
+        member("dead", f"http://127.0.0.1:{free_port()}/v1")
+        + member("good", good.base_url, priority=1)
+    )
+    response, envelope = chat(client, account)
+    assert (envelope["error_code"], response.headers["X-Upstream"]) == ("0000", "good")
+
+
+def test_a_failed_over_call_is_charged_once_with_one_usage_row(pooled, flaky, good):
+    flaky.set_fault("500")
+    app, client, account = pooled()
+    _, envelope = chat(client, account)
+    rows = usage_rows(app)
+    assert envelope["api_info"].startswith("today:1 ")
+    assert [(r["error_code"], r["charged"], r["upstream"]) for r in rows] == [
+        ("0000", True, "good")
+    ]
+    assert (chat_requests(flaky), chat_requests(good)) == (1, 1)
+
+
+def test_429_from_a_member_is_failed_over(pooled, flaky, good):
+    flaky.set_fault("429")
+    _, client, account = pooled()
+    response, envelope = chat(client, account)
+    assert (envelope["error_code"], response.headers["X-Upstream"]) == ("0000", "good")
+
+
+def test_a_callers_fault_is_not_retried_on_another_member(pooled, flaky, good):
+    _, client, account = pooled()
+    response = client.get(
+        "/api",
+        query_string={
+            "key": account["key"],
+            "secret": account["secret"],
+            "method": "v1/moderations",
+            "_o_args": json.dumps({"model": "pool-mod", "input": []}),  # the stub's 400
+        },
+    )
+    assert response.get_json()["error_code"] == "4003"
+    seen = [len(stub.requests_seen("/v1/moderations")) for stub in (flaky, good)]
+    assert seen == [1, 0]
+
+
+def test_every_member_failing_answers_the_last_failure(pooled, flaky, good):
+    flaky.set_fault("500")
+    good.set_fault("500")
+    app, client, account = pooled()
+    response, envelope = chat(client, account)
+    assert envelope["error_code"] == "4002"
+    assert "X-Upstream" not in response.headers
+    assert (chat_requests(flaky), chat_requests(good)) == (1, 1)
+    assert usage_rows(app)[-1]["upstream"] is None
+
+
+def test_the_openai_door_names_the_member_that_answered(pooled, flaky, good):
+    flaky.set_fault("500")
+    _, client, account = pooled()
+    response = client.post(
+        "/v1/chat/completions",
+        json={**CHAT_ARGS, "model": "pool-chat"},
+        headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
+    )
+    assert (response.status_code, response.headers["X-Upstream"]) == (200, "good")
+
+
+def test_a_member_is_never_named_by_its_key(pooled, flaky, good):
+    app, client, account = pooled()
+    response, _ = chat(client, account)
+    assert POOL_KEY not in str(response.headers) and FLAKY_KEY not in str(response.headers)
