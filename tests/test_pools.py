@@ -5,11 +5,13 @@ demand (its fault switch), one healthy, and a dead port."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS, create_account
+from tests.served import wait_until
 from tests.servers import free_port
 
 POOL_KEY = "sk-pool-member-secret-42"
@@ -59,12 +61,8 @@ def pooled(tmp_path, make_app, flaky, good):
         )
         path = tmp_path / "upstreams.toml"
         path.write_text(text, encoding="utf-8")
-        app = make_app(
-            UPSTREAMS_FILE=str(path),
-            UPSTREAM_COOLDOWN_FAILURES=2,
-            UPSTREAM_COOLDOWN_SECONDS=60.0,
-            **overrides,
-        )
+        settings = {"UPSTREAM_COOLDOWN_FAILURES": 2, "UPSTREAM_COOLDOWN_SECONDS": 60.0}
+        app = make_app(UPSTREAMS_FILE=str(path), **{**settings, **overrides})
         app.extensions["gateway"].dispatcher.router.reload_check_seconds = 0
         return app, app.test_client(), create_account(app.test_cli_runner())
 
@@ -211,3 +209,161 @@ def test_a_member_is_never_named_by_its_key(pooled, flaky, good):
     app, client, account = pooled()
     response, _ = chat(client, account)
     assert POOL_KEY not in str(response.headers) and FLAKY_KEY not in str(response.headers)
+
+
+# ---- cooldown
+
+
+def test_a_failing_member_stops_being_tried_after_the_threshold(pooled, flaky, good):
+    flaky.set_fault("500")
+    _, client, account = pooled()
+    codes = [chat(client, account)[1]["error_code"] for _ in range(5)]
+    assert codes == ["0000"] * 5
+    assert (chat_requests(flaky), chat_requests(good)) == (2, 5)  # UPSTREAM_COOLDOWN_FAILURES
+
+
+def test_a_cooled_member_comes_back_after_its_probe_succeeds(pooled, flaky, good):
+    flaky.set_fault("500")
+    _, client, account = pooled(UPSTREAM_COOLDOWN_SECONDS=0.2)
+    for _ in range(2):
+        chat(client, account)
+    flaky.set_fault(None)  # recovered
+    wait_until(lambda: chat(client, account)[0].headers["X-Upstream"] == "flaky", timeout=5)
+    served = [chat(client, account)[0].headers["X-Upstream"] for _ in range(3)]
+    assert served == ["flaky"] * 3
+
+
+def test_a_failed_probe_cools_the_member_again_at_once(pooled, flaky, good):
+    flaky.set_fault("500")
+    app, client, account = pooled(UPSTREAM_COOLDOWN_SECONDS=0.2)
+    for _ in range(2):
+        chat(client, account)
+    health = app.extensions["gateway"].dispatcher.failover.health
+    wait_until(lambda: health.states(["flaky"])["flaky"].state == "half-open", timeout=5)
+    chat(client, account)  # the probe, failing
+    assert health.states(["flaky"])["flaky"].state == "cooling"
+    assert chat_requests(flaky) == 3
+
+
+def test_a_refused_key_takes_its_member_out_and_is_logged_once(pooled, flaky, good, caplog):
+    flaky.set_fault("401")
+    _, client, account = pooled()
+    with caplog.at_level(logging.ERROR, logger="proxy"):
+        served = [chat(client, account)[0].headers["X-Upstream"] for _ in range(3)]
+    assert served == ["good"] * 3
+    assert chat_requests(flaky) == 1
+    refused = [r.getMessage() for r in caplog.records if "UPSTREAM KEY REFUSED" in r.getMessage()]
+    assert len(refused) == 1 and "flaky" in refused[0]
+    assert FLAKY_KEY not in caplog.text
+
+
+def test_a_member_alone_in_its_pool_is_called_even_while_cooling(pooled, flaky):
+    flaky.set_fault("500")
+    _, client, account = pooled(member("flaky", flaky.base_url))
+    codes = [chat(client, account)[1]["error_code"] for _ in range(3)]
+    flaky.set_fault(None)
+    assert codes == ["4002"] * 3
+    assert chat(client, account)[1]["error_code"] == "0000"
+
+
+# ---- streams
+
+
+def test_a_stream_fails_over_before_its_first_chunk(pooled, flaky, good):
+    flaky.set_fault("500")
+    _, client, account = pooled()
+    response = client.post(
+        "/v1/chat/completions",
+        json={**CHAT_ARGS, "model": "pool-chat", "stream": True},
+        headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
+    )
+    events = response.get_data(as_text=True).split("\n\n")
+    assert response.headers["X-Upstream"] == "good"
+    assert events[-2] == "data: [DONE]" and '"error"' not in response.get_data(as_text=True)
+
+
+def test_a_stream_broken_after_its_first_chunk_is_not_sent_again(pooled, good):
+    breaking = StubServer(stream_slow_delay=0.2).start()
+    try:
+        app, client, account = pooled(
+            member("breaking", breaking.base_url, models='["stub-stream-slow"]')
+            + member("good", good.base_url, priority=1, models='["stub-stream-slow"]')
+        )
+        response = client.post(
+            "/v1/chat/completions",
+            json={**CHAT_ARGS, "model": "stub-stream-slow", "stream": True},
+            headers={"Authorization": f"Bearer {account['key']}:{account['secret']}"},
+            buffered=False,
+        )
+        body = iter(response.response)
+        first = next(body)
+        breaking.stop()  # cuts the stream after its first chunk reached the client
+        rest = b"".join(body).decode()
+    finally:
+        breaking.stop()
+    assert b'"chat.completion.chunk"' in first
+    assert '"code": "4001"' in rest and rest.endswith("data: [DONE]\n\n")
+    assert chat_requests(good) == 0
+    assert [(r["error_code"], r["charged"]) for r in usage_rows(app)] == [("4001", False)]
+
+
+# ---- reload, list, health
+
+
+def test_flask_upstreams_reload_is_taken_by_the_running_app(pooled, flaky, good, tmp_path):
+    app, client, account = pooled(member("flaky", flaky.base_url))
+    (tmp_path / "upstreams.toml").write_text(member("good", good.base_url), encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["upstreams", "reload", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["members"] == ["default", "good"]
+    assert chat(client, account)[0].headers["X-Upstream"] == "good"
+
+
+def test_a_bad_file_is_refused_by_reload_and_the_old_one_stays(pooled, flaky, tmp_path):
+    app, client, account = pooled(member("flaky", flaky.base_url))
+    (tmp_path / "upstreams.toml").write_text(member("bad", "ftp://x/v1"), encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["upstreams", "reload"])
+    assert result.exit_code == 1
+    assert "refused, the workers keep the upstreams they have:" in result.output
+    assert "base_url 'ftp://x/v1' must be an http:// or https:// URL" in result.output
+    assert chat(client, account)[0].headers["X-Upstream"] == "flaky"
+
+
+def test_a_worker_keeps_its_upstreams_when_the_reloaded_file_is_bad(pooled, flaky, tmp_path):
+    from proxy import generations
+
+    app, client, account = pooled(member("flaky", flaky.base_url))
+    (tmp_path / "upstreams.toml").write_text("not toml [", encoding="utf-8")
+    generations.bump(app.extensions["gateway"].engine, generations.UPSTREAMS)
+    response, envelope = chat(client, account)
+    assert (envelope["error_code"], response.headers["X-Upstream"]) == ("0000", "flaky")
+
+
+def test_upstreams_list_json_shows_members_weights_and_health_never_keys(pooled, flaky, good):
+    flaky.set_fault("500")
+    app, client, account = pooled(REDIS_URL="")
+    for _ in range(2):
+        chat(client, account)
+    health = app.extensions["gateway"].dispatcher.failover.health
+    result = app.test_cli_runner().invoke(args=["upstreams", "list", "--json"])
+    members = json.loads(result.output)["members"]
+    assert [(m["name"], m["priority"], m["weight"], m["state"]) for m in members] == [
+        ("default", 0, 1, "unknown"),  # without Redis each worker keeps its own health
+        ("flaky", 0, 1, "unknown"),
+        ("good", 1, 1, "unknown"),
+    ]
+    assert health.states(["flaky"])["flaky"].state == "cooling"
+    assert POOL_KEY not in result.output and FLAKY_KEY not in result.output
+
+
+def test_health_shows_each_members_state_never_its_key(pooled, flaky, good):
+    flaky.set_fault("500")
+    app, client, account = pooled()
+    for _ in range(2):
+        chat(client, account)
+    response = client.get("/health")
+    members = {m["name"]: m for m in response.get_json()["upstreams"]}
+    assert members["flaky"]["state"] == "cooling"
+    assert members["flaky"]["cooldown_remaining_seconds"] > 50
+    assert (members["good"]["state"], members["good"]["models"]) == ("healthy", ["pool-*"])
+    assert POOL_KEY not in response.get_data(as_text=True)
