@@ -367,3 +367,60 @@ def test_health_shows_each_members_state_never_its_key(pooled, flaky, good):
     assert members["flaky"]["cooldown_remaining_seconds"] > 50
     assert (members["good"]["state"], members["good"]["models"]) == ("healthy", ["pool-*"])
     assert POOL_KEY not in response.get_data(as_text=True)
+
+
+def test_the_deadline_bounds_every_attempt_of_a_call(pooled, flaky, good):
+    app, client, account = pooled(
+        member("flaky", flaky.base_url, models='["stub-hang"]')
+        + member("good", good.base_url, models='["stub-hang"]'),
+        UPSTREAM_DEADLINE_SECONDS=0.5,  # below the members' 5 s timeout
+    )
+    _, envelope = chat(client, account, model="stub-hang")
+    assert envelope["error_code"] == "4017"
+    assert chat_requests(flaky) + chat_requests(good) == 1  # no time was left for another
+
+
+def test_the_usage_row_names_the_member_on_each_database(make_app_each_database, tmp_path, good):
+    path = tmp_path / "upstreams.toml"
+    path.write_text(member("good", good.base_url), encoding="utf-8")
+    app = make_app_each_database(UPSTREAMS_FILE=str(path))
+    account = create_account(app.test_cli_runner())
+    chat(app.test_client(), account)
+    report = app.test_cli_runner().invoke(args=["usage", "--json"])
+    assert [r["upstream"] for r in usage_rows(app)] == ["good"]
+    assert json.loads(report.output)["by_upstream"] == {"good": 1}
+
+
+# ---- the circuits in Redis, shared; a Redis outage falls back to this process
+
+
+def test_two_workers_circuits_in_redis_are_one(redis_server):
+    from proxy.redis_circuits import RedisCircuits
+    from proxy.redis_store import make_redis_client
+    from proxy.upstream_health import MemoryCircuits, UpstreamHealth
+
+    def worker():
+        store = RedisCircuits(make_redis_client(redis_server.url), fallback=MemoryCircuits())
+        return UpstreamHealth(store, failures=2, cooldown_seconds=60)
+
+    first, second = worker(), worker()
+    first.failed("shared-member")
+    second.failed("shared-member")
+    assert first.states(["shared-member"])["shared-member"].state == "cooling"
+    first.succeeded("shared-member")
+    assert second.states(["shared-member"])["shared-member"].state == "healthy"
+
+
+def test_a_redis_outage_falls_back_to_this_process_and_warns_once(caplog):
+    from proxy.redis_circuits import RedisCircuits
+    from proxy.redis_store import make_redis_client
+    from proxy.upstream_health import MemoryCircuits, UpstreamHealth
+
+    client = make_redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.2)  # nothing there
+    health = UpstreamHealth(RedisCircuits(client, fallback=MemoryCircuits()), failures=2)
+    with caplog.at_level(logging.WARNING, logger="proxy"):
+        health.failed("lonely")
+        health.failed("lonely")
+        state = health.states(["lonely"])["lonely"].state
+    assert state == "cooling"
+    assert len([r for r in caplog.records if "upstream health" in r.getMessage()]) == 1
