@@ -58,11 +58,14 @@ class Failover:
         when none did."""
         self.router.refresh()
         pool = self.router.pool(model)
-        pooled = len(pool) > 1
+        if len(pool) == 1:  # no peer to fail over to: no circuit to read (or pay Redis for)
+            result = send(self.router.client_for(pool[0]))  # its own retries, as before pools
+            upstream_events.served(pool[0].name)
+            return pool[0], result
         deadline = self._clock() + self.deadline_seconds
         tried: set[str] = set()
         last_error: GatewayError | None = None
-        for _ in range(self.attempts if pooled else 1):
+        for _ in range(self.attempts):
             remaining = deadline - self._clock()
             picked = self._pick(pool, tried) if remaining > 0 else None
             if picked is None:
@@ -70,15 +73,16 @@ class Failover:
             member, state = picked
             tried.add(member.name)
             try:
-                result = send(self._client(member, pooled, remaining))
+                result = send(self._client(member, remaining))
             except GatewayError as error:
-                if not self._judge_failure(member, state, error, pooled):
+                if not self._judge_failure(member, state, error):
                     raise
                 last_error = error
-                upstream_events.failed_over(member.name, _reason(error))
+                upstream_events.attempt_failed(member.name, _reason(error))
                 continue
             if state != HEALTHY:
                 self.health.succeeded(member.name)
+            upstream_events.served(member.name)
             return member, result
         if last_error is not None:
             raise last_error
@@ -117,23 +121,22 @@ class Failover:
             return tier[0]
         return self._choose(tier, weights=[m.weight for m in tier])[0]
 
-    def _client(self, member: Upstream, pooled: bool, remaining: float):
-        client = self.router.client_for(member, retries=not pooled)
-        worst_case = member.timeout_seconds * (1 + (member.max_retries if not pooled else 0))
-        if remaining < worst_case:  # the deadline bounds this attempt
-            return client.with_options(timeout=remaining, max_retries=0)
+    def _client(self, member: Upstream, remaining: float):
+        """The member's client without SDK retries (its pool fails over instead), its
+        timeout cut to what is left of the deadline."""
+        client = self.router.client_for(member, retries=False)
+        if remaining < member.timeout_seconds:
+            return client.with_options(timeout=remaining)
         return client
 
-    def _judge_failure(
-        self, member: Upstream, state: str, error: GatewayError, pooled: bool
-    ) -> bool:
+    def _judge_failure(self, member: Upstream, state: str, error: GatewayError) -> bool:
         """Record what the failure says of the member; whether another member may retry."""
-        if error.upstream_status in REVOKED_KEY_STATUSES and pooled:
+        if error.upstream_status in REVOKED_KEY_STATUSES:
             self.health.revoke(member.name, error.upstream_status)
             return True
         if is_member_fault(error):
             self.health.failed(member.name, probing=state == HALF_OPEN)
-            return pooled
+            return True
         if state != HEALTHY:  # it answered: the caller's fault is no sign of ill health
             self.health.succeeded(member.name)
         return False

@@ -8,14 +8,15 @@ import logging
 log = logging.getLogger("proxy")
 
 
-def served(member: str, method: str) -> None:
-    """A call (or a stream's first chunk) was answered by `member`."""
+def served(member: str) -> None:
+    """An upstream call (or a stream's first chunk) was answered by `member`."""
 
 
-def failed_over(member: str, reason: str) -> None:
-    """An attempt on `member` failed for `reason` (a gateway code, or "http NNN") and the call
-    goes on to another member."""
-    log.info("upstream %s failed (%s); trying another member", member, reason)
+def attempt_failed(member: str, reason: str) -> None:
+    """An attempt on `member`, in a pool of several, failed for `reason` (a gateway code, or
+    "http NNN") in a way another member may answer: the call fails over if it has attempts
+    and time left."""
+    log.info("upstream %s failed (%s); failing over", member, reason)
 
 
 def cooled(member: str) -> None:
