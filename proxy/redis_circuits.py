@@ -76,11 +76,11 @@ class RedisCircuits:
         return snapshot
 
     def _redis_add_failure(self, name: str, window_seconds: float) -> int:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(_key(name, "failures"))
-        pipe.pexpire(_key(name, "failures"), int(window_seconds * 1000), nx=True)
-        count, _ = pipe.execute()
-        return int(count)
+        # The window starts at its first failure (PEXPIRE's NX option would need Redis 7).
+        count = int(self.client.incr(_key(name, "failures")))
+        if count == 1:
+            self.client.pexpire(_key(name, "failures"), max(1, int(window_seconds * 1000)))
+        return count
 
     def _redis_trip(self, name: str, cooldown_seconds: float) -> None:
         pipe = self.client.pipeline(transaction=True)
