@@ -51,7 +51,11 @@ def _env_prices(name: str) -> dict[str, int]:
 
 # Timeouts are ordered: upstream (x attempts) < gunicorn worker timeout < nginx proxy_read_timeout.
 UPSTREAM_TIMEOUT_SECONDS = 30.0
-UPSTREAM_MAX_RETRIES = 1  # the SDK's retry layer is the only one; the gateway never retries
+UPSTREAM_MAX_RETRIES = 1  # the SDK's retries of one member (a pool of one; docs/upstreams.md)
+# A pool's failover: at most this many members tried per call, all within the deadline, which
+# stays below the gunicorn timeout.
+UPSTREAM_FAILOVER_ATTEMPTS = 3
+UPSTREAM_DEADLINE_SECONDS = 60.0
 GUNICORN_TIMEOUT_SECONDS = 90
 NGINX_PROXY_READ_TIMEOUT_SECONDS = 120
 
@@ -84,6 +88,13 @@ def checked_gunicorn_timeout() -> int:
             f"UPSTREAM_TIMEOUT_SECONDS x attempts = {worst_case:.0f}s must stay below the "
             f"gunicorn timeout ({timeout}s); lower the upstream timeout or raise GUNICORN_TIMEOUT"
         )
+    deadline = _env_float("UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS)
+    if not 0 < deadline < timeout:
+        raise ValueError(
+            f"UPSTREAM_DEADLINE_SECONDS={deadline:g} (all of a call's failover attempts) must "
+            f"be above 0 and below the gunicorn timeout ({timeout}s); lower it or raise "
+            "GUNICORN_TIMEOUT"
+        )
     return timeout
 
 
@@ -102,6 +113,19 @@ class Config:
         )
         self.UPSTREAM_MAX_RETRIES = _env_int("UPSTREAM_MAX_RETRIES", UPSTREAM_MAX_RETRIES)
         self.UPSTREAMS_FILE = env("UPSTREAMS_FILE", "")
+        # Pools (docs/upstreams.md): a failing member's call goes on to another, at most this
+        # many tries in all, within one deadline below the gunicorn timeout.
+        self.UPSTREAM_FAILOVER_ATTEMPTS = _env_int(
+            "UPSTREAM_FAILOVER_ATTEMPTS", UPSTREAM_FAILOVER_ATTEMPTS
+        )
+        self.UPSTREAM_DEADLINE_SECONDS = _env_float(
+            "UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS
+        )
+        # A member failing this many times within the window is skipped for the cooldown,
+        # then one probe call decides (shared through Redis when REDIS_URL is set).
+        self.UPSTREAM_COOLDOWN_FAILURES = _env_int("UPSTREAM_COOLDOWN_FAILURES", 3)
+        self.UPSTREAM_COOLDOWN_WINDOW_SECONDS = _env_float("UPSTREAM_COOLDOWN_WINDOW_SECONDS", 30.0)
+        self.UPSTREAM_COOLDOWN_SECONDS = _env_float("UPSTREAM_COOLDOWN_SECONDS", 30.0)
         # The model used when `_o_args` names none (the seed's own example sends no model).
         self.DEFAULT_MODELS = {
             "v1/chat/completions": env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),

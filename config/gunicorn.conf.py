@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import checked_gunicorn_timeout  # noqa: E402
+from config import Config, checked_gunicorn_timeout  # noqa: E402
 from proxy import metrics_files  # noqa: E402
 from proxy.logs import logging_config  # noqa: E402
 from proxy.serving import ACCESS_LOG_FORMAT  # noqa: E402
@@ -47,7 +47,13 @@ logconfig_dict = logging_config()
 
 
 def on_starting(server):
-    """In the master, before the first worker: the metrics folder, empty."""
+    """In the master, before the first worker: the metrics folder, empty; the upstreams file
+    checked and copied aside as the last good one."""
+    _prepare_metrics_folder(server)
+    _check_upstreams_file(server, reloading=False)
+
+
+def _prepare_metrics_folder(server) -> None:
     if metrics_files.imported_too_early():
         server.log.warning(
             "metrics: the app was loaded before its workers (--preload?), so "
@@ -109,3 +115,41 @@ def worker_exit(server, worker):
     calls still running now will not finish, so they are cut."""
     if worker.booted:  # only in the worker, once it has served (False in the master)
         _running_calls(worker).cut_all()
+
+
+# -- UPSTREAMS_FILE on a reload (kill -HUP): the master checks it before forking new workers
+
+
+def on_reload(server):
+    _check_upstreams_file(server, reloading=True)
+
+
+def _check_upstreams_file(server, *, reloading: bool) -> None:
+    """A good file is copied aside as the last good one; on a HUP, a bad file is refused
+    (logged with its reason) and the new workers read that copy, so the old upstreams stay
+    and the gateway keeps serving (a bad file at start still stops it, as before)."""
+    import tempfile
+
+    from proxy.upstreams import UpstreamRouter
+
+    given = server.__dict__.setdefault("gateway_upstreams_file", os.environ.get("UPSTREAMS_FILE"))
+    if not given:
+        return
+    os.environ["UPSTREAMS_FILE"] = given
+    try:
+        UpstreamRouter.load(vars(Config()))
+        with open(given, "rb") as file:
+            text = file.read()
+    except (ValueError, OSError) as refused:
+        last_good = server.__dict__.get("gateway_last_good_upstreams")
+        if reloading and last_good:
+            server.log.error("UPSTREAMS_FILE refused, the previous upstreams stay: %s", refused)
+            os.environ["UPSTREAMS_FILE"] = last_good
+        return
+    descriptor, last_good = tempfile.mkstemp(prefix="gateway-upstreams-", suffix=".toml")
+    with os.fdopen(descriptor, "wb") as copy:
+        copy.write(text)
+    previous = server.__dict__.get("gateway_last_good_upstreams")
+    server.gateway_last_good_upstreams = last_good
+    if previous:
+        os.unlink(previous)

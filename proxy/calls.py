@@ -60,6 +60,7 @@ class CallResult:
     last_id: str = ""
     elapsed_seconds: float = 0.0
     http_status: int | None = None  # GatewayError.http_status, for the /v1 door
+    upstream: str | None = None  # the member that answered (X-Upstream), never a key
 
 
 @dataclass(frozen=True)
@@ -180,10 +181,11 @@ def _with_history(chats, account: Account, conversation, args: dict):
 
 
 def _open_stream(dispatcher, record: Record, spec: MethodSpec, args: dict, remember):
-    stream = dispatcher.open_stream(spec, args)
+    stream = dispatcher.open_stream(spec, args)  # failed over until a member's first chunk
     chunks = iter(stream)
     first = _next_chunk(chunks, record)  # the upstream's refusal surfaces here, before any byte
-    return StreamingCall(_stream_events(stream, chunks, first, record, remember))
+    events = _stream_events(stream, chunks, first, record, remember)
+    return StreamingCall(events, upstream=stream.upstream)
 
 
 @dataclass
@@ -193,6 +195,7 @@ class StreamingCall:
     stops the upstream and settles the call without an end event."""
 
     events: Iterator[tuple[str, object]]
+    upstream: str | None = None  # the member streaming (X-Upstream)
 
 
 @dataclass
@@ -230,6 +233,7 @@ class Record:
             cached=outcome.cached,
             method=self.method,
             platform=self.platform,
+            upstream=outcome.upstream,
         )
 
     def refused(self, refusal: GatewayError) -> CallResult:
@@ -300,6 +304,7 @@ class Record:
             total_tokens=_int(usage.get("total_tokens")),
             latency_ms=int(result.elapsed_seconds * 1000),
             client_ip=self.context.client_ip,
+            upstream=result.upstream,
         )
 
     def _count(self, result: CallResult, usage: Mapping) -> None:
@@ -312,7 +317,7 @@ class Record:
             door=door,
             method=method,
             code=metrics.code_label(result.code),
-            upstream=metrics.upstream_label(self.upstream),
+            upstream=metrics.upstream_label(result.upstream or self.upstream),
             model=self.gateway.model_labels.label(self.model),
             usage={} if result.cached else usage,  # a cache hit cost the upstream no tokens
             overhead_seconds=elapsed - waited - self.client_seconds,
@@ -369,7 +374,13 @@ def _stream_events(stream, chunks, first, record: Record, remember=None):
     upstream's usage; one the upstream breaks off is refunded with the failure's code; one
     the client abandons is stopped upstream and charged when at least one chunk reached the
     client (the upstream has produced tokens), refunded when none did."""
-    result = CallResult(code=SUCCESS, response=[], method=record.method, platform=record.platform)
+    result = CallResult(
+        code=SUCCESS,
+        response=[],
+        method=record.method,
+        platform=record.platform,
+        upstream=stream.upstream,
+    )
     delivered, answer = 0, []
     try:
         chunk = first

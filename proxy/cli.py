@@ -14,11 +14,13 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from proxy import storage
+from proxy import generations, storage
 from proxy.accounts import ACTIVE, STOPPED, Account
 from proxy.api_states import ALL_APIS, EVERY_ACCOUNT, MAINTENANCE
 from proxy.api_states import STOPPED as API_STOPPED_STATE
 from proxy.catalog import CATALOG, PLATFORMS
+from proxy.failover import describe_members
+from proxy.upstreams import UpstreamRouter
 from proxy.usage import usage_report
 
 accounts_cli = AppGroup("accounts", help="Create, show, stop, start and top up accounts.")
@@ -314,6 +316,48 @@ def delete_chat(key: str, chat_id: str, as_json: bool) -> None:
         click.echo(f"deleted {deleted} messages of {chat_id}")
 
 
+upstreams_cli = AppGroup("upstreams", help="List the upstream members, or reload UPSTREAMS_FILE.")
+
+
+@upstreams_cli.command("list")
+@json_option
+@with_appcontext
+def list_upstreams(as_json: bool) -> None:
+    """Members, weights, priorities and health (never keys). Health is shared only with
+    REDIS_URL; without it each worker keeps its own (see each worker's /health)."""
+    failover = _gateway().dispatcher.failover
+    shared = current_app.config["REDIS_URL"]
+    members = describe_members(failover.router, failover.health if shared else None)
+    if as_json:
+        click.echo(json.dumps({"members": members}))
+        return
+    for member in members:
+        click.echo(
+            f"{member['name']:20} priority {member['priority']:<3} weight {member['weight']:<5g} "
+            f"{member['state']:10} {member['base_url']} {', '.join(member['models'])}"
+        )
+
+
+@upstreams_cli.command("reload")
+@json_option
+@with_appcontext
+def reload_upstreams(as_json: bool) -> None:
+    """Check UPSTREAMS_FILE and have every worker on every host read it again (within about
+    a second); a bad file is refused with the reason, and the workers keep the old one."""
+    try:
+        default, members = UpstreamRouter.load(current_app.config)
+    except ValueError as refused:
+        raise click.ClickException(
+            f"refused, the workers keep the upstreams they have: {refused}"
+        ) from None
+    generation = generations.bump(_gateway().engine, generations.UPSTREAMS)
+    document = {"generation": generation, "members": [default.name, *(m.name for m in members)]}
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+    click.echo(f"reload {generation} asked: members {', '.join(document['members'])}")
+
+
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
@@ -327,4 +371,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(apis_cli)
     app.cli.add_command(usage)
     app.cli.add_command(chats_cli)
+    app.cli.add_command(upstreams_cli)
     app.cli.add_command(init_db)

@@ -6,6 +6,7 @@ No Flask here: the doors (proxy/doors/) hand in plain values and gets an Outcome
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,8 +19,10 @@ from proxy.errors import (
     SUCCESS,
     GatewayError,
 )
+from proxy.failover import Failover
 from proxy.handlers import openai as openai_handlers
 from proxy.uploads import cache_safe
+from proxy.upstream_health import UpstreamHealth
 from proxy.upstreams import UpstreamRouter
 
 
@@ -40,6 +43,7 @@ class Outcome:
     response: object
     cached: bool = False
     usage: dict = field(default_factory=dict)
+    upstream: str | None = None  # the member that answered; None for the cache or the gateway
 
 
 class Dispatcher:
@@ -52,8 +56,10 @@ class Dispatcher:
         shared_cache: bool = False,
         jobs=None,  # proxy.jobs.ImageJobs, for images/submit and images/get
         files=None,  # proxy.files.FileOwners, for the v1/files methods
+        failover: Failover | None = None,  # a pool's failover (default: in-process health)
     ):
         self.router = router
+        self.failover = failover or Failover(router, UpstreamHealth())
         self.cache = cache
         self.arguments = arguments
         self.shared_cache = shared_cache
@@ -79,20 +85,29 @@ class Dispatcher:
         options = args.get("stream_options") if isinstance(args.get("stream_options"), dict) else {}
         wants_usage = options.get("include_usage") is True
         asked = {**args, "stream_options": {**options, "include_usage": True}}
-        upstream = self.router.route_model(args.get("model"))
-        chunks = openai_handlers.stream_chunks(self.router.client_for(upstream), spec.name, asked)
-        return UpstreamStream(chunks, client_wants_usage=wants_usage)
+
+        def first_chunk(client):
+            # A member that fails before its first chunk is failed over like any call.
+            chunks = openai_handlers.stream_chunks(client, spec.name, asked)
+            first = next(chunks, None)
+            return chunks, first
+
+        member, (chunks, first) = self.failover.call(args.get("model"), first_chunk)
+        return UpstreamStream(
+            chunks, client_wants_usage=wants_usage, first=first, upstream=member.name
+        )
 
     def execute(self, spec: MethodSpec, args: dict, call: Call) -> Outcome:
         """Answer validated `args` (from ArgumentRules) from the cache, the upstream, or the
         gateway itself."""
-        upstream_url, answer = self._answerer(spec, args, call)
+        served: list[str] = []  # the member that answered, when one did
+        upstream_url, answer = self._answerer(spec, args, call, served)
         if not (call.use_cache and spec.cacheable):
             payload, _ = answer()
-            return _outcome(payload, cached=False)
+            return _outcome(payload, cached=False, upstream=served[-1] if served else None)
         key = self._cache_key(spec, args, call, upstream_url)
         payload, hit = self.cache.get_or_compute(key, answer)
-        return _outcome(payload, cached=hit)
+        return _outcome(payload, cached=hit, upstream=served[-1] if served and not hit else None)
 
     def cached_outcome(self, spec: MethodSpec, args: dict, call: Call) -> Outcome | None:
         """The cache's answer to validated `args`, if it holds one; None otherwise (nothing
@@ -105,8 +120,9 @@ class Dispatcher:
         payload = self.cache.get(self._cache_key(spec, args, call, upstream_url))
         return None if payload is None else _outcome(payload, cached=True)
 
-    def _answerer(self, spec: MethodSpec, args: dict, call: Call):
-        """(the upstream's URL, or "gateway"; a function computing (payload, cacheable))."""
+    def _answerer(self, spec: MethodSpec, args: dict, call: Call, served: list[str]):
+        """(the upstream's URL, or "gateway"; a function computing (payload, cacheable) that
+        appends the member that answered to `served`)."""
         if spec.in_gateway:
 
             def answer() -> tuple[dict, bool]:
@@ -114,12 +130,14 @@ class Dispatcher:
                 return payload, "unavailable_upstreams" not in payload  # partial: not kept
 
             return "gateway", answer
-        upstream = self.router.route_model(args.get("model"))
+        model = args.get("model")
 
         def call_upstream() -> tuple[dict, bool]:
-            return spec.handler(self.router.client_for(upstream), args), True
+            member, payload = self.failover.call(model, lambda client: spec.handler(client, args))
+            served.append(member.name)
+            return payload, True
 
-        return upstream.base_url, call_upstream
+        return self.router.route_model(model).base_url, call_upstream
 
     def _cache_key(self, spec: MethodSpec, args: dict, call: Call, upstream_url: str) -> str:
         return canonical_key(
@@ -136,13 +154,23 @@ class UpstreamStream:
     usage once its final chunk has passed. The usage chunk is always asked for; when the
     client did not ask, it and the `usage: null` of the other chunks are taken out again."""
 
-    def __init__(self, chunks: Iterator[dict], *, client_wants_usage: bool):
+    def __init__(
+        self,
+        chunks: Iterator[dict],
+        *,
+        client_wants_usage: bool,
+        first: dict | None = None,
+        upstream: str | None = None,
+    ):
         self._chunks = chunks
+        self._first = first  # read while picking the member: none reached the client yet
         self.client_wants_usage = client_wants_usage
         self.usage: dict = {}
+        self.upstream = upstream
 
     def __iter__(self) -> Iterator[dict]:
-        for chunk in self._chunks:
+        head = [] if self._first is None else [self._first]
+        for chunk in itertools.chain(head, self._chunks):
             usage = chunk.get("usage")
             if isinstance(usage, dict):
                 self.usage = usage
@@ -157,10 +185,10 @@ class UpstreamStream:
         self._chunks.close()
 
 
-def _outcome(payload: dict, *, cached: bool) -> Outcome:
+def _outcome(payload: dict, *, cached: bool, upstream: str | None = None) -> Outcome:
     usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
     code = NO_RESULT if _is_empty_result(payload) else SUCCESS
-    return Outcome(code=code, response=payload, cached=cached, usage=usage)
+    return Outcome(code=code, response=payload, cached=cached, usage=usage, upstream=upstream)
 
 
 def _is_empty_result(payload: dict) -> bool:

@@ -57,7 +57,8 @@ ADMISSION_CODES = frozenset(
     }
 )
 # An upstream's name as UPSTREAMS_FILE allows it ([a-z0-9_-]+), plus "default" and "stub".
-_UPSTREAM_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+# A member's name: its table's name, and "#N" for one of several keys (proxy/upstreams.py).
+_UPSTREAM_NAME = re.compile(r"[a-z0-9_-]{1,64}(#[0-9]{1,4})?")
 _FNMATCH_SPECIALS = re.compile(r"[*?\[\]]")
 
 # Seconds. Upstream answers take from tens of milliseconds to minutes; the gateway's own part
@@ -111,8 +112,9 @@ ADMISSION_REFUSALS = Counter(
 )
 FAILOVERS = Counter(
     "gateway_failovers",
-    "Calls retried on another upstream member, by method and the upstreams left and tried.",
-    ("method", "from_upstream", "to_upstream"),
+    "Attempts that failed on an upstream member in a way another member may answer (the call "
+    "fails over while it has attempts and time left), by the member that failed.",
+    ("upstream",),
     registry=REGISTRY,
 )
 COOLDOWNS = Counter(
@@ -249,7 +251,7 @@ def call_settled(
             TOKENS.labels(model, direction).inc(tokens)
 
 
-# -- what the upstream pools call (proxy/dispatcher.py, proxy/upstreams.py)
+# -- what the upstream pools report (proxy/upstream_events.py)
 
 
 @never_fails_a_call
@@ -259,11 +261,9 @@ def upstream_latency(upstream: str, seconds: float) -> None:
 
 
 @never_fails_a_call
-def failover(method: str, from_upstream: str, to_upstream: str) -> None:
-    """A call of `method` that failed on `from_upstream` is tried again on `to_upstream`."""
-    FAILOVERS.labels(
-        method_label(method), upstream_label(from_upstream), upstream_label(to_upstream)
-    ).inc()
+def failover(upstream: str) -> None:
+    """An attempt on `upstream` (a member's configured name) failed over."""
+    FAILOVERS.labels(upstream_label(upstream)).inc()
 
 
 @never_fails_a_call

@@ -77,6 +77,14 @@ class HealthDoc(Schema):
         validate=validate.OneOf(["ok", "unreachable"]),
         metadata={"description": "Only when REDIS_URL is set."},
     )
+    upstreams = fields.List(
+        fields.Dict(),
+        metadata={
+            "description": "each upstream member: name, base_url, models, weight, priority, "
+            "state (healthy, cooling, half-open, revoked), recent_failures, "
+            "cooldown_remaining_seconds; never a key (docs/upstreams.md)"
+        },
+    )
 
 
 class MethodEntryDoc(Schema):

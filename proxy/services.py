@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from proxy import storage
+from proxy import generations, storage
 from proxy.accounts import AccountStore
 from proxy.api_states import ApiStates
 from proxy.arguments import ArgumentRules
 from proxy.cache import AnswerCache, TieredCache
 from proxy.chats import ChatMemory
 from proxy.dispatcher import Dispatcher
+from proxy.failover import Failover
 from proxy.files import FileOwners
 from proxy.handlers.gateway import generate_for_job
 from proxy.jobs import ImageJobs
@@ -26,6 +27,7 @@ from proxy.metering import Meter
 from proxy.metrics import ModelLabels
 from proxy.running import RunningCalls
 from proxy.sealing import SecretSealer
+from proxy.upstream_health import UpstreamHealth
 from proxy.upstreams import UpstreamRouter
 
 if TYPE_CHECKING:  # imported only with REDIS_URL set (_shared_state)
@@ -69,7 +71,7 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         default_price=config["DEFAULT_METHOD_PRICE"],
         slots=slots,
     )
-    dispatcher = _dispatcher(config, engine, cache, arguments)
+    dispatcher = _dispatcher(config, engine, cache, arguments, redis_client)
     patterns = [p for upstream in dispatcher.router.upstreams() for p in upstream.patterns]
     return Gateway(
         engine=engine,
@@ -97,9 +99,25 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
 
 
 def _dispatcher(
-    config: Mapping, engine: Engine, cache: TieredCache | AnswerCache, arguments: ArgumentRules
+    config: Mapping,
+    engine: Engine,
+    cache: TieredCache | AnswerCache,
+    arguments: ArgumentRules,
+    redis_client: Redis | None,
 ) -> Dispatcher:
     router = UpstreamRouter.from_config(config)
+    health = UpstreamHealth.from_config(config, redis_client)
+    # `flask upstreams reload` bumps the generation; each worker reloads when it sees it.
+    router.watch(
+        functools.partial(generations.read, engine, generations.UPSTREAMS),
+        on_reload=health.forget_revoked,
+    )
+    failover = Failover(
+        router,
+        health,
+        attempts=config["UPSTREAM_FAILOVER_ATTEMPTS"],
+        deadline_seconds=config["UPSTREAM_DEADLINE_SECONDS"],
+    )
     return Dispatcher(
         router=router,
         cache=cache,
@@ -107,12 +125,13 @@ def _dispatcher(
         shared_cache=config["CACHE_SHARED_ACROSS_ACCOUNTS"],
         jobs=ImageJobs(
             engine,
-            functools.partial(generate_for_job, router),
+            functools.partial(generate_for_job, failover),
             heartbeat_seconds=config["JOB_HEARTBEAT_SECONDS"],
             stale_seconds=config["JOB_STALE_SECONDS"],
             max_running=config["JOB_MAX_RUNNING"],
         ),
         files=FileOwners(engine),
+        failover=failover,
     )
 
 

@@ -180,6 +180,17 @@ usage = Table(
     Column("latency_ms", Integer, nullable=False, default=0),
     Column("request_id", String(64), nullable=False),
     Column("client_ip", String(64), nullable=False, default=""),
+    # The upstream member that answered (its name, never a key); NULL when none did.
+    Column("upstream", String(64), nullable=True),
+)
+
+# Numbers every worker and host reads to learn of a change, e.g. `upstreams_generation`,
+# bumped by `flask upstreams reload`.
+generations = Table(
+    "generations",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 

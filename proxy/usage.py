@@ -26,6 +26,7 @@ class UsageRecord:
     total_tokens: int = 0
     latency_ms: int = 0
     client_ip: str = ""
+    upstream: str | None = None  # the member that answered, by name
     # Whether the call was charged is not the caller's to say: the meter decides when it settles.
 
 
@@ -47,6 +48,15 @@ def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime 
                 .order_by(u.error_code)
             )
         }
+        by_upstream = {
+            name: count
+            for name, count in connection.execute(
+                select(u.upstream, func.count())
+                .where(u.upstream.is_not(None), *conditions)
+                .group_by(u.upstream)
+                .order_by(u.upstream)
+            )
+        }
         totals = connection.execute(
             select(
                 func.count(),
@@ -64,5 +74,6 @@ def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime 
         "cache_hits": cache_hits,
         "uncharged": calls - charged,
         "by_code": by_code,
+        "by_upstream": by_upstream,
         "tokens": {"prompt": prompt, "completion": completion, "total": total},
     }

@@ -13,6 +13,9 @@ from flask import Response, g, request
 from stub_upstream.replies import openai_error
 from stub_upstream.state import stub_state
 
+#: The modes POST /_stub/fault may set for every request.
+SERVER_FAULTS = ("500", "429", "401")
+
 #: Model name -> fault mode. Any other model name gets a normal answer.
 FAULT_MODELS: dict[str, str] = {
     "stub-slow": "slow",
@@ -56,6 +59,15 @@ def _rate_limited() -> Response:
     )
 
 
+def _key_refused() -> Response:
+    return openai_error(
+        401,
+        "Incorrect API key provided (stub fault 401).",
+        type_="invalid_request_error",
+        code="invalid_api_key",
+    )
+
+
 def _garbage() -> Response:
     if g.stub_body.get("stream") is True:
         return Response(GARBAGE_SSE, status=200, mimetype="text/event-stream")
@@ -73,6 +85,7 @@ def _late(seconds_option: str) -> Response | None:
 _ANSWERS = {
     "500": _server_error,
     "429": _rate_limited,
+    "401": _key_refused,
     "garbage": _garbage,
     "slow": lambda: _late("slow_seconds"),
     "hang": lambda: _late("hang_seconds"),
@@ -81,9 +94,9 @@ _ANSWERS = {
 
 def apply_fault() -> Response | None:
     """The response a fault replaces the answer with, or None to let the view answer."""
-    if request.url_rule is None:
+    if request.url_rule is None or request.path.startswith("/_stub/"):
         return None
-    answer = _ANSWERS.get(current_fault() or "")
+    answer = _ANSWERS.get(stub_state().options.fault or current_fault() or "")
     return None if answer is None else answer()
 
 

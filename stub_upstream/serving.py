@@ -127,6 +127,15 @@ class StubServer:
         """Forget every logged request."""
         stub_state(self.app).log.clear()
 
+    def set_fault(self, mode: str | None) -> None:
+        """Every /v1 request fails with `mode` ("500", "429", "401"), whatever its model;
+        None: answer normally again (as POST /_stub/fault)."""
+        from stub_upstream.faults import SERVER_FAULTS
+
+        if mode is not None and mode not in SERVER_FAULTS:
+            raise ValueError(f"mode must be one of {SERVER_FAULTS} or None")
+        stub_state(self.app).options.fault = mode
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -121,6 +121,10 @@ class StubOptions:
     retry_after_ms: int | None = None
     models: tuple[str, ...] = ()
     owned_by: str = "stub"
+    # A fault for every /v1 request whatever its model ("500", "429", "401"; None: off), set
+    # through POST /_stub/fault or StubServer.set_fault(): one stub of a pool playing a
+    # failing member while the others answer the same model.
+    fault: str | None = None
 
 
 @dataclass

@@ -9,7 +9,12 @@ from config import checked_gunicorn_timeout
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in ("GUNICORN_TIMEOUT", "UPSTREAM_TIMEOUT_SECONDS", "UPSTREAM_MAX_RETRIES"):
+    for name in (
+        "GUNICORN_TIMEOUT",
+        "UPSTREAM_TIMEOUT_SECONDS",
+        "UPSTREAM_MAX_RETRIES",
+        "UPSTREAM_DEADLINE_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -36,3 +41,13 @@ def test_a_gunicorn_timeout_that_is_not_a_number_names_the_variable(monkeypatch)
     monkeypatch.setenv("GUNICORN_TIMEOUT", "ninety")
     with pytest.raises(ValueError, match="GUNICORN_TIMEOUT='ninety' is not a whole number"):
         checked_gunicorn_timeout()
+
+
+def test_a_failover_deadline_at_the_gunicorn_timeout_is_refused(monkeypatch):
+    monkeypatch.setenv("UPSTREAM_DEADLINE_SECONDS", "90")
+    with pytest.raises(ValueError) as refused:
+        checked_gunicorn_timeout()
+    assert str(refused.value) == (
+        "UPSTREAM_DEADLINE_SECONDS=90 (all of a call's failover attempts) must be above 0 and "
+        "below the gunicorn timeout (90s); lower it or raise GUNICORN_TIMEOUT"
+    )

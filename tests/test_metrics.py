@@ -260,10 +260,20 @@ def test_a_call_under_way_is_in_flight_until_it_is_settled(client, app, account,
 # -- what the upstream pools report (proxy/metrics.py: failover, cooldown)
 
 
-def test_a_failover_is_counted_by_method_and_upstreams(scraper):
-    metrics.failover("v1/chat/completions", "qwen-a", "qwen-b")
-    labels = dict(method="v1/chat/completions", from_upstream="qwen-a", to_upstream="qwen-b")
-    assert scraper.changes() == {key("gateway_failovers_total", **labels): 1.0}
+def test_a_failover_is_counted_by_the_member_that_failed(scraper):
+    metrics.failover("qwen#2")
+    assert scraper.changes() == {key("gateway_failovers_total", upstream="qwen#2"): 1.0}
+
+
+def test_the_pools_failed_attempts_and_cooldowns_reach_the_metrics(scraper):
+    from proxy import upstream_events
+
+    upstream_events.attempt_failed("qwen#2", "http 500")
+    upstream_events.cooled("qwen#2")
+    assert scraper.changes() == {
+        key("gateway_failovers_total", upstream="qwen#2"): 1.0,
+        key("gateway_cooldowns_total", upstream="qwen#2"): 1.0,
+    }
 
 
 def test_a_cooldown_is_counted_by_upstream(scraper):

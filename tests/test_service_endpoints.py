@@ -233,7 +233,23 @@ def test_methods_endpoint_lists_the_v1_routes_of_each_method(client):
     assert listed["images/submit"] == []
 
 
-def test_health_checks_database_and_reports_the_shared_cache_and_this_workers_memory(make_app):
+def default_member(stub) -> dict:
+    """/health's entry for the default upstream (the stub) of make_app."""
+    return {
+        "name": "default",
+        "base_url": stub.base_url,
+        "models": ["(any model no pattern claims)"],
+        "weight": 1,
+        "priority": 0,
+        "state": "healthy",
+        "recent_failures": 0,
+        "cooldown_remaining_seconds": 0.0,
+    }
+
+
+def test_health_checks_database_and_reports_the_shared_cache_and_this_workers_memory(
+    make_app, stub
+):
     client = make_app(
         CACHE_TTL_SECONDS=600, CACHE_MAX_BYTES=1000000, CACHE_MEMORY_BYTES=200000
     ).test_client()
@@ -251,6 +267,7 @@ def test_health_checks_database_and_reports_the_shared_cache_and_this_workers_me
             "ttl_seconds": 600,
             "memory": {"entries": 0, "bytes": 0, "max_bytes": 200000},
         },
+        "upstreams": [default_member(stub)],
     }
 
 
@@ -290,7 +307,7 @@ def test_root_lists_endpoints(client):
     assert "/api" in info["endpoints"] and info["platforms"] == ["openai"]
 
 
-def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redis_server):
+def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redis_server, stub):
     client = make_app(
         REDIS_URL=redis_server.url, CACHE_TTL_SECONDS=600, CACHE_MAX_BYTES=1000000
     ).test_client()
@@ -305,6 +322,7 @@ def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redi
             "memory": {"entries": 0, "bytes": 0, "max_bytes": 32 * 1024 * 1024},
         },
         "redis": "ok",
+        "upstreams": [default_member(stub)],
     }
 
 

@@ -83,3 +83,10 @@ def event_stream(events: Iterator[str]) -> Response:
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def name_upstream(response: Response, result) -> Response:
+    """`X-Upstream`: the pool member that answered (its name, never its key), when one did."""
+    if result.upstream:
+        response.headers["X-Upstream"] = result.upstream
+    return response

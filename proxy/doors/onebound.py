@@ -89,10 +89,11 @@ def render(
     if isinstance(result, StreamingCall):
         response = kit.event_stream(envelope_events(result, envelope_of, context.request_id))
         response.headers["X-Request-Id"] = context.request_id
-        return response
-    return render_envelope(
+        return kit.name_upstream(response, result)
+    response = render_envelope(
         envelope_of(result), presentation.result_type, presentation.callback, result.code
     )
+    return kit.name_upstream(response, result)
 
 
 def _envelope(

@@ -116,6 +116,7 @@ def render(result: CallResult | StreamingCall, context: CallContext) -> Response
     else:
         response = error_answer(result)
     response.headers["X-Request-Id"] = context.request_id
+    kit.name_upstream(response, result)
     if isinstance(result, CallResult):
         response.headers["X-Error-Code"] = result.code
         if result.api_info:

@@ -15,6 +15,7 @@ from flask_smorest import Api, Blueprint
 from proxy import formats, metrics
 from proxy.catalog import PLATFORMS
 from proxy.doors import kit
+from proxy.failover import describe_members
 from proxy.openapi_docs import HealthDoc, MethodCatalogDoc, ServiceInfoDoc, method_catalog_entries
 
 log = logging.getLogger("proxy")
@@ -79,9 +80,9 @@ class Health(MethodView):
     @service_blp.response(200, HealthDoc)
     @service_blp.alt_response(503, schema=HealthDoc, description="The database is unreachable.")
     def get(self):
-        """Health: the database (503 when unreachable), the answer cache and, when configured,
+        """Health: the database (503 when unreachable), the answer cache, when configured,
         Redis (200 with status "degraded" when unreachable: the cache then misses and only
-        concurrency-limited calls fail)."""
+        concurrency-limited calls fail), and each upstream member's state (never its key)."""
         gateway = kit.gateway()
         cache = gateway.dispatcher.cache.describe()
         report = {"status": "healthy", "database": "ok", "cache": cache}
@@ -89,6 +90,8 @@ class Health(MethodView):
             report["redis"] = cache["state"]
             if cache["state"] != "ok":
                 report["status"] = "degraded"
+        failover = gateway.dispatcher.failover
+        report["upstreams"] = describe_members(failover.router, failover.health)
         try:
             gateway.ping_database()
         except Exception:

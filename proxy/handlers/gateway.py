@@ -119,7 +119,9 @@ def _own_file_client(services, call, args: dict):
     return services.router.client_for(services.router.default)
 
 
-def generate_for_job(router, args: dict) -> dict:
-    """What an image job runs in the background: v1/images/generations on the model's upstream."""
-    client = router.client_for(router.route_model(args.get("model")))
-    return openai_handlers.generate_images(client, args)
+def generate_for_job(failover, args: dict) -> dict:
+    """What an image job runs in the background: v1/images/generations on the model's pool."""
+    _, answer = failover.call(
+        args.get("model"), lambda client: openai_handlers.generate_images(client, args)
+    )
+    return answer

@@ -315,6 +315,8 @@ def stream_chunks(client: openai.OpenAI, method: str, args: dict) -> Iterator[di
                         TARGET_SERVER_ERROR, "the upstream failed mid-stream", response=chunk
                     )
                 yield chunk
+    # The connection closed without `data: [DONE]`: a stream cut mid-answer, not a success.
+    raise GatewayError(NETWORK_ERROR, "the upstream's stream ended before [DONE]")
 
 
 def _upstream_message(error_object: dict) -> str:

@@ -7,8 +7,9 @@ import re
 import flask
 from flask import Blueprint, Response, request
 
+from stub_upstream.faults import SERVER_FAULTS
 from stub_upstream.generators import png
-from stub_upstream.replies import json_response
+from stub_upstream.replies import json_response, openai_error
 from stub_upstream.state import stub_state
 
 IMAGE_ID_RE = re.compile(r"[0-9a-f]{1,64}")
@@ -33,3 +34,14 @@ def requests_seen() -> Response:
 def reset() -> Response:
     stub_state().log.clear()
     return json_response({"ok": True})
+
+
+@bp.post("/fault")
+def set_fault() -> Response:
+    """{"mode": "500" | "429" | "401" | null}: every /v1 request fails so (null: none)."""
+    body = request.get_json(silent=True)
+    mode = body.get("mode") if isinstance(body, dict) else "missing"
+    if mode is not None and mode not in SERVER_FAULTS:
+        return openai_error(400, f"mode must be one of {', '.join(SERVER_FAULTS)} or null")
+    stub_state().options.fault = mode
+    return json_response({"fault": mode})
