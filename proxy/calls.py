@@ -223,7 +223,7 @@ class Record:
 
     def __post_init__(self) -> None:
         self.request_id = self.context.request_id
-        metrics.call_started(metrics.door_label(self.context.door))
+        metrics.call_started(self.context.door)
 
     def answered(self, outcome) -> CallResult:
         """The result of the dispatcher's Outcome (from the cache or the upstream)."""
@@ -308,16 +308,14 @@ class Record:
         )
 
     def _count(self, result: CallResult, usage: Mapping) -> None:
-        """The settled call in the metrics: labels from the catalog and configuration only."""
-        door = metrics.door_label(self.context.door)
+        """The settled call in the metrics (which make every value a bounded label)."""
         waited = self.upstream_seconds
         elapsed = time.perf_counter() - self.context.started
-        method = metrics.method_label(result.method)
         metrics.call_settled(
-            door=door,
-            method=method,
-            code=metrics.code_label(result.code),
-            upstream=metrics.upstream_label(result.upstream or self.upstream),
+            door=self.context.door,
+            method=result.method,
+            code=result.code,
+            upstream=result.upstream or self.upstream,
             model=self.gateway.model_labels.label(self.model),
             usage={} if result.cached else usage,  # a cache hit cost the upstream no tokens
             overhead_seconds=elapsed - waited - self.client_seconds,

@@ -219,7 +219,7 @@ def _in_flight(door: str):
 
 @never_fails_a_call
 def call_started(door: str) -> None:
-    _in_flight(door).inc()
+    _in_flight(door_label(door)).inc()
 
 
 @never_fails_a_call
@@ -235,7 +235,10 @@ def call_settled(
     upstream_seconds: float | None,
     cache_result: str | None,
 ) -> None:
-    """One settled call: counted, timed, its tokens added; and it is no longer in flight."""
+    """One settled call: counted, timed, its tokens added; and it is no longer in flight.
+    Every value is made a bounded label here (`model` is one already: ModelLabels.label)."""
+    door, method, code = door_label(door), method_label(method), code_label(code)
+    upstream = upstream_label(upstream)
     _in_flight(door).dec()
     CALLS.labels(door, method, code, upstream).inc()
     OVERHEAD_SECONDS.labels(door).observe(max(overhead_seconds, 0.0))
