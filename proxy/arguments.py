@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError
 
 from proxy.catalog import MethodSpec
 from proxy.chats import Conversation
-from proxy.client_json import load_client_json, refuse_unsendable
+from proxy.client_json import load_checked
 from proxy.errors import PARAM_ERROR, GatewayError
 from proxy.handlers.openai import STREAMING
 from proxy.uploads import FileUpload, oversize_files
@@ -106,11 +106,8 @@ def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
     if raw is None or raw == "":
         return {}
     if isinstance(raw, str):
-        refuse_unsendable(raw, "_o_args")  # first: a lone surrogate cannot be encoded
-        if len(raw.encode("utf-8")) > max_bytes:
-            raise GatewayError(PARAM_ERROR, f"_o_args is larger than {max_bytes} bytes")
         try:
-            value = load_client_json(raw)
+            value = load_checked(raw, "_o_args", max_bytes)
         except ValueError as exc:
             raise GatewayError(
                 PARAM_ERROR,
@@ -120,7 +117,6 @@ def parse_o_args(raw, *, max_bytes: int, max_depth: int) -> dict:
             raise GatewayError(
                 PARAM_ERROR, f"_o_args is nested deeper than {max_depth} levels"
             ) from None
-        refuse_unsendable(value, "_o_args")
     else:
         value = raw
         if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > max_bytes:

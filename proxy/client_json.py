@@ -11,6 +11,19 @@ from dataclasses import dataclass
 
 from proxy.errors import PARAM_ERROR, GatewayError
 
+
+def load_checked(text: str, field: str, max_bytes: int):
+    """`text` (a client's JSON, sent as `field`) read, if it is at most `max_bytes` of UTF-8
+    and every value in it can be sent on: else GatewayError 4003 naming `field`. Malformed
+    JSON raises ValueError and JSON nested too deep RecursionError, for the caller to word."""
+    refuse_unsendable(text, field)  # first: a lone surrogate cannot be encoded to measure it
+    if len(text.encode("utf-8")) > max_bytes:
+        raise GatewayError(PARAM_ERROR, f"{field} is larger than {max_bytes} bytes")
+    value = load_client_json(text)
+    refuse_unsendable(value, field)
+    return value
+
+
 # Python refuses to read longer integers (sys.get_int_max_str_digits); no upstream takes them.
 MAX_INTEGER_DIGITS = 4300
 
