@@ -194,8 +194,9 @@ def _outcome(payload: dict, *, cached: bool, upstream: str | None = None) -> Out
 
 
 def _is_empty_result(payload: dict) -> bool:
-    """A successful answer with nothing in it: no choices, no data, no results."""
-    for list_field in ("choices", "data", "results"):
+    """A successful answer with nothing in it: no choices, no data, no results, no content
+    blocks (a v1/messages Message)."""
+    for list_field in ("choices", "data", "results", "content"):
         if list_field in payload:
             return payload[list_field] == []
     return False

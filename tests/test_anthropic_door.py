@@ -31,9 +31,9 @@ def sdk(gateway, account: dict) -> anthropic.Anthropic:
     )
 
 
-def ask(client: anthropic.Anthropic, text: str, **options):
+def ask(client: anthropic.Anthropic, text: str, model: str = "gpt-4o-mini", **options):
     return client.messages.create(
-        model="gpt-4o-mini",
+        model=model,
         max_tokens=64,
         messages=[{"role": "user", "content": text}],
         **options,
@@ -204,3 +204,49 @@ def test_the_api_door_answers_v1_messages_in_the_envelope(gateway):
     ).json()
     assert (envelope["error_code"], envelope["api_type"]) == ("0000", "anthropic")
     assert envelope["response"]["content"] == [{"type": "text", "text": "stub reply: hi"}]
+
+
+def test_an_upstream_failure_is_an_api_error_with_the_upstreams_error(gateway):
+    account = gateway.flask_json("accounts", "create", "upstream-500")
+    with pytest.raises(anthropic.InternalServerError) as raised:
+        sdk(gateway, account).messages.create(
+            model="stub-500", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.status_code == 502
+    error = raised.value.body["error"]
+    assert (error["type"], error["code"]) == ("api_error", "4002")
+    assert error["upstream_error"]["type"] == "server_error"
+
+
+def test_a_stream_refused_before_its_first_event_is_an_error_answer(gateway):
+    account = gateway.flask_json("accounts", "create", "stream-garbage")
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        list(ask(sdk(gateway, account), "hi", stream=True, model="stub-garbage"))
+    assert raised.value.status_code == 502
+    assert raised.value.body["error"]["code"] == "4002"
+    report = gateway.flask_json("usage", account["key"])
+    assert (report["calls"], report["charged"]) == (1, 0)
+
+
+def test_x_gateway_cache_yes_answers_the_same_message_from_the_cache(gateway):
+    account = gateway.flask_json("accounts", "create", "cache")
+    headers = {
+        "x-api-key": f"{account['key']}:{account['secret']}",
+        "anthropic-version": "2023-06-01",
+        "X-Gateway-Cache": "yes",
+    }
+    first, second = raw_post(gateway, headers), raw_post(gateway, headers)
+    assert (first.headers["X-Gateway-Cache"], second.headers["X-Gateway-Cache"]) == ("miss", "hit")
+    assert second.json() == first.json()
+
+
+def test_an_empty_answer_is_an_empty_message_coded_2000(gateway):
+    account = gateway.flask_json("accounts", "create", "empty")
+    headers = {
+        "x-api-key": f"{account['key']}:{account['secret']}",
+        "anthropic-version": "2023-06-01",
+    }
+    body = {"model": "stub-empty", "max_tokens": 8, "messages": [{"role": "user", "content": "?"}]}
+    response = raw_post(gateway, headers, body)
+    assert (response.status_code, response.headers["X-Error-Code"]) == (200, "2000")
+    assert response.json()["content"] == []

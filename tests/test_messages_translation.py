@@ -223,3 +223,20 @@ def test_a_messages_usage_is_read_as_prompt_and_completion_tokens():
     openai_usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     assert token_usage(openai_usage) == openai_usage
     assert token_usage(None) == {}
+
+
+def test_a_stream_the_upstream_broke_off_ends_with_an_error_event():
+    from proxy.calls import CallResult, StreamingCall
+    from proxy.doors.anthropic import message_events
+
+    chunk = {"id": "chatcmpl-1", "choices": [{"delta": {"content": "he"}}]}
+    broken = CallResult(code="4001", response=[], detail="the upstream's stream broke off")
+    lines = list(
+        message_events(StreamingCall(iter([("chunk", chunk), ("end", broken)])), "m", "r1")
+    )
+    assert lines[-1] == (
+        "event: error\n"
+        'data: {"type": "error", "error": {"type": "api_error", "message": "Network error: '
+        'the upstream\'s stream broke off", "code": "4001"}, "request_id": "r1"}\n\n'
+    )
+    assert "message_stop" not in "".join(lines)
