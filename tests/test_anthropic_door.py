@@ -12,11 +12,16 @@ import requests
 
 from tests.served import ServedGateway
 
+METRICS_TOKEN = "anthropic-door-metrics"
+
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, stub):
     served = ServedGateway.on_stub(
-        tmp_path_factory.mktemp("anthropic-door"), stub, UPSTREAM_MAX_RETRIES="0"
+        tmp_path_factory.mktemp("anthropic-door"),
+        stub,
+        UPSTREAM_MAX_RETRIES="0",
+        METRICS_TOKEN=METRICS_TOKEN,
     ).start()
     yield served
     served.stop()
@@ -250,3 +255,14 @@ def test_an_empty_answer_is_an_empty_message_coded_2000(gateway):
     response = raw_post(gateway, headers, body)
     assert (response.status_code, response.headers["X-Error-Code"]) == (200, "2000")
     assert response.json()["content"] == []
+
+
+def test_its_calls_are_counted_in_the_metrics_by_the_anthropic_door(gateway):
+    account = gateway.flask_json("accounts", "create", "metrics")
+    ask(sdk(gateway, account), "counted")
+    text = requests.get(
+        gateway.base + "/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=30,
+    ).text
+    assert 'door="anthropic",method="v1/messages"' in text
