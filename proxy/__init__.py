@@ -13,7 +13,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from proxy import cli, cors, logs, wsgi_paths
     from proxy.doors import register_doors
-    from proxy.openapi_docs import register_method_schemas, register_openai_paths
+    from proxy.openapi_docs import (
+        register_anthropic_path,
+        register_method_schemas,
+        register_openai_paths,
+    )
     from proxy.request_body import GuardedBody
     from proxy.services import build_gateway
 
@@ -32,6 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_doors(app, api)
     register_method_schemas(api)
     register_openai_paths(api)
+    register_anthropic_path(api)
     cors.init_app(app)
     cli.init_app(app)
     return app

@@ -78,7 +78,7 @@ class ArgumentRules:
             args = _schema(spec.args_schema).load(o_args)
         except ValidationError as exc:
             raise GatewayError(PARAM_ERROR, describe_validation_error(exc.messages)) from None
-        if args.get("stream") and spec.name not in STREAMING:
+        if args.get("stream") and spec.name not in STREAMING and spec.streams_as is None:
             raise GatewayError(
                 PARAM_ERROR,
                 f"stream=true is served for {', '.join(STREAMING)}; leave it out for {spec.name}",

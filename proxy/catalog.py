@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from marshmallow import Schema
 
 from proxy import schemas
+from proxy.handlers import anthropic as anthropic_handlers
 from proxy.handlers import gateway as gateway_handlers
 from proxy.handlers import openai as openai_handlers
 
@@ -27,6 +28,8 @@ class MethodSpec:
     takes_files: bool = False  # file fields (file, image, mask) as base64 or multipart parts
     # Where the OpenAI-compatible door serves it ("VERB /path", <file_id> taken from the path).
     openai_routes: tuple[str, ...] = ()
+    # A stream of it asked upstream as another method's: args -> (that method, its args).
+    streams_as: Callable[[dict], tuple[str, dict]] | None = None
 
 
 def _openai(name, handler, schema, summary, *, cacheable=True, charged=True, **options):
@@ -176,6 +179,17 @@ METHODS: tuple[MethodSpec, ...] = (
         charged=False,
         takes_model=False,
         in_gateway=True,
+    ),
+    MethodSpec(
+        "v1/messages",
+        "anthropic",
+        anthropic_handlers.create_message,
+        schemas.MessagesArgs,
+        cacheable=True,
+        charged=True,
+        summary="Anthropic's Messages API (`POST /v1/messages` for the anthropic SDK), "
+        "answered by a chat upstream (docs/anthropic-door.md).",
+        streams_as=anthropic_handlers.stream_as_chat,
     ),
 )
 

@@ -24,6 +24,7 @@ from proxy.handlers import openai as openai_handlers
 from proxy.uploads import cache_safe
 from proxy.upstream_health import UpstreamHealth
 from proxy.upstreams import UpstreamRouter
+from proxy.usage import token_usage
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,14 @@ class Dispatcher:
 
     def open_stream(self, spec: MethodSpec, args: dict) -> UpstreamStream:
         """A `stream: true` call (never cached): its chunks as the upstream sends them."""
+        method, args = spec.streams_as(args) if spec.streams_as else (spec.name, args)
         options = args.get("stream_options") if isinstance(args.get("stream_options"), dict) else {}
         wants_usage = options.get("include_usage") is True
         asked = {**args, "stream_options": {**options, "include_usage": True}}
 
         def first_chunk(client):
             # A member that fails before its first chunk is failed over like any call.
-            chunks = openai_handlers.stream_chunks(client, spec.name, asked)
+            chunks = openai_handlers.stream_chunks(client, method, asked)
             first = next(chunks, None)
             return chunks, first
 
@@ -186,14 +188,15 @@ class UpstreamStream:
 
 
 def _outcome(payload: dict, *, cached: bool, upstream: str | None = None) -> Outcome:
-    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    usage = token_usage(payload.get("usage"))
     code = NO_RESULT if _is_empty_result(payload) else SUCCESS
     return Outcome(code=code, response=payload, cached=cached, usage=usage, upstream=upstream)
 
 
 def _is_empty_result(payload: dict) -> bool:
-    """A successful answer with nothing in it: no choices, no data, no results."""
-    for list_field in ("choices", "data", "results"):
+    """A successful answer with nothing in it: no choices, no data, no results, no content
+    blocks (a v1/messages Message)."""
+    for list_field in ("choices", "data", "results", "content"):
         if list_field in payload:
             return payload[list_field] == []
     return False

@@ -41,7 +41,7 @@ log = logging.getLogger("proxy")
 
 UNKNOWN = "unknown"  # a method the catalog does not hold, a door or code outside the tables
 OTHER_MODEL = "other"  # a model outside the configured list
-DOORS = frozenset({"api", "v1"})
+DOORS = frozenset({"api", "v1", "anthropic"})
 # The gateway's own refusals of a call it read: who may call, and the account's limits.
 ADMISSION_CODES = frozenset(
     {

@@ -372,7 +372,7 @@ def _openai_success(spec: MethodSpec) -> dict:
     else:
         content = {"application/json": {"schema": {}}}
         description = "The upstream's answer, as the OpenAI API defines it."
-    if spec.name in STREAMING:
+    if spec.name in STREAMING or spec.streams_as:
         content = {**content, "text/event-stream": {"schema": _STREAM}}
         description += " With `stream: true`, its chunks as server-sent events."
     return {"description": description, "headers": _V1_HEADERS, "content": content}
@@ -397,3 +397,99 @@ def _openai_errors() -> dict:
 def _openapi_path(route: str) -> str:
     """`GET /v1/files/<file_id>` as OpenAPI writes it: `GET /v1/files/{file_id}`."""
     return route.replace("<", "{").replace(">", "}")
+
+
+# ---------------------------------------------------------------------------
+# The Anthropic Messages door
+# ---------------------------------------------------------------------------
+
+
+class AnthropicErrorDetailDoc(Schema):
+    class Meta:
+        ordered = True
+
+    type = fields.String(required=True, metadata={"example": "authentication_error"})
+    message = fields.String(required=True, metadata={"description": "What failed, what to fix."})
+    code = fields.String(
+        required=True, metadata={"description": "The gateway's error code", "example": "4005"}
+    )
+    upstream_error = fields.Raw(
+        metadata={"description": "The upstream's own error object, when the upstream refused."}
+    )
+
+
+class AnthropicErrorDoc(Schema):
+    """An error of the /v1/messages door, in Anthropic's shape."""
+
+    class Meta:
+        ordered = True
+
+    type = fields.String(required=True, metadata={"example": "error"})
+    error = fields.Nested(AnthropicErrorDetailDoc, required=True)
+    request_id = fields.String(metadata={"description": "This call's id, as in the usage log."})
+
+
+_MESSAGE_EVENT = _server_sent_event(
+    "An event of Anthropic's stream as JSON (message_start, content_block_start, "
+    "content_block_delta, content_block_stop, message_delta, message_stop; error)."
+)
+
+
+def register_anthropic_path(api) -> None:
+    """`POST /v1/messages` (catalog method v1/messages): Anthropic's request as the body, the
+    key in `x-api-key`, an `anthropic-version` header; a Message, its event stream, or an
+    Anthropic error object by HTTP status."""
+    spec = next(spec for spec in METHODS if spec.name == "v1/messages")
+    api.spec.components.security_scheme(
+        "anthropicApiKey",
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-api-key",
+            "description": "KEY:SECRET: the gateway key, a colon, its secret (the SDK's api_key).",
+        },
+    )
+    api.spec.tag(
+        {
+            "name": "anthropic",
+            "description": "Anthropic Messages door for the official anthropic SDKs, answered "
+            "by chat upstreams on the same accounts (docs/anthropic-door.md).",
+        }
+    )
+    errors = _openai_errors()
+    errors["405"] = {"description": "A verb other than POST.", "headers": {"Allow": _ALLOW}}
+    for answer in errors.values():
+        answer["content"] = {"application/json": {"schema": AnthropicErrorDoc}}
+    operation = {
+        "tags": ["anthropic"],
+        "summary": spec.summary,
+        "description": "Catalog method `v1/messages`; the body as in Anthropic's Messages API "
+        f"(schema `{spec.args_schema.__name__}`), translated to a chat call.",
+        "security": [{"anthropicApiKey": []}, {"gatewayBearer": []}],
+        "parameters": [
+            {
+                "in": "header",
+                "name": "anthropic-version",
+                "required": True,
+                "schema": {**_STRING, "example": "2023-06-01"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": spec.args_schema}},
+        },
+        "responses": {
+            "200": {
+                "description": "A Message; with `stream: true`, Anthropic's event stream.",
+                "headers": _V1_HEADERS,
+                "content": {
+                    "application/json": {"schema": {}},
+                    "text/event-stream": {"schema": _MESSAGE_EVENT},
+                },
+            },
+            **errors,
+        },
+    }
+    rule = Rule("/v1/messages", defaults={})  # flask-smorest reads the path off a bound rule
+    Map([rule])
+    api.spec.path(rule=rule, operations={"post": operation})

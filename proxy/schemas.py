@@ -8,6 +8,7 @@ import re
 
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from proxy.messages_translation import chat_arguments
 from proxy.uploads import FileField
 
 _STREAM_DESCRIPTION = "true: the answer as server-sent events (docs/streaming.md)."
@@ -218,3 +219,56 @@ class ImageGetArgs(_UpstreamArgs):
         ),
         metadata={"pattern": "^[0-9]{1,32}$"},  # as OpenAPI (ECMA-262) reads it
     )
+
+
+# Anthropic's Messages API (proxy/handlers/anthropic.py, the /v1/messages door).
+
+
+class AnthropicMessage(Schema):
+    class Meta:
+        unknown = RAISE
+        ordered = True
+
+    role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
+    content = fields.Raw(
+        required=True,
+        metadata={"description": "A string, or content blocks (text, image, tool_use, ...)."},
+    )
+
+
+class MessagesArgs(Schema):
+    """Anthropic's Messages request, translated to a chat call (docs/anthropic-door.md)."""
+
+    class Meta:
+        unknown = RAISE
+        ordered = True
+
+    model = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Model id, passed to the chat upstream as it is."},
+    )
+    max_tokens = fields.Integer(required=True, validate=validate.Range(min=1))
+    messages = fields.List(
+        fields.Nested(AnthropicMessage), required=True, validate=validate.Length(min=1)
+    )
+    system = fields.Raw(metadata={"description": "A string, or a list of text blocks."})
+    stop_sequences = fields.List(fields.String())
+    temperature = fields.Float(validate=validate.Range(min=0, max=1))
+    top_p = fields.Float(validate=validate.Range(min=0, max=1))
+    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
+    tools = fields.List(fields.Dict(), metadata={"description": "Custom tools (input_schema)."})
+    tool_choice = fields.Dict()
+    # Accepted, not translated: a chat upstream has no equivalent (docs/anthropic-door.md).
+    top_k = fields.Integer(validate=validate.Range(min=0))
+    metadata = fields.Dict()
+    thinking = fields.Dict()
+    service_tier = fields.String()
+    container = fields.Raw()
+
+    @validates_schema
+    def _translatable(self, data, **_kwargs):
+        try:
+            chat_arguments(data)
+        except ValueError as refused:
+            raise ValidationError(str(refused)) from None

@@ -30,6 +30,21 @@ class UsageRecord:
     # Whether the call was charged is not the caller's to say: the meter decides when it settles.
 
 
+def token_usage(usage) -> dict:
+    """An answer's token counts as the usage rows name them (OpenAI's prompt, completion and
+    total tokens); Anthropic's input and output tokens (a v1/messages Message) are read as
+    prompt and completion tokens. {} when the answer has no usage object."""
+    if not isinstance(usage, dict):
+        return {}
+    if "prompt_tokens" in usage or "input_tokens" not in usage:
+        return usage
+    prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+    counts = {"prompt_tokens": prompt, "completion_tokens": completion}
+    if isinstance(prompt, int) and isinstance(completion, int):
+        counts["total_tokens"] = prompt + completion
+    return counts
+
+
 def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime | None) -> dict:
     """Calls, charges, cache hits, calls per code and upstream tokens, from the usage rows."""
     u = storage.usage.c

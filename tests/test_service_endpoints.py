@@ -22,7 +22,7 @@ def test_openapi_document_is_valid_openapi_3_0_3(spec):
     validate(spec, cls=OpenAPIV30SpecValidator)
 
 
-def test_openapi_documents_every_v1_route_of_the_catalog_with_its_verb(spec):
+def test_openapi_documents_every_v1_route_of_the_catalog_and_the_messages_door(spec):
     documented = {
         (verb.upper(), path)
         for path, item in spec["paths"].items()
@@ -34,7 +34,7 @@ def test_openapi_documents_every_v1_route_of_the_catalog_with_its_verb(spec):
         (route.split(" ")[0], route.split(" ")[1].replace("<file_id>", "{file_id}"))
         for m in METHODS
         for route in m.openai_routes
-    }
+    } | {("POST", "/v1/messages")}  # the Anthropic door's (proxy/doors/anthropic.py)
 
 
 def test_openapi_v1_body_is_the_methods_o_args_schema(spec):
@@ -304,7 +304,8 @@ def test_health_is_503_when_database_is_gone(app, client, monkeypatch):
 
 def test_root_lists_endpoints(client):
     info = client.get("/").get_json()
-    assert "/api" in info["endpoints"] and info["platforms"] == ["openai"]
+    assert "/api" in info["endpoints"] and "/v1/messages" in info["endpoints"]
+    assert info["platforms"] == ["anthropic", "openai"]
 
 
 def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redis_server, stub):

@@ -14,9 +14,9 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from proxy.doors import onebound, openai, service
+from proxy.doors import anthropic, onebound, openai, service
 
-DOORS = (onebound, service, openai)
+DOORS = (onebound, service, anthropic, openai)
 
 
 def register_doors(app: Flask, api: Api) -> None:

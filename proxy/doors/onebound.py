@@ -202,7 +202,16 @@ class GenericCall(MethodView):
         return handle_call(None)
 
 
-@api_blp.route("/<string:platform>/custom", strict_slashes=False)
+# /v1/... is the OpenAI door's (its 404 for /v1/custom): the document says `v1` is no platform.
+_PLATFORM = {
+    "in": "path",
+    "name": "platform",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^(?!v1$)[^/]+$", "example": "openai"},
+}
+
+
+@api_blp.route("/<string:platform>/custom", strict_slashes=False, parameters=[_PLATFORM])
 class PlatformCall(MethodView):
     @api_blp.doc(**API_DOC)
     def get(self, platform):

@@ -115,6 +115,7 @@ class ServiceInfo(MethodView):
                     "/<platform>/custom": "onebound-style alias of /api, e.g. /openai/custom/",
                     "/api/methods": "the method catalog with _o_args schemas",
                     "/v1/*": "OpenAI-compatible door (Authorization: Bearer KEY:SECRET)",
+                    "/v1/messages": "Anthropic Messages door (x-api-key: KEY:SECRET)",
                     "/docs": "Swagger UI (offline)",
                     "/openapi.json": "OpenAPI document",
                     "/health": "database, cache and Redis state",
