@@ -107,11 +107,15 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
     account = record.account = gateway.accounts.authenticate(
         call.credentials, today=gateway.meter.today(), now=time.time()
     )
+    if account.api_key is not None:
+        account.api_key.check_address(record.context.client_ip)
     spec = gateway.dispatcher.lookup(call.method, call.platform)
     record.method = spec.name
     _check_enabled(gateway, spec, account)
     args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
     record.upstream, record.model = _upstream_name(gateway, spec, args), args.get("model")
+    if account.api_key is not None:
+        account.api_key.check_model(args.get("model"))
     remember = _with_history(gateway.chats, account, conversation, args)
     facts = Call(
         method=spec.name,
@@ -305,6 +309,7 @@ class Record:
             latency_ms=int(result.elapsed_seconds * 1000),
             client_ip=self.context.client_ip,
             upstream=result.upstream,
+            key_id=self.account.api_key.id if self.account and self.account.api_key else None,
         )
 
     def _count(self, result: CallResult, usage: Mapping) -> None:

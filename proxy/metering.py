@@ -37,6 +37,7 @@ from proxy import metering_statements as sql
 from proxy.accounts import Account
 from proxy.envelope import format_api_info
 from proxy.errors import (
+    AUTH_FAILED,
     CALLS_EXCEEDED,
     ERROR_CODES,
     INSUFFICIENT_BALANCE,
@@ -44,6 +45,7 @@ from proxy.errors import (
     RATE_LIMITED,
     GatewayError,
 )
+from proxy.keys import ACTIVE as KEY_ACTIVE
 from proxy.metering_statements import CACHE_HIT, UNCHARGED, UPSTREAM
 from proxy.storage import utc_now as _utc_now
 from proxy.usage import UsageRecord
@@ -155,19 +157,17 @@ class Meter:
                 quota_day = self._take_quota_unit(connection, account, today)
             if credits or holds_db_slot:
                 self._take_credits_and_slot(connection, account, method, credits, holds_db_slot)
-            reservation_id = connection.execute(
-                sql.INSERT_RESERVATION,
-                {
-                    "account_id": account.id,
-                    "day": today,
-                    "calls": calls,
-                    "credits": credits,
-                    "holds_slot": holds_db_slot,
-                    "expires_at": now + self.reservation_ttl,
-                    "created_at": now,
-                    "slot_token": slot_token or None,
-                },
-            ).inserted_primary_key[0]
+            held = {
+                "account_id": account.id,
+                "day": today,
+                "calls": calls,
+                "credits": credits,
+                "holds_slot": holds_db_slot,
+                "expires_at": now + self.reservation_ttl,
+                "created_at": now,
+                "slot_token": slot_token or None,
+            }
+            reservation_id = _insert_reservation(connection, account, held)
         return Admission(
             reservation_id=reservation_id,
             account_id=account.id,
@@ -225,10 +225,16 @@ class Meter:
     def _charge_hit(self, account: Account, record: UsageRecord) -> Settlement:
         credits = self.price_of(record.method) if account.balance is not None else 0
         params = {"account": account.id, "credits": credits}
+        if account.api_key is not None:
+            params["key_id"] = account.api_key.id
         with self.engine.begin() as connection:
             quota_day = self._take_quota_unit(connection, account, self.today())
-            lifetime = connection.execute(sql.charge_hit(bool(credits)), params).first()
+            key = account.api_key is not None
+            charge = sql.charge_hit(bool(credits), key)
+            lifetime = connection.execute(charge, params).first()
             if lifetime is None:  # rolls the quota unit back
+                if key and connection.execute(sql.KEY_STATUS, params).scalar() != KEY_ACTIVE:
+                    raise _key_revoked()
                 raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(record.method, credits))
             usage_id = _insert_usage(connection, record, charged=True)
         return Settlement(usage_id=usage_id, api_info=_api_info(account, quota_day, lifetime))
@@ -368,6 +374,21 @@ class Meter:
             "extra_calls": extra,
             "in_flight": in_flight,
         }
+
+
+def _insert_reservation(connection: Connection, account: Account, held: dict) -> int:
+    """The reservation's id; 4005 when the call's key was revoked since this worker read it."""
+    if account.api_key is None:
+        return connection.execute(sql.INSERT_RESERVATION, held).inserted_primary_key[0]
+    held = {**held, "key_id": account.api_key.id}
+    reservation_id = connection.execute(sql.INSERT_RESERVATION_OF_ACTIVE_KEY, held).scalar()
+    if reservation_id is None:  # rolls back what the admission took
+        raise _key_revoked()
+    return reservation_id
+
+
+def _key_revoked() -> GatewayError:
+    return GatewayError(AUTH_FAILED, "this key was revoked; use another key of the account")
 
 
 def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:

@@ -61,6 +61,28 @@ accounts = Table(
     ),
 )
 
+# An account's keys: each with its own secret, label, expiry, allow-lists and limits. The key
+# an account was created with is its first key (same key string and secret); databases made
+# before keys existed gain that row in ensure_schema.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, nullable=False, index=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(160), nullable=False),
+    Column("secret_sealed", String(400), nullable=True),
+    Column("label", String(200), nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="active"),  # active or revoked
+    Column("expires_on", Date, nullable=True),  # the last quota day it works; NULL: never
+    Column("models", String(2000), nullable=True),  # comma-separated fnmatch patterns; NULL: all
+    Column("ips", String(2000), nullable=True),  # comma-separated addresses and CIDRs; NULL: all
+    Column("rpm", Integer, nullable=True),  # calls per minute; NULL: no limit of its own
+    Column("tpm", Integer, nullable=True),  # tokens per minute; NULL: no limit of its own
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime, nullable=True),
+)
+
 # One row per account and quota day (the day in SERVER_TIMEZONE). `used` counts charged and
 # reserved calls and is what the quota is checked against; `extra_calls` is the day's top-up.
 # (Databases made before the lifetime counters moved to `accounts` keep per-day upstream_calls,
@@ -182,6 +204,8 @@ usage = Table(
     Column("client_ip", String(64), nullable=False, default=""),
     # The upstream member that answered (its name, never a key); NULL when none did.
     Column("upstream", String(64), nullable=True),
+    # The key the call authenticated with (api_keys.id); NULL before authentication.
+    Column("key_id", Integer, nullable=True),
 )
 
 # Numbers every worker and host reads to learn of a change, e.g. `upstreams_generation`,
@@ -271,6 +295,7 @@ def ensure_schema(engine: Engine) -> None:
             added = _add_missing_columns(connection)
             if ("accounts", LIFETIME_COUNTERS[0]) in added:
                 _fill_lifetime_counters(connection)
+            _give_accounts_their_first_key(connection)
 
 
 @contextmanager
@@ -324,6 +349,19 @@ def _fill_lifetime_counters(connection: Connection) -> None:
         for name in LIFETIME_COUNTERS
     )
     connection.execute(text(f"UPDATE accounts SET {sums}"))
+
+
+def _give_accounts_their_first_key(connection: Connection) -> None:
+    """An account without a key row (made before keys existed) gets its own key as its first
+    key: same key string, same secret, no expiry, no allow-lists, no limits of its own."""
+    connection.execute(
+        text(
+            "INSERT INTO api_keys (account_id, key, secret_hash, secret_sealed, label, status, "
+            "created_at) SELECT a.id, a.key, a.secret_hash, a.secret_sealed, 'first', 'active', "
+            "a.created_at FROM accounts a WHERE NOT EXISTS "
+            "(SELECT 1 FROM api_keys k WHERE k.key = a.key)"
+        )
+    )
 
 
 def ping(engine: Engine) -> None:

@@ -27,6 +27,7 @@ class UsageRecord:
     latency_ms: int = 0
     client_ip: str = ""
     upstream: str | None = None  # the member that answered, by name
+    key_id: int | None = None  # the account's key the call authenticated with
     # Whether the call was charged is not the caller's to say: the meter decides when it settles.
 
 
