@@ -78,6 +78,8 @@ class Account:
     concurrency_limit: int | None = None  # None: no limit
     apis: tuple[str, ...] | None = None  # enabled platforms/methods; None: all
     api_key: ApiKey | None = None  # the key a call authenticated with; None outside a call
+    rpm: int | None = None  # calls per minute of all its keys together; None: no limit
+    tpm: int | None = None  # tokens per minute of all its keys together; None: no limit
 
     def may_call(self, method: str, platform: str) -> bool:
         return self.apis is None or method in self.apis or platform in self.apis
@@ -141,6 +143,8 @@ class AccountStore:
         balance: int | None = None,
         concurrency_limit: int | None = None,
         apis: tuple[str, ...] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
     ) -> NewAccount:
         secret = secrets.token_hex(16)
         quota = self.default_daily_quota if daily_quota is None else daily_quota
@@ -161,6 +165,8 @@ class AccountStore:
                             balance=balance,
                             concurrency_limit=concurrency_limit,
                             apis=",".join(apis) if apis is not None else None,
+                            rpm=rpm,
+                            tpm=tpm,
                             in_flight=0,
                             created_at=storage.utc_now(),
                         )
@@ -435,4 +441,6 @@ def _account_from_row(row, api_key: ApiKey | None = None) -> Account:
         concurrency_limit=row.concurrency_limit,
         apis=parse_apis(row.apis),
         api_key=api_key,
+        rpm=row.rpm,
+        tpm=row.tpm,
     )

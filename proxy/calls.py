@@ -27,6 +27,7 @@ from proxy.errors import (
     UNKNOWN_ERROR,
     GatewayError,
 )
+from proxy.rate_limits import estimate_call_tokens
 from proxy.running import CUT_CODE
 from proxy.uploads import FileUpload
 from proxy.usage import UsageRecord
@@ -60,6 +61,7 @@ class CallResult:
     last_id: str = ""
     elapsed_seconds: float = 0.0
     http_status: int | None = None  # GatewayError.http_status, for the /v1 door
+    retry_after_seconds: int | None = None  # when a per-minute limit frees (4008)
     upstream: str | None = None  # the member that answered (X-Upstream), never a key
 
 
@@ -131,7 +133,8 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
         kept = gateway.dispatcher.cached_outcome(spec, args, facts)
         if kept is not None:  # paid and settled at once: nothing to hold meanwhile
             return record.settle_from_cache(record.answered(kept), kept.usage)
-    record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+    tokens = estimate_call_tokens(args, gateway.meter.default_completion_tokens)
+    record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged, tokens=tokens)
     gateway.running.add(record)  # renewed while it runs; refused once the worker stops
     if args.get("stream"):
         return _open_stream(gateway.dispatcher, record, spec, args, remember)
@@ -248,6 +251,7 @@ class Record:
             method=self.method,
             platform=self.platform,
             http_status=refusal.http_status,
+            retry_after_seconds=refusal.retry_after_seconds,
         )
 
     def settle(self, result: CallResult, usage: Mapping) -> CallResult:

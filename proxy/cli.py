@@ -73,6 +73,8 @@ def _account_document(account: Account) -> dict:
         "concurrency": account.concurrency_limit,
         "apis": list(account.apis) if account.apis is not None else None,
         "expires": account.expires_on.isoformat() if account.expires_on else None,
+        "rpm": account.rpm,
+        "tpm": account.tpm,
         "today": _gateway().meter.today_figures(account.id),
     }
 
@@ -111,8 +113,12 @@ def _print_account(account: Account, as_json: bool, secret: str | None = None) -
 @click.option(
     "--expires", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="YYYY-MM-DD."
 )
+@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Calls per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
 @json_option
-def create_account(name, daily_quota, balance, concurrency, apis, expires, as_json) -> None:
+def create_account(
+    name, daily_quota, balance, concurrency, apis, expires, rpm, tpm, as_json
+) -> None:
     """Create an account; its secret is printed once and never stored in clear."""
     created = _gateway().accounts.create(
         name,
@@ -121,6 +127,8 @@ def create_account(name, daily_quota, balance, concurrency, apis, expires, as_js
         concurrency_limit=concurrency,
         apis=_api_names(apis),
         expires_on=expires.date() if expires else None,
+        rpm=rpm,
+        tpm=tpm,
     )
     _print_account(created.account, as_json, secret=created.secret)
 

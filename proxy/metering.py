@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -47,6 +47,7 @@ from proxy.errors import (
 )
 from proxy.keys import ACTIVE as KEY_ACTIVE
 from proxy.metering_statements import CACHE_HIT, UNCHARGED, UPSTREAM
+from proxy.rate_limits import RateHold, limits_of
 from proxy.storage import utc_now as _utc_now
 from proxy.usage import UsageRecord
 
@@ -73,6 +74,7 @@ class Admission:
     # The quota day's (used, extra_calls) right after this admission took its unit; None when
     # it took none.
     quota_day: tuple[int, int] | None = None
+    rate_hold: RateHold | None = None  # its entries in the per-minute windows
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class Meter:
         prices: Mapping[str, int],
         default_price: int,
         slots=None,  # proxy.redis_store.RedisConcurrency, or None: slots in the database
+        rate_limits=None,  # proxy.rate_limits: RedisRateLimits or DatabaseRateLimits
+        default_completion_tokens: int = 1024,
     ):
         self.engine = engine
         self.zone = ZoneInfo(timezone)
@@ -98,6 +102,9 @@ class Meter:
         self.prices = dict(prices)
         self.default_price = default_price
         self.slots = slots
+        self.rate_limits = rate_limits
+        # What a call without max_tokens is assumed to produce at most (TPM, prices).
+        self.default_completion_tokens = default_completion_tokens
         self._ensure_quota_day = sql.ENSURE_QUOTA_DAY[
             "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
         ]
@@ -110,23 +117,36 @@ class Meter:
 
     # -- admission --------------------------------------------------------------------------
 
-    def admit(self, account: Account, method: str, *, charged: bool) -> Admission:
-        """Reserve one call of `method`, or GatewayError 4013 / 4016 / 4008 (nothing held)."""
+    def admit(self, account: Account, method: str, *, charged: bool, tokens: int = 0) -> Admission:
+        """Reserve one call of `method` that may use `tokens` (its estimate, for TPM), or
+        GatewayError 4013 / 4016 / 4008 (nothing held)."""
+        rate_hold = self._take_rate(account, tokens)
         slot_token = ""
-        if self.slots is not None and account.concurrency_limit is not None:
-            slot_token = self._take_redis_slot(account)
         try:
+            if self.slots is not None and account.concurrency_limit is not None:
+                slot_token = self._take_redis_slot(account)
             try:
-                return self._reserve(account, method, charged=charged, slot_token=slot_token)
+                admission = self._reserve(account, method, charged=charged, slot_token=slot_token)
             except GatewayError as refused:
                 # A dead worker's expired hold may be what is missing: refund, then retry once.
                 if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
                     raise
-                return self._reserve(account, method, charged=charged, slot_token=slot_token)
+                admission = self._reserve(account, method, charged=charged, slot_token=slot_token)
         except BaseException:
             if slot_token:
                 self.slots.release(account.id, slot_token)
+            if rate_hold is not None:
+                self.rate_limits.give_back(rate_hold)
             raise
+        return replace(admission, rate_hold=rate_hold)
+
+    def _take_rate(self, account: Account, tokens: int) -> RateHold | None:
+        """The call's entry in its key's and account's per-minute windows, or 4008; None
+        when no per-minute limit applies."""
+        limits = limits_of(account)
+        if not limits or self.rate_limits is None:
+            return None
+        return self.rate_limits.admit(limits, tokens)
 
     def _take_redis_slot(self, account: Account) -> str:
         from proxy.redis_store import LimiterUnavailable
@@ -214,13 +234,19 @@ class Meter:
         transaction (no reservation: nothing runs in between), and its api_info; or
         GatewayError 4013 / 4016 with nothing taken. Not for an account with a concurrency
         limit: admit holds its slot."""
+        rate_hold = self._take_rate(account, 0)  # a hit counts as a call, with no tokens
         try:
-            return self._charge_hit(account, record)
-        except GatewayError as refused:
-            # A dead worker's expired hold may be what is missing: refund, then retry once.
-            if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
-                raise
-            return self._charge_hit(account, record)
+            try:
+                return self._charge_hit(account, record)
+            except GatewayError as refused:
+                # A dead worker's expired hold may be what is missing: refund, then retry once.
+                if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
+                    raise
+                return self._charge_hit(account, record)
+        except BaseException:
+            if rate_hold is not None:
+                self.rate_limits.give_back(rate_hold)
+            raise
 
     def _charge_hit(self, account: Account, record: UsageRecord) -> Settlement:
         credits = self.price_of(record.method) if account.balance is not None else 0
@@ -305,6 +331,10 @@ class Meter:
         finally:
             if admission is not None and admission.slot_token:
                 self.slots.release(admission.account_id, admission.slot_token)
+            if admission is not None and admission.rate_hold is not None:
+                # TPM counts what the upstream reported; an answer from the cache cost none.
+                tokens = 0 if record.cached else record.total_tokens
+                self.rate_limits.settle(admission.rate_hold, tokens)
 
     def _settle(
         self, admission: Admission | None, record: UsageRecord, account: Account | None

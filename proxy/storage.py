@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -51,6 +52,9 @@ accounts = Table(
     Column("concurrency_limit", Integer, nullable=True),
     # Comma-separated platforms and methods the account may call; NULL means all.
     Column("apis", String(2000), nullable=True),
+    # Calls and tokens per minute of the whole account (all its keys); NULL means no limit.
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
     # Calls holding a slot now (database-held slots; Redis holds them when REDIS_URL is set).
     Column("in_flight", Integer, nullable=False, default=0, server_default="0"),
     # Settled calls over the account's life (api_info's all[T=a+b+c]): charged calls answered
@@ -81,6 +85,26 @@ api_keys = Table(
     Column("tpm", Integer, nullable=True),  # tokens per minute; NULL: no limit of its own
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime, nullable=True),
+)
+
+# Per-minute windows (proxy/rate_limits.py) without Redis: one row per limited scope (a key
+# `k<id>` or an account `a<id>`), whose UPDATE serialises that scope's admissions, and one
+# entry per admitted call and scope: when it was admitted (unix seconds), its tokens.
+rate_scopes = Table(
+    "rate_scopes",
+    metadata,
+    Column("scope", String(40), primary_key=True),
+    Column("admitted", BigInteger, nullable=False, default=0),
+)
+rate_entries = Table(
+    "rate_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("scope", String(40), nullable=False),
+    Column("member", String(32), nullable=False, index=True),
+    Column("at", Double, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Index("ix_rate_entries_scope_at", "scope", "at"),
 )
 
 # One row per account and quota day (the day in SERVER_TIMEZONE). `used` counts charged and
