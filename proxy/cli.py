@@ -372,6 +372,7 @@ keys_cli = AppGroup("keys", help="Create, list, show and revoke an account's key
 
 def _key_document(api_key: ApiKey, secret: str | None = None) -> dict:
     document = {
+        "id": api_key.id,
         "key": api_key.key,
         "account": _gateway().accounts.account_key_of(api_key.account_id),
         "label": api_key.label,
