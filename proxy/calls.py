@@ -129,12 +129,15 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
         request_id=record.request_id,
     )
     record.looks_in_cache = facts.use_cache and spec.cacheable and not args.get("stream")
+    record.price = gateway.meter.call_price(spec.name, args) if spec.charged else None
     if facts.use_cache and _paid_at_once(spec, args, account):
         kept = gateway.dispatcher.cached_outcome(spec, args, facts)
         if kept is not None:  # paid and settled at once: nothing to hold meanwhile
             return record.settle_from_cache(record.answered(kept), kept.usage)
     tokens = estimate_call_tokens(args, gateway.meter.default_completion_tokens)
-    record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged, tokens=tokens)
+    record.admission = gateway.meter.admit(
+        account, spec.name, charged=spec.charged, tokens=tokens, price=record.price
+    )
     gateway.running.add(record)  # renewed while it runs; refused once the worker stops
     if args.get("stream"):
         return _open_stream(gateway.dispatcher, record, spec, args, remember)
@@ -216,6 +219,7 @@ class Record:
     request_id: str = field(init=False)  # the context's, for the running calls' log lines
     account: Account | None = None
     admission: object = None
+    price: object = None  # proxy.prices.CallPrice of a charged call, once its arguments are read
     method: str = ""  # the catalog name once looked up, else what the client sent
     platform: str = ""
     outcome: CallResult | None = None
@@ -314,6 +318,7 @@ class Record:
             client_ip=self.context.client_ip,
             upstream=result.upstream,
             key_id=self.account.api_key.id if self.account and self.account.api_key else None,
+            credits=self.price.final(usage) if self.price is not None else 0,
         )
 
     def _count(self, result: CallResult, usage: Mapping) -> None:

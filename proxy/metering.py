@@ -24,6 +24,7 @@ The statements are built once, in proxy/metering_statements.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -47,7 +48,8 @@ from proxy.errors import (
 )
 from proxy.keys import ACTIVE as KEY_ACTIVE
 from proxy.metering_statements import CACHE_HIT, UNCHARGED, UPSTREAM
-from proxy.rate_limits import RateHold, limits_of
+from proxy.prices import CallPrice, PriceTable
+from proxy.rate_limits import RateHold, limits_of, token_estimate
 from proxy.storage import utc_now as _utc_now
 from proxy.usage import UsageRecord
 
@@ -75,6 +77,7 @@ class Admission:
     # it took none.
     quota_day: tuple[int, int] | None = None
     rate_hold: RateHold | None = None  # its entries in the per-minute windows
+    prepaid: bool = False  # `credits` came off a balance: what the call does not cost goes back
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Meter:
         slots=None,  # proxy.redis_store.RedisConcurrency, or None: slots in the database
         rate_limits=None,  # proxy.rate_limits: RedisRateLimits or DatabaseRateLimits
         default_completion_tokens: int = 1024,
+        token_prices: PriceTable | None = None,  # PRICES_FILE: prices per model
     ):
         self.engine = engine
         self.zone = ZoneInfo(timezone)
@@ -105,6 +109,7 @@ class Meter:
         self.rate_limits = rate_limits
         # What a call without max_tokens is assumed to produce at most (TPM, prices).
         self.default_completion_tokens = default_completion_tokens
+        self.token_prices = token_prices or PriceTable([])
         self._ensure_quota_day = sql.ENSURE_QUOTA_DAY[
             "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
         ]
@@ -115,23 +120,39 @@ class Meter:
     def price_of(self, method: str) -> int:
         return self.prices.get(method, self.default_price)
 
+    def call_price(self, method: str, args: Mapping) -> CallPrice:
+        """What a call of `method` with `args` may cost: its model's token prices applied to
+        its estimate (docs/prices.md), else the method's flat price."""
+        prompt, completion = token_estimate(args, self.default_completion_tokens)
+        return self.token_prices.call_price(self.price_of(method), args, prompt, completion)
+
     # -- admission --------------------------------------------------------------------------
 
-    def admit(self, account: Account, method: str, *, charged: bool, tokens: int = 0) -> Admission:
-        """Reserve one call of `method` that may use `tokens` (its estimate, for TPM), or
-        GatewayError 4013 / 4016 / 4008 (nothing held)."""
+    def admit(
+        self,
+        account: Account,
+        method: str,
+        *,
+        charged: bool,
+        tokens: int = 0,
+        price: CallPrice | None = None,
+    ) -> Admission:
+        """Reserve one call of `method` that may use `tokens` (its estimate, for TPM) and cost
+        `price.most` (default: the method's flat price), or GatewayError 4013 / 4016 / 4008
+        (nothing held)."""
+        reserve = functools.partial(self._reserve, account, method, charged=charged, price=price)
         rate_hold = self._take_rate(account, tokens)
         slot_token = ""
         try:
             if self.slots is not None and account.concurrency_limit is not None:
                 slot_token = self._take_redis_slot(account)
             try:
-                admission = self._reserve(account, method, charged=charged, slot_token=slot_token)
+                admission = reserve(slot_token=slot_token)
             except GatewayError as refused:
                 # A dead worker's expired hold may be what is missing: refund, then retry once.
                 if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
                     raise
-                admission = self._reserve(account, method, charged=charged, slot_token=slot_token)
+                admission = reserve(slot_token=slot_token)
         except BaseException:
             if slot_token:
                 self.slots.release(account.id, slot_token)
@@ -165,18 +186,30 @@ class Meter:
             raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
         return token
 
-    def _reserve(self, account: Account, method: str, *, charged: bool, slot_token: str):
+    def _reserve(
+        self,
+        account: Account,
+        method: str,
+        *,
+        charged: bool,
+        slot_token: str,
+        price: CallPrice | None = None,
+    ):
         today = self.today()
         now = _utc_now()
         calls = 1 if charged else 0
-        credits = self.price_of(method) if charged and account.balance is not None else 0
+        most = price.most if price is not None else self.price_of(method)
+        prepaid = charged and account.balance is not None
+        credits = most if prepaid else 0
         holds_db_slot = self.slots is None and account.concurrency_limit is not None
         quota_day = None
         with self.engine.begin() as connection:
             if calls:
                 quota_day = self._take_quota_unit(connection, account, today)
             if credits or holds_db_slot:
-                self._take_credits_and_slot(connection, account, method, credits, holds_db_slot)
+                upto = price is not None and price.model_price is not None
+                what = f"{method} may cost up to" if upto else f"{method} costs"
+                self._take_credits_and_slot(connection, account, what, credits, holds_db_slot)
             held = {
                 "account_id": account.id,
                 "day": today,
@@ -197,6 +230,7 @@ class Meter:
             holds_db_slot=holds_db_slot,
             slot_token=slot_token,
             quota_day=quota_day,
+            prepaid=prepaid,
         )
 
     def _take_quota_unit(
@@ -214,16 +248,17 @@ class Meter:
         return taken.used, taken.extra_calls
 
     def _take_credits_and_slot(
-        self, connection: Connection, account: Account, method: str, credits: int, slot: bool
+        self, connection: Connection, account: Account, what: str, credits: int, slot: bool
     ) -> None:
         """The price off the balance and a database slot, in one conditional UPDATE of the
-        account row; when it matches nothing, the row says which one was missing."""
+        account row; when it matches nothing, the row says which one was missing (`what`
+        the call costs, for the reason)."""
         params = {"account": account.id, "credits": credits, "limit": account.concurrency_limit}
         if connection.execute(sql.take_credits_and_slot(bool(credits), slot), params).rowcount:
             return
         balance = connection.execute(sql.BALANCE, params).scalar_one()
         if credits and (balance is None or balance < credits):
-            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
+            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
         raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
 
     # -- answers from the cache ------------------------------------------------------------
@@ -249,8 +284,8 @@ class Meter:
             raise
 
     def _charge_hit(self, account: Account, record: UsageRecord) -> Settlement:
-        credits = self.price_of(record.method) if account.balance is not None else 0
-        params = {"account": account.id, "credits": credits}
+        credits = record.credits if account.balance is not None else 0
+        params = {"account": account.id, "credits": credits, "spent": record.credits}
         if account.api_key is not None:
             params["key_id"] = account.api_key.id
         with self.engine.begin() as connection:
@@ -261,8 +296,9 @@ class Meter:
             if lifetime is None:  # rolls the quota unit back
                 if key and connection.execute(sql.KEY_STATUS, params).scalar() != KEY_ACTIVE:
                     raise _key_revoked()
-                raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(record.method, credits))
-            usage_id = _insert_usage(connection, record, charged=True)
+                what = f"{record.method} costs"
+                raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
+            usage_id = _insert_usage(connection, record, charged=True, credits=record.credits)
         return Settlement(usage_id=usage_id, api_info=_api_info(account, quota_day, lifetime))
 
     # -- calls that run long, workers that die -------------------------------------------------
@@ -340,7 +376,7 @@ class Meter:
         self, admission: Admission | None, record: UsageRecord, account: Account | None
     ) -> Settlement:
         success = ERROR_CODES[record.error_code].charged
-        charged, lifetime, quota_day = False, None, None
+        charged, lifetime, quota_day, spent = False, None, None, 0
         today = self.today()
         with self.engine.begin() as connection:
             if admission is not None:
@@ -352,7 +388,15 @@ class Meter:
                 elif success and admission.calls:
                     charged, quota_day = True, admission.quota_day
                     counter = CACHE_HIT if record.cached else UPSTREAM
-                    settle = sql.count_settled(counter, False, admission.holds_db_slot)
+                    # A prepaid call costs at most what it reserved; the rest goes back.
+                    spent = min(record.credits, admission.credits)
+                    if not admission.prepaid:
+                        spent = record.credits  # recorded, not debited: no balance
+                    unused = admission.credits - min(spent, admission.credits)
+                    params.update(spent=spent, credits=unused)
+                    settle = sql.count_settled(
+                        counter, bool(unused), admission.holds_db_slot, bool(spent)
+                    )
                     lifetime = connection.execute(settle, params).one()
                 else:
                     quota_day, lifetime = _refund(
@@ -368,7 +412,7 @@ class Meter:
                 lifetime = connection.execute(
                     sql.count_settled(UNCHARGED, False, False), params
                 ).one()
-            usage_id = _insert_usage(connection, record, charged=charged)
+            usage_id = _insert_usage(connection, record, charged=charged, credits=spent)
             if account is None:
                 return Settlement(usage_id=usage_id, api_info="")
             if quota_day is None or admission.day != today:  # api_info shows today's
@@ -425,7 +469,7 @@ def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
     """Today's figures as of this call's admission (or settlement), the lifetime counters as
     of its settlement; the quota and expiry as the call was authenticated with."""
     used, extra = quota_day
-    upstream, cache_hits, uncharged = lifetime
+    upstream, cache_hits, uncharged, credits_spent = lifetime
     return format_api_info(
         today=used,
         daily_quota=account.daily_quota + extra,
@@ -433,6 +477,7 @@ def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
         cache_hits=cache_hits,
         uncharged=uncharged,
         expires_on=account.expires_on,
+        credits_spent=credits_spent if account.balance is not None else None,
     )
 
 
@@ -472,10 +517,13 @@ def _count_refunded(connection: Connection, account_id: int, credits: int, slot:
     return connection.execute(sql.count_settled(UNCHARGED, bool(credits), slot), params).one()
 
 
-def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool) -> int:
+def _insert_usage(
+    connection: Connection, record: UsageRecord, *, charged: bool, credits: int = 0
+) -> int:
     values = dict(
         record.__dict__,
         charged=charged,
+        credits=credits if charged else 0,
         method=record.method[:200],
         client_ip=record.client_ip[:64],
         created_at=_utc_now(),
@@ -490,8 +538,10 @@ def _quota_reason(daily_quota: int) -> str:
     )
 
 
-def _balance_reason(method: str, credits: int) -> str:
-    return f"{method} costs {credits} credits and the balance is lower; top up the account"
+def _balance_reason(what: str, credits: int) -> str:
+    """`what` is "METHOD costs" (a flat price) or "METHOD may cost up to" (the most a priced
+    call may cost, which admission reserves: docs/prices.md)."""
+    return f"{what} {credits} credits and the balance is lower; top up the account"
 
 
 def _concurrency_reason(limit: int) -> str:

@@ -23,7 +23,12 @@ _days, _accounts, _reservations = (
 )
 ACCOUNT = _accounts.id == bindparam("account")
 QUOTA_DAY = (_days.account_id == bindparam("account"), _days.day == bindparam("quota_day"))
-LIFETIME = (_accounts.upstream_calls, _accounts.cache_hits, _accounts.uncharged)
+LIFETIME = (
+    _accounts.upstream_calls,
+    _accounts.cache_hits,
+    _accounts.uncharged,
+    _accounts.credits_spent,
+)
 
 TAKE_QUOTA_UNIT = (
     update(storage.account_days)
@@ -126,6 +131,7 @@ def charge_hit(credits: bool, key: bool):
     balance while it covers it (when asked), while its key is active (when given): one
     conditional UPDATE returning the lifetime counters."""
     conditions, values = [ACCOUNT], {CACHE_HIT: _accounts[CACHE_HIT] + 1}
+    values["credits_spent"] = _accounts.credits_spent + bindparam("spent")
     if key:
         conditions.append(select(_keys.id).where(*KEY_ACTIVE).exists())
     if credits:
@@ -135,10 +141,13 @@ def charge_hit(credits: bool, key: bool):
 
 
 @functools.cache
-def count_settled(counter: str, credits: bool, slot: bool):
-    """One settled call counted on the account row, its credits given back, its database slot
-    freed (each when asked): one UPDATE that returns the lifetime counters."""
+def count_settled(counter: str, credits: bool, slot: bool, spent: bool = False):
+    """One settled call counted on the account row, its credits (or what it did not use of
+    them) given back, its database slot freed, what it cost added to the credits spent (each
+    when asked): one UPDATE that returns the lifetime counters."""
     values = {counter: _accounts[counter] + 1}
+    if spent:
+        values["credits_spent"] = _accounts.credits_spent + bindparam("spent")
     if credits:
         values["balance"] = _accounts.balance + bindparam("credits")
     if slot:

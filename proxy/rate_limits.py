@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -63,10 +63,15 @@ def limits_of(account) -> list[Limit]:
     return limits
 
 
-def estimate_call_tokens(args: dict, default_completion_tokens: int) -> int:
+def estimate_call_tokens(args: Mapping, default_completion_tokens: int) -> int:
     """The most tokens a call is expected to use: its prompt, estimated as conversation memory
     does (proxy/chats.py), plus `max_completion_tokens` or `max_tokens`, or
     `default_completion_tokens` for a call that generates text and sets neither."""
+    return sum(token_estimate(args, default_completion_tokens))
+
+
+def token_estimate(args: Mapping, default_completion_tokens: int) -> tuple[int, int]:
+    """(prompt tokens, most completion tokens) of a call, as estimate_call_tokens says."""
     if isinstance(args.get("messages"), list):
         prompt = sum(
             estimated_tokens(m.get("content") if isinstance(m, dict) else m)
@@ -76,13 +81,13 @@ def estimate_call_tokens(args: dict, default_completion_tokens: int) -> int:
         prompt = estimated_tokens(args["prompt"])
     elif "input" in args:
         text = args["input"]
-        return estimated_tokens(text if isinstance(text, str | list) else str(text))
+        return estimated_tokens(text if isinstance(text, str | list) else str(text)), 0
     else:
-        return 0
+        return 0, 0
     completion = args.get("max_completion_tokens") or args.get("max_tokens")
     if not isinstance(completion, int) or isinstance(completion, bool) or completion < 0:
         completion = default_completion_tokens
-    return prompt + completion
+    return prompt, completion
 
 
 def refusal(limit: Limit, kind: str, wait_seconds: float | None, estimate: int) -> GatewayError:

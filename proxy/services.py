@@ -25,6 +25,7 @@ from proxy.handlers.gateway import generate_for_job
 from proxy.jobs import ImageJobs
 from proxy.metering import Meter
 from proxy.metrics import ModelLabels
+from proxy.prices import PriceTable
 from proxy.running import RunningCalls
 from proxy.sealing import SecretSealer
 from proxy.upstream_health import UpstreamHealth
@@ -72,6 +73,7 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         slots=slots,
         rate_limits=_rate_limits(engine, redis_client),
         default_completion_tokens=config["DEFAULT_COMPLETION_TOKENS"],
+        token_prices=PriceTable.load(config["PRICES_FILE"]),
     )
     dispatcher = _dispatcher(config, engine, cache, arguments, redis_client)
     patterns = [p for upstream in dispatcher.router.upstreams() for p in upstream.patterns]

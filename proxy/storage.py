@@ -57,6 +57,8 @@ accounts = Table(
     Column("tpm", Integer, nullable=True),
     # Calls holding a slot now (database-held slots; Redis holds them when REDIS_URL is set).
     Column("in_flight", Integer, nullable=False, default=0, server_default="0"),
+    # Credits the account's charged calls cost over its life (api_info's credits:N).
+    Column("credits_spent", BigInteger, nullable=False, default=0, server_default="0"),
     # Settled calls over the account's life (api_info's all[T=a+b+c]): charged calls answered
     # by the upstream, charged cache hits, uncharged calls. Settling returns them.
     *(
@@ -228,6 +230,8 @@ usage = Table(
     Column("client_ip", String(64), nullable=False, default=""),
     # The upstream member that answered (its name, never a key); NULL when none did.
     Column("upstream", String(64), nullable=True),
+    # Credits the call cost (0 unless charged): its priced usage or its method's flat price.
+    Column("credits", BigInteger, nullable=False, default=0, server_default="0"),
     # The key the call authenticated with (api_keys.id); NULL before authentication.
     Column("key_id", Integer, nullable=True),
 )

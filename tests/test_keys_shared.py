@@ -1,6 +1,7 @@
-"""Keys and per-minute limits through real HTTP on two gunicorn hosts sharing PostgreSQL and
-Redis, 10x oversubscribed: RPM and TPM never exceeded; revoked and expired keys and a refused
-address refused at once on both hosts; an account's own key still answers 0000."""
+"""Keys, per-minute limits and token prices through real HTTP on two gunicorn hosts sharing
+PostgreSQL and Redis, 10x oversubscribed: RPM and TPM never exceeded, balances never below zero
+and each call charged exactly its priced tokens (streamed and not); revoked and expired keys and
+a refused address refused at once on both hosts; an account's own key still answers 0000."""
 
 from __future__ import annotations
 
@@ -27,7 +28,12 @@ def redis():
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory, postgres_server, redis, stub):
     workdir = tmp_path_factory.mktemp("keys-two-hosts")
+    prices = workdir / "prices.toml"
+    prices.write_text(
+        '[models."gpt-4o-mini"]\nprompt_per_million = 1000000\ncompletion_per_million = 2000000\n'
+    )
     settings = {
+        "PRICES_FILE": str(prices),
         "DATABASE_URL": postgres_server.new_database(),
         "REDIS_URL": redis.url,
         "ACCOUNT_SEALING_KEY": SEALING_KEY,
@@ -163,3 +169,31 @@ def test_an_address_outside_the_keys_list_is_refused_saying_the_address(gateways
 def test_an_accounts_own_key_still_answers_0000_on_both_hosts(gateways):
     account = gateways[0].flask_json("accounts", "create", "old")
     assert [call(b, account)["error_code"] for b in bases(gateways)] == ["0000", "0000"]
+
+
+def test_token_prices_hold_across_two_hosts_streamed_and_not(gateways):
+    """gpt-4o-mini costs 1 credit per prompt token and 2 per completion token; each call
+    reserves 8 + 2 x 16 = 40 credits, so a balance of 200 admits about 5 of 60 at once."""
+    account = gateways[0].flask_json("accounts", "create", "prepaid", "--balance", "200")
+    o_args = {**CHAT_ARGS, "max_tokens": 16}
+    plain = Counter()
+    threads = [
+        threading.Thread(
+            target=lambda: plain.update(
+                Counter(call(b, account, o_args)["error_code"] for b in bases(gateways) * 10)
+            )
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    streamed = fire_streams_at_once(bases(gateways), account, 20, {**o_args, "stream": True})
+    for thread in threads:
+        thread.join()
+    report = gateways[1].flask_json("usage", account["key"])
+    left = gateways[0].flask_json("accounts", "show", account["key"])["balance"]
+    tokens = report["tokens"]
+    assert plain["0000"] + streamed["0000"] == report["charged"] >= 5
+    assert set(plain) | set(streamed) <= {"0000", "4016"}
+    assert report["credits"] == tokens["prompt"] + 2 * tokens["completion"]
+    assert left == 200 - report["credits"] >= 0
