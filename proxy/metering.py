@@ -256,6 +256,10 @@ class Meter:
         params = {"account": account.id, "credits": credits, "limit": account.concurrency_limit}
         if connection.execute(sql.take_credits_and_slot(bool(credits), slot), params).rowcount:
             return
+        # With one condition, it was that one: re-reading the balance could find a refund
+        # that landed since and blame the concurrency limit the call does not have.
+        if credits and not slot:
+            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
         balance = connection.execute(sql.BALANCE, params).scalar_one()
         if credits and (balance is None or balance < credits):
             raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
