@@ -187,6 +187,11 @@ class Config:
         # DEFAULT_METHOD_PRICE for the others. Listing models is free.
         self.DEFAULT_METHOD_PRICE = _env_int("DEFAULT_METHOD_PRICE", 1)
         self.METHOD_PRICES = {"v1/models": 0, **_env_prices("METHOD_PRICES")}
+        # TOML prices per model (docs/prices.md); unset: every call costs its method's flat price.
+        self.PRICES_FILE = os.environ.get("PRICES_FILE", "")
+        # What a call that sets no max_tokens is assumed to produce at most: its estimate in
+        # the tokens-per-minute windows (docs/keys.md).
+        self.DEFAULT_COMPLETION_TOKENS = _env_int("DEFAULT_COMPLETION_TOKENS", 1024)
         # A call's reservation (quota, credits, slot) is renewed while the call runs, however
         # long; when its worker dies it is refunded within about this long (docs/accounts.md).
         self.RESERVATION_TTL_SECONDS = _env_float("RESERVATION_TTL_SECONDS", 60.0)

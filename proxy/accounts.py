@@ -1,4 +1,8 @@
-"""Accounts: keys, hashed (and sealed) secrets, authentication by secret or by `sign`.
+"""Accounts and their keys, hashed (and sealed) secrets, authentication by secret or by `sign`.
+
+An account owns many keys (table `api_keys`); the key it was created with is its first key.
+A call authenticates with one key: the Account it gets carries that key (`api_key`), whose
+allow-lists, expiry and limits the call then obeys.
 
 An account's limits live here as data (quota, balance, concurrency, enabled APIs, expiry);
 proxy/metering.py enforces the counted ones atomically. A call reads the account through a
@@ -18,6 +22,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from proxy import keys as key_rules
 from proxy import storage
 from proxy.errors import (
     ACCOUNT_NOT_FOUND,
@@ -25,6 +30,7 @@ from proxy.errors import (
     AUTH_FAILED,
     GatewayError,
 )
+from proxy.keys import ApiKey
 from proxy.sealing import SealError, SecretSealer
 from proxy.settings_cache import SettingsCache
 from proxy.signing import parse_dateline, sign_matches
@@ -51,7 +57,13 @@ _DECOY_SECRET = secrets.token_hex(16)
 
 ACTIVE, STOPPED = "active", "stopped"
 
-_ACCOUNT_BY_KEY = select(storage.accounts).where(storage.accounts.c.key == bindparam("key"))
+_KEY_COLUMNS = [column.label(f"k_{column.name}") for column in storage.api_keys.c]
+# The key's row and its account's, in one read.
+_ACCOUNT_BY_KEY = (
+    select(storage.accounts, *_KEY_COLUMNS)
+    .join(storage.api_keys, storage.api_keys.c.account_id == storage.accounts.c.id)
+    .where(storage.api_keys.c.key == bindparam("key"))
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,9 @@ class Account:
     balance: int | None = None  # prepaid credits; None: not prepaid
     concurrency_limit: int | None = None  # None: no limit
     apis: tuple[str, ...] | None = None  # enabled platforms/methods; None: all
+    api_key: ApiKey | None = None  # the key a call authenticated with; None outside a call
+    rpm: int | None = None  # calls per minute of all its keys together; None: no limit
+    tpm: int | None = None  # tokens per minute of all its keys together; None: no limit
 
     def may_call(self, method: str, platform: str) -> bool:
         return self.apis is None or method in self.apis or platform in self.apis
@@ -73,6 +88,12 @@ class Account:
 @dataclass(frozen=True)
 class NewAccount:
     account: Account
+    secret: str  # shown once, never stored in clear
+
+
+@dataclass(frozen=True)
+class NewKey:
+    api_key: ApiKey
     secret: str  # shown once, never stored in clear
 
 
@@ -122,6 +143,8 @@ class AccountStore:
         balance: int | None = None,
         concurrency_limit: int | None = None,
         apis: tuple[str, ...] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
     ) -> NewAccount:
         secret = secrets.token_hex(16)
         quota = self.default_daily_quota if daily_quota is None else daily_quota
@@ -129,11 +152,12 @@ class AccountStore:
             key = secrets.token_hex(12)
             try:
                 with self.engine.begin() as connection:
-                    connection.execute(
+                    secret_hash, secret_sealed = hash_secret(secret), self.sealer.seal(secret)
+                    account_id = connection.execute(
                         insert(storage.accounts).values(
                             key=key,
-                            secret_hash=hash_secret(secret),
-                            secret_sealed=self.sealer.seal(secret),
+                            secret_hash=secret_hash,
+                            secret_sealed=secret_sealed,
                             name=name,
                             status=ACTIVE,
                             daily_quota=quota,
@@ -141,7 +165,20 @@ class AccountStore:
                             balance=balance,
                             concurrency_limit=concurrency_limit,
                             apis=",".join(apis) if apis is not None else None,
+                            rpm=rpm,
+                            tpm=tpm,
                             in_flight=0,
+                            created_at=storage.utc_now(),
+                        )
+                    ).inserted_primary_key[0]
+                    connection.execute(
+                        insert(storage.api_keys).values(
+                            account_id=account_id,
+                            key=key,
+                            secret_hash=secret_hash,
+                            secret_sealed=secret_sealed,
+                            label="first",
+                            status=key_rules.ACTIVE,
                             created_at=storage.utc_now(),
                         )
                     )
@@ -155,6 +192,14 @@ class AccountStore:
         with self.engine.connect() as connection:
             rows = connection.execute(select(storage.accounts).order_by(storage.accounts.c.id))
             return [_account_from_row(row) for row in rows]
+
+    def account_key_of(self, account_id: int) -> str:
+        """The key string the account was created with (its first key)."""
+        accounts = storage.accounts
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(accounts.c.key).where(accounts.c.id == account_id)
+            ).scalar_one()
 
     def get(self, key: str) -> Account:
         """The account of `key`; LookupError when there is none."""
@@ -177,16 +222,101 @@ class AccountStore:
         return self.get(key)
 
     def rotate_secret(self, key: str) -> NewAccount:
+        """A new secret for the account's first key (the account's own key string)."""
         secret = secrets.token_hex(16)
-        self._update(key, secret_hash=hash_secret(secret), secret_sealed=self.sealer.seal(secret))
+        sealed = {"secret_hash": hash_secret(secret), "secret_sealed": self.sealer.seal(secret)}
+        self._update(key, **sealed)
+        with self.engine.begin() as connection:
+            keys = storage.api_keys
+            connection.execute(update(keys).where(keys.c.key == key).values(**sealed))
+        self._by_key.forget(key)
         return NewAccount(self.get(key), secret)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        account_key: str,
+        *,
+        label: str = "",
+        models: tuple[str, ...] | None = None,
+        ips: tuple[str, ...] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        expires_on: date | None = None,
+    ) -> NewKey:
+        """Another key of the account of `account_key` (LookupError when there is none); its
+        secret is returned once. ValueError for an address or network that is not one."""
+        for ip in ips or ():
+            key_rules.parse_network(ip)
+        account = self.get(account_key)
+        secret = secrets.token_hex(16)
+        for _attempt in range(3):
+            key = secrets.token_hex(12)
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(
+                        insert(storage.api_keys).values(
+                            account_id=account.id,
+                            key=key,
+                            secret_hash=hash_secret(secret),
+                            secret_sealed=self.sealer.seal(secret),
+                            label=label,
+                            status=key_rules.ACTIVE,
+                            expires_on=expires_on,
+                            models=key_rules.join_list(models),
+                            ips=key_rules.join_list(ips),
+                            rpm=rpm,
+                            tpm=tpm,
+                            created_at=storage.utc_now(),
+                        )
+                    )
+            except IntegrityError:  # key collision: astronomically rare, draw again
+                continue
+            self._by_key.forget(key)
+            return NewKey(self.get_key(key), secret)
+        raise RuntimeError("could not draw a unique key")
+
+    def keys_of(self, account_key: str) -> list[ApiKey]:
+        """The keys of the account of `account_key`, oldest first; LookupError without one."""
+        account = self.get(account_key)
+        keys = storage.api_keys
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(keys).where(keys.c.account_id == account.id).order_by(keys.c.id)
+            )
+            return [_key_from_row(row) for row in rows]
+
+    def get_key(self, key: str) -> ApiKey:
+        """The key `key`; LookupError when no account has it."""
+        keys = storage.api_keys
+        with self.engine.connect() as connection:
+            row = connection.execute(select(keys).where(keys.c.key == key)).first()
+        if row is None:
+            raise LookupError(f"no account has the key {key!r}")
+        return _key_from_row(row)
+
+    def revoke_key(self, key: str) -> ApiKey:
+        """Revoke `key` for good: refused in this process at once, and at once everywhere else
+        too once a call reaches admission (Meter checks the key's row in that transaction)."""
+        keys = storage.api_keys
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(keys)
+                .where(keys.c.key == key)
+                .values(status=key_rules.REVOKED, revoked_at=storage.utc_now())
+            )
+        self._by_key.forget(key)
+        if result.rowcount == 0:
+            raise LookupError(f"no account has the key {key!r}")
+        return self.get_key(key)
 
     def _update(self, key: str, **values) -> None:
         with self.engine.begin() as connection:
             result = connection.execute(
                 update(storage.accounts).where(storage.accounts.c.key == key).values(**values)
             )
-        self._by_key.forget(key)  # this process sees the change at once
+        self._by_key.forget()  # this process sees the change at once, through every key
         if result.rowcount == 0:
             raise LookupError(f"no account has the key {key!r}")
 
@@ -203,7 +333,7 @@ class AccountStore:
             raise GatewayError(ACCOUNT_NOT_FOUND, "no account has this key; check `key`")
         row, account = found
         if credentials.secret:
-            if not secret_matches(credentials.secret, row.secret_hash):
+            if not secret_matches(credentials.secret, row.k_secret_hash):
                 raise GatewayError(
                     AUTH_FAILED, "the secret does not match this key; check `secret`"
                 )
@@ -217,13 +347,17 @@ class AccountStore:
                 f"this account expired on {account.expires_on.isoformat()}; "
                 "ask the operator to renew it",
             )
+        account.api_key.check_usable(today)
         return account
 
     def _read(self, key: str):
         """(row, Account) of `key` from the database, or None."""
         with self.engine.connect() as connection:
             row = connection.execute(_ACCOUNT_BY_KEY, {"key": key}).first()
-        return None if row is None else (row, _account_from_row(row))
+        if row is None:
+            return None
+        api_key = _key_from_row(row, prefix="k_")
+        return row, _account_from_row(row, api_key)
 
     def _spend_decoy_time(self, credentials: Credentials) -> None:
         if credentials.secret:
@@ -232,14 +366,14 @@ class AccountStore:
             sign_matches(_DECOY_SECRET, credentials.signed_params or {}, credentials.sign)
 
     def _check_signature(self, row, credentials: Credentials, now: float) -> None:
-        if not row.secret_sealed:
+        if not row.k_secret_sealed:
             raise GatewayError(
                 AUTH_FAILED,
                 "this account cannot use `sign` until its secret is rotated "
                 "(flask accounts rotate-secret KEY); send `secret` meanwhile",
             )
         try:
-            secret = self.sealer.unseal(row.secret_sealed)
+            secret = self.sealer.unseal(row.k_secret_sealed)
         except SealError:
             raise GatewayError(
                 AUTH_FAILED,
@@ -275,7 +409,27 @@ class AccountStore:
             ) from None
 
 
-def _account_from_row(row) -> Account:
+def _key_from_row(row, prefix: str = "") -> ApiKey:
+    def value(name: str):
+        return getattr(row, prefix + name)
+
+    return ApiKey(
+        id=value("id"),
+        key=value("key"),
+        account_id=value("account_id"),
+        label=value("label"),
+        status=value("status"),
+        expires_on=value("expires_on"),
+        models=key_rules.parse_list(value("models")),
+        ips=key_rules.parse_list(value("ips")),
+        rpm=value("rpm"),
+        tpm=value("tpm"),
+        created_at=value("created_at"),
+        revoked_at=value("revoked_at"),
+    )
+
+
+def _account_from_row(row, api_key: ApiKey | None = None) -> Account:
     return Account(
         id=row.id,
         key=row.key,
@@ -286,4 +440,7 @@ def _account_from_row(row) -> Account:
         balance=row.balance,
         concurrency_limit=row.concurrency_limit,
         apis=parse_apis(row.apis),
+        api_key=api_key,
+        rpm=row.rpm,
+        tpm=row.tpm,
     )

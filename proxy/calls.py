@@ -27,6 +27,7 @@ from proxy.errors import (
     UNKNOWN_ERROR,
     GatewayError,
 )
+from proxy.rate_limits import estimate_call_tokens
 from proxy.running import CUT_CODE
 from proxy.uploads import FileUpload
 from proxy.usage import UsageRecord
@@ -60,6 +61,7 @@ class CallResult:
     last_id: str = ""
     elapsed_seconds: float = 0.0
     http_status: int | None = None  # GatewayError.http_status, for the /v1 door
+    retry_after_seconds: int | None = None  # when a per-minute limit frees (4008)
     upstream: str | None = None  # the member that answered (X-Upstream), never a key
 
 
@@ -107,11 +109,15 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
     account = record.account = gateway.accounts.authenticate(
         call.credentials, today=gateway.meter.today(), now=time.time()
     )
+    if account.api_key is not None:
+        account.api_key.check_address(record.context.client_ip)
     spec = gateway.dispatcher.lookup(call.method, call.platform)
     record.method = spec.name
     _check_enabled(gateway, spec, account)
     args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
     record.upstream, record.model = _upstream_name(gateway, spec, args), args.get("model")
+    if account.api_key is not None:
+        account.api_key.check_model(args.get("model"))
     remember = _with_history(gateway.chats, account, conversation, args)
     facts = Call(
         method=spec.name,
@@ -123,11 +129,15 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
         request_id=record.request_id,
     )
     record.looks_in_cache = facts.use_cache and spec.cacheable and not args.get("stream")
+    record.price = gateway.meter.call_price(spec.name, args) if spec.charged else None
     if facts.use_cache and _paid_at_once(spec, args, account):
         kept = gateway.dispatcher.cached_outcome(spec, args, facts)
         if kept is not None:  # paid and settled at once: nothing to hold meanwhile
             return record.settle_from_cache(record.answered(kept), kept.usage)
-    record.admission = gateway.meter.admit(account, spec.name, charged=spec.charged)
+    tokens = estimate_call_tokens(args, gateway.meter.default_completion_tokens)
+    record.admission = gateway.meter.admit(
+        account, spec.name, charged=spec.charged, tokens=tokens, price=record.price
+    )
     gateway.running.add(record)  # renewed while it runs; refused once the worker stops
     if args.get("stream"):
         return _open_stream(gateway.dispatcher, record, spec, args, remember)
@@ -209,6 +219,7 @@ class Record:
     request_id: str = field(init=False)  # the context's, for the running calls' log lines
     account: Account | None = None
     admission: object = None
+    price: object = None  # proxy.prices.CallPrice of a charged call, once its arguments are read
     method: str = ""  # the catalog name once looked up, else what the client sent
     platform: str = ""
     outcome: CallResult | None = None
@@ -244,6 +255,7 @@ class Record:
             method=self.method,
             platform=self.platform,
             http_status=refusal.http_status,
+            retry_after_seconds=refusal.retry_after_seconds,
         )
 
     def settle(self, result: CallResult, usage: Mapping) -> CallResult:
@@ -305,6 +317,8 @@ class Record:
             latency_ms=int(result.elapsed_seconds * 1000),
             client_ip=self.context.client_ip,
             upstream=result.upstream,
+            key_id=self.account.api_key.id if self.account and self.account.api_key else None,
+            credits=self.price.final(usage) if self.price is not None else 0,
         )
 
     def _count(self, result: CallResult, usage: Mapping) -> None:

@@ -71,14 +71,23 @@ def build_envelope(facts: EnvelopeFacts) -> dict:
 
 
 def format_api_info(
-    *, today: int, daily_quota: int, upstream: int, cache_hits: int, uncharged: int, expires_on
+    *,
+    today: int,
+    daily_quota: int,
+    upstream: int,
+    cache_hits: int,
+    uncharged: int,
+    expires_on,
+    credits_spent: int | None = None,
 ) -> str:
-    """`today:N max:M all[T=a+b+c];expires:YYYY-MM-DD` (see docs/envelope.md for a, b, c)."""
+    """`today:N max:M all[T=a+b+c];expires:YYYY-MM-DD`, then `;credits:S` (credits spent over
+    the account's life) for a prepaid account (see docs/envelope.md for a, b, c)."""
     total = upstream + cache_hits + uncharged
     expires = expires_on.isoformat() if expires_on else "never"
+    credits = "" if credits_spent is None else f";credits:{credits_spent}"
     return (
         f"today:{today} max:{daily_quota} all[{total}={upstream}+{cache_hits}+{uncharged}];"
-        f"expires:{expires}"
+        f"expires:{expires}{credits}"
     )
 
 

@@ -213,7 +213,7 @@ class GatewayError(Exception):
     `http_status` overrides the code's usual HTTP status on the OpenAI-compatible door (e.g.
     401 for a missing API key, which the table's 4014 makes 400; 404 for a file id that is not
     the caller's); /api answers are always 200. `upstream_status`: the HTTP status of an
-    upstream refusal.
+    upstream refusal. `retry_after_seconds`: when a per-minute limit frees (Retry-After).
     """
 
     def __init__(
@@ -224,6 +224,7 @@ class GatewayError(Exception):
         *,
         http_status: int | None = None,
         upstream_status: int | None = None,
+        retry_after_seconds: int | None = None,
     ):
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
@@ -233,3 +234,4 @@ class GatewayError(Exception):
         self.response = response if response is not None else []
         self.http_status = http_status
         self.upstream_status = upstream_status
+        self.retry_after_seconds = retry_after_seconds  # Retry-After on /v1 (4008)

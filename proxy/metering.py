@@ -24,10 +24,11 @@ The statements are built once, in proxy/metering_statements.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -37,6 +38,7 @@ from proxy import metering_statements as sql
 from proxy.accounts import Account
 from proxy.envelope import format_api_info
 from proxy.errors import (
+    AUTH_FAILED,
     CALLS_EXCEEDED,
     ERROR_CODES,
     INSUFFICIENT_BALANCE,
@@ -44,7 +46,10 @@ from proxy.errors import (
     RATE_LIMITED,
     GatewayError,
 )
+from proxy.keys import ACTIVE as KEY_ACTIVE
 from proxy.metering_statements import CACHE_HIT, UNCHARGED, UPSTREAM
+from proxy.prices import CallPrice, PriceTable
+from proxy.rate_limits import RateHold, limits_of, token_estimate
 from proxy.storage import utc_now as _utc_now
 from proxy.usage import UsageRecord
 
@@ -71,6 +76,8 @@ class Admission:
     # The quota day's (used, extra_calls) right after this admission took its unit; None when
     # it took none.
     quota_day: tuple[int, int] | None = None
+    rate_hold: RateHold | None = None  # its entries in the per-minute windows
+    prepaid: bool = False  # `credits` came off a balance: what the call does not cost goes back
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,9 @@ class Meter:
         prices: Mapping[str, int],
         default_price: int,
         slots=None,  # proxy.redis_store.RedisConcurrency, or None: slots in the database
+        rate_limits=None,  # proxy.rate_limits: RedisRateLimits or DatabaseRateLimits
+        default_completion_tokens: int = 1024,
+        token_prices: PriceTable | None = None,  # PRICES_FILE: prices per model
     ):
         self.engine = engine
         self.zone = ZoneInfo(timezone)
@@ -96,6 +106,10 @@ class Meter:
         self.prices = dict(prices)
         self.default_price = default_price
         self.slots = slots
+        self.rate_limits = rate_limits
+        # What a call without max_tokens is assumed to produce at most (TPM, prices).
+        self.default_completion_tokens = default_completion_tokens
+        self.token_prices = token_prices or PriceTable([])
         self._ensure_quota_day = sql.ENSURE_QUOTA_DAY[
             "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
         ]
@@ -106,25 +120,54 @@ class Meter:
     def price_of(self, method: str) -> int:
         return self.prices.get(method, self.default_price)
 
+    def call_price(self, method: str, args: Mapping) -> CallPrice:
+        """What a call of `method` with `args` may cost: its model's token prices applied to
+        its estimate (docs/prices.md), else the method's flat price."""
+        prompt, completion = token_estimate(args, self.default_completion_tokens)
+        return self.token_prices.call_price(self.price_of(method), args, prompt, completion)
+
     # -- admission --------------------------------------------------------------------------
 
-    def admit(self, account: Account, method: str, *, charged: bool) -> Admission:
-        """Reserve one call of `method`, or GatewayError 4013 / 4016 / 4008 (nothing held)."""
+    def admit(
+        self,
+        account: Account,
+        method: str,
+        *,
+        charged: bool,
+        tokens: int = 0,
+        price: CallPrice | None = None,
+    ) -> Admission:
+        """Reserve one call of `method` that may use `tokens` (its estimate, for TPM) and cost
+        `price.most` (default: the method's flat price), or GatewayError 4013 / 4016 / 4008
+        (nothing held)."""
+        reserve = functools.partial(self._reserve, account, method, charged=charged, price=price)
+        rate_hold = self._take_rate(account, tokens)
         slot_token = ""
-        if self.slots is not None and account.concurrency_limit is not None:
-            slot_token = self._take_redis_slot(account)
         try:
+            if self.slots is not None and account.concurrency_limit is not None:
+                slot_token = self._take_redis_slot(account)
             try:
-                return self._reserve(account, method, charged=charged, slot_token=slot_token)
+                admission = reserve(slot_token=slot_token)
             except GatewayError as refused:
                 # A dead worker's expired hold may be what is missing: refund, then retry once.
                 if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
                     raise
-                return self._reserve(account, method, charged=charged, slot_token=slot_token)
+                admission = reserve(slot_token=slot_token)
         except BaseException:
             if slot_token:
                 self.slots.release(account.id, slot_token)
+            if rate_hold is not None:
+                self.rate_limits.give_back(rate_hold)
             raise
+        return replace(admission, rate_hold=rate_hold)
+
+    def _take_rate(self, account: Account, tokens: int) -> RateHold | None:
+        """The call's entry in its key's and account's per-minute windows, or 4008; None
+        when no per-minute limit applies."""
+        limits = limits_of(account)
+        if not limits or self.rate_limits is None:
+            return None
+        return self.rate_limits.admit(limits, tokens)
 
     def _take_redis_slot(self, account: Account) -> str:
         from proxy.redis_store import LimiterUnavailable
@@ -143,31 +186,41 @@ class Meter:
             raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
         return token
 
-    def _reserve(self, account: Account, method: str, *, charged: bool, slot_token: str):
+    def _reserve(
+        self,
+        account: Account,
+        method: str,
+        *,
+        charged: bool,
+        slot_token: str,
+        price: CallPrice | None = None,
+    ):
         today = self.today()
         now = _utc_now()
         calls = 1 if charged else 0
-        credits = self.price_of(method) if charged and account.balance is not None else 0
+        most = price.most if price is not None else self.price_of(method)
+        prepaid = charged and account.balance is not None
+        credits = most if prepaid else 0
         holds_db_slot = self.slots is None and account.concurrency_limit is not None
         quota_day = None
         with self.engine.begin() as connection:
             if calls:
                 quota_day = self._take_quota_unit(connection, account, today)
             if credits or holds_db_slot:
-                self._take_credits_and_slot(connection, account, method, credits, holds_db_slot)
-            reservation_id = connection.execute(
-                sql.INSERT_RESERVATION,
-                {
-                    "account_id": account.id,
-                    "day": today,
-                    "calls": calls,
-                    "credits": credits,
-                    "holds_slot": holds_db_slot,
-                    "expires_at": now + self.reservation_ttl,
-                    "created_at": now,
-                    "slot_token": slot_token or None,
-                },
-            ).inserted_primary_key[0]
+                upto = price is not None and price.model_price is not None
+                what = f"{method} may cost up to" if upto else f"{method} costs"
+                self._take_credits_and_slot(connection, account, what, credits, holds_db_slot)
+            held = {
+                "account_id": account.id,
+                "day": today,
+                "calls": calls,
+                "credits": credits,
+                "holds_slot": holds_db_slot,
+                "expires_at": now + self.reservation_ttl,
+                "created_at": now,
+                "slot_token": slot_token or None,
+            }
+            reservation_id = _insert_reservation(connection, account, held)
         return Admission(
             reservation_id=reservation_id,
             account_id=account.id,
@@ -177,6 +230,7 @@ class Meter:
             holds_db_slot=holds_db_slot,
             slot_token=slot_token,
             quota_day=quota_day,
+            prepaid=prepaid,
         )
 
     def _take_quota_unit(
@@ -194,16 +248,21 @@ class Meter:
         return taken.used, taken.extra_calls
 
     def _take_credits_and_slot(
-        self, connection: Connection, account: Account, method: str, credits: int, slot: bool
+        self, connection: Connection, account: Account, what: str, credits: int, slot: bool
     ) -> None:
         """The price off the balance and a database slot, in one conditional UPDATE of the
-        account row; when it matches nothing, the row says which one was missing."""
+        account row; when it matches nothing, the row says which one was missing (`what`
+        the call costs, for the reason)."""
         params = {"account": account.id, "credits": credits, "limit": account.concurrency_limit}
         if connection.execute(sql.take_credits_and_slot(bool(credits), slot), params).rowcount:
             return
+        # With one condition, it was that one: re-reading the balance could find a refund
+        # that landed since and blame the concurrency limit the call does not have.
+        if credits and not slot:
+            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
         balance = connection.execute(sql.BALANCE, params).scalar_one()
         if credits and (balance is None or balance < credits):
-            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(method, credits))
+            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
         raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
 
     # -- answers from the cache ------------------------------------------------------------
@@ -214,23 +273,36 @@ class Meter:
         transaction (no reservation: nothing runs in between), and its api_info; or
         GatewayError 4013 / 4016 with nothing taken. Not for an account with a concurrency
         limit: admit holds its slot."""
+        rate_hold = self._take_rate(account, 0)  # a hit counts as a call, with no tokens
         try:
-            return self._charge_hit(account, record)
-        except GatewayError as refused:
-            # A dead worker's expired hold may be what is missing: refund, then retry once.
-            if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
-                raise
-            return self._charge_hit(account, record)
+            try:
+                return self._charge_hit(account, record)
+            except GatewayError as refused:
+                # A dead worker's expired hold may be what is missing: refund, then retry once.
+                if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
+                    raise
+                return self._charge_hit(account, record)
+        except BaseException:
+            if rate_hold is not None:
+                self.rate_limits.give_back(rate_hold)
+            raise
 
     def _charge_hit(self, account: Account, record: UsageRecord) -> Settlement:
-        credits = self.price_of(record.method) if account.balance is not None else 0
-        params = {"account": account.id, "credits": credits}
+        credits = record.credits if account.balance is not None else 0
+        params = {"account": account.id, "credits": credits, "spent": record.credits}
+        if account.api_key is not None:
+            params["key_id"] = account.api_key.id
         with self.engine.begin() as connection:
             quota_day = self._take_quota_unit(connection, account, self.today())
-            lifetime = connection.execute(sql.charge_hit(bool(credits)), params).first()
+            key = account.api_key is not None
+            charge = sql.charge_hit(bool(credits), key)
+            lifetime = connection.execute(charge, params).first()
             if lifetime is None:  # rolls the quota unit back
-                raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(record.method, credits))
-            usage_id = _insert_usage(connection, record, charged=True)
+                if key and connection.execute(sql.KEY_STATUS, params).scalar() != KEY_ACTIVE:
+                    raise _key_revoked()
+                what = f"{record.method} costs"
+                raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
+            usage_id = _insert_usage(connection, record, charged=True, credits=record.credits)
         return Settlement(usage_id=usage_id, api_info=_api_info(account, quota_day, lifetime))
 
     # -- calls that run long, workers that die -------------------------------------------------
@@ -299,12 +371,16 @@ class Meter:
         finally:
             if admission is not None and admission.slot_token:
                 self.slots.release(admission.account_id, admission.slot_token)
+            if admission is not None and admission.rate_hold is not None:
+                # TPM counts what the upstream reported; an answer from the cache cost none.
+                tokens = 0 if record.cached else record.total_tokens
+                self.rate_limits.settle(admission.rate_hold, tokens)
 
     def _settle(
         self, admission: Admission | None, record: UsageRecord, account: Account | None
     ) -> Settlement:
         success = ERROR_CODES[record.error_code].charged
-        charged, lifetime, quota_day = False, None, None
+        charged, lifetime, quota_day, spent = False, None, None, 0
         today = self.today()
         with self.engine.begin() as connection:
             if admission is not None:
@@ -316,7 +392,15 @@ class Meter:
                 elif success and admission.calls:
                     charged, quota_day = True, admission.quota_day
                     counter = CACHE_HIT if record.cached else UPSTREAM
-                    settle = sql.count_settled(counter, False, admission.holds_db_slot)
+                    # A prepaid call costs at most what it reserved; the rest goes back.
+                    spent = min(record.credits, admission.credits)
+                    if not admission.prepaid:
+                        spent = record.credits  # recorded, not debited: no balance
+                    unused = admission.credits - min(spent, admission.credits)
+                    params.update(spent=spent, credits=unused)
+                    settle = sql.count_settled(
+                        counter, bool(unused), admission.holds_db_slot, bool(spent)
+                    )
                     lifetime = connection.execute(settle, params).one()
                 else:
                     quota_day, lifetime = _refund(
@@ -332,7 +416,7 @@ class Meter:
                 lifetime = connection.execute(
                     sql.count_settled(UNCHARGED, False, False), params
                 ).one()
-            usage_id = _insert_usage(connection, record, charged=charged)
+            usage_id = _insert_usage(connection, record, charged=charged, credits=spent)
             if account is None:
                 return Settlement(usage_id=usage_id, api_info="")
             if quota_day is None or admission.day != today:  # api_info shows today's
@@ -370,11 +454,26 @@ class Meter:
         }
 
 
+def _insert_reservation(connection: Connection, account: Account, held: dict) -> int:
+    """The reservation's id; 4005 when the call's key was revoked since this worker read it."""
+    if account.api_key is None:
+        return connection.execute(sql.INSERT_RESERVATION, held).inserted_primary_key[0]
+    held = {**held, "key_id": account.api_key.id}
+    reservation_id = connection.execute(sql.INSERT_RESERVATION_OF_ACTIVE_KEY, held).scalar()
+    if reservation_id is None:  # rolls back what the admission took
+        raise _key_revoked()
+    return reservation_id
+
+
+def _key_revoked() -> GatewayError:
+    return GatewayError(AUTH_FAILED, "this key was revoked; use another key of the account")
+
+
 def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
     """Today's figures as of this call's admission (or settlement), the lifetime counters as
     of its settlement; the quota and expiry as the call was authenticated with."""
     used, extra = quota_day
-    upstream, cache_hits, uncharged = lifetime
+    upstream, cache_hits, uncharged, credits_spent = lifetime
     return format_api_info(
         today=used,
         daily_quota=account.daily_quota + extra,
@@ -382,6 +481,7 @@ def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
         cache_hits=cache_hits,
         uncharged=uncharged,
         expires_on=account.expires_on,
+        credits_spent=credits_spent if account.balance is not None else None,
     )
 
 
@@ -421,10 +521,13 @@ def _count_refunded(connection: Connection, account_id: int, credits: int, slot:
     return connection.execute(sql.count_settled(UNCHARGED, bool(credits), slot), params).one()
 
 
-def _insert_usage(connection: Connection, record: UsageRecord, *, charged: bool) -> int:
+def _insert_usage(
+    connection: Connection, record: UsageRecord, *, charged: bool, credits: int = 0
+) -> int:
     values = dict(
         record.__dict__,
         charged=charged,
+        credits=credits if charged else 0,
         method=record.method[:200],
         client_ip=record.client_ip[:64],
         created_at=_utc_now(),
@@ -439,8 +542,10 @@ def _quota_reason(daily_quota: int) -> str:
     )
 
 
-def _balance_reason(method: str, credits: int) -> str:
-    return f"{method} costs {credits} credits and the balance is lower; top up the account"
+def _balance_reason(what: str, credits: int) -> str:
+    """`what` is "METHOD costs" (a flat price) or "METHOD may cost up to" (the most a priced
+    call may cost, which admission reserves: docs/prices.md)."""
+    return f"{what} {credits} credits and the balance is lower; top up the account"
 
 
 def _concurrency_reason(limit: int) -> str:

@@ -23,7 +23,12 @@ _days, _accounts, _reservations = (
 )
 ACCOUNT = _accounts.id == bindparam("account")
 QUOTA_DAY = (_days.account_id == bindparam("account"), _days.day == bindparam("quota_day"))
-LIFETIME = (_accounts.upstream_calls, _accounts.cache_hits, _accounts.uncharged)
+LIFETIME = (
+    _accounts.upstream_calls,
+    _accounts.cache_hits,
+    _accounts.uncharged,
+    _accounts.credits_spent,
+)
 
 TAKE_QUOTA_UNIT = (
     update(storage.account_days)
@@ -52,6 +57,22 @@ ENSURE_QUOTA_DAY = {
 BALANCE = select(_accounts.balance).where(ACCOUNT)
 LIFETIME_FIGURES = select(*LIFETIME).where(ACCOUNT)
 INSERT_RESERVATION = insert(storage.reservations)
+_HELD = ("account_id", "day", "calls", "credits", "holds_slot", "expires_at", "created_at")
+_HELD_TYPES = {name: storage.reservations.c[name].type for name in (*_HELD, "slot_token")}
+_keys = storage.api_keys.c
+KEY_ACTIVE = (_keys.id == bindparam("key_id"), _keys.status == "active")
+# The reservation, written only while the call's key is active: a revocation holds at once on
+# every worker and host, whatever their copies of the key say, at no extra round trip.
+INSERT_RESERVATION_OF_ACTIVE_KEY = (
+    insert(storage.reservations)
+    .from_select(
+        [*_HELD, "slot_token"],
+        select(
+            *(bindparam(name, type_=type_).label(name) for name, type_ in _HELD_TYPES.items())
+        ).where(*KEY_ACTIVE),
+    )
+    .returning(_reservations.id)
+)
 DELETE_RESERVATION = delete(storage.reservations).where(
     _reservations.id == bindparam("reservation")
 )
@@ -88,6 +109,7 @@ IN_FLIGHT = (
     .where(_reservations.account_id == bindparam("account"))
 )
 INSERT_USAGE = insert(storage.usage)
+KEY_STATUS = select(_keys.status).where(_keys.id == bindparam("key_id"))
 
 
 @functools.cache
@@ -104,11 +126,14 @@ def take_credits_and_slot(credits: bool, slot: bool):
 
 
 @functools.cache
-def charge_hit(credits: bool):
+def charge_hit(credits: bool, key: bool):
     """A call answered from the cache counted on the account row, its price taken off the
-    balance while it covers it (when asked): one conditional UPDATE returning the lifetime
-    counters."""
+    balance while it covers it (when asked), while its key is active (when given): one
+    conditional UPDATE returning the lifetime counters."""
     conditions, values = [ACCOUNT], {CACHE_HIT: _accounts[CACHE_HIT] + 1}
+    values["credits_spent"] = _accounts.credits_spent + bindparam("spent")
+    if key:
+        conditions.append(select(_keys.id).where(*KEY_ACTIVE).exists())
     if credits:
         conditions.append(_accounts.balance >= bindparam("credits"))
         values["balance"] = _accounts.balance - bindparam("credits")
@@ -116,10 +141,13 @@ def charge_hit(credits: bool):
 
 
 @functools.cache
-def count_settled(counter: str, credits: bool, slot: bool):
-    """One settled call counted on the account row, its credits given back, its database slot
-    freed (each when asked): one UPDATE that returns the lifetime counters."""
+def count_settled(counter: str, credits: bool, slot: bool, spent: bool = False):
+    """One settled call counted on the account row, its credits (or what it did not use of
+    them) given back, its database slot freed, what it cost added to the credits spent (each
+    when asked): one UPDATE that returns the lifetime counters."""
     values = {counter: _accounts[counter] + 1}
+    if spent:
+        values["credits_spent"] = _accounts.credits_spent + bindparam("spent")
     if credits:
         values["balance"] = _accounts.balance + bindparam("credits")
     if slot:

@@ -25,6 +25,7 @@ from proxy.handlers.gateway import generate_for_job
 from proxy.jobs import ImageJobs
 from proxy.metering import Meter
 from proxy.metrics import ModelLabels
+from proxy.prices import PriceTable
 from proxy.running import RunningCalls
 from proxy.sealing import SecretSealer
 from proxy.upstream_health import UpstreamHealth
@@ -70,6 +71,9 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         prices=config["METHOD_PRICES"],
         default_price=config["DEFAULT_METHOD_PRICE"],
         slots=slots,
+        rate_limits=_rate_limits(engine, redis_client),
+        default_completion_tokens=config["DEFAULT_COMPLETION_TOKENS"],
+        token_prices=PriceTable.load(config["PRICES_FILE"]),
     )
     dispatcher = _dispatcher(config, engine, cache, arguments, redis_client)
     patterns = [p for upstream in dispatcher.router.upstreams() for p in upstream.patterns]
@@ -96,6 +100,13 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         redis=redis_client,
         model_labels=ModelLabels.from_config(config, patterns),
     )
+
+
+def _rate_limits(engine: Engine, redis_client: Redis | None):
+    """Per-minute windows in Redis when it is configured, else in the database."""
+    from proxy.rate_limits import DatabaseRateLimits, RedisRateLimits
+
+    return RedisRateLimits(redis_client) if redis_client is not None else DatabaseRateLimits(engine)
 
 
 def _dispatcher(

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -51,14 +52,61 @@ accounts = Table(
     Column("concurrency_limit", Integer, nullable=True),
     # Comma-separated platforms and methods the account may call; NULL means all.
     Column("apis", String(2000), nullable=True),
+    # Calls and tokens per minute of the whole account (all its keys); NULL means no limit.
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
     # Calls holding a slot now (database-held slots; Redis holds them when REDIS_URL is set).
     Column("in_flight", Integer, nullable=False, default=0, server_default="0"),
+    # Credits the account's charged calls cost over its life (api_info's credits:N).
+    Column("credits_spent", BigInteger, nullable=False, default=0, server_default="0"),
     # Settled calls over the account's life (api_info's all[T=a+b+c]): charged calls answered
     # by the upstream, charged cache hits, uncharged calls. Settling returns them.
     *(
         Column(name, BigInteger, nullable=False, default=0, server_default="0")
         for name in LIFETIME_COUNTERS
     ),
+)
+
+# An account's keys: each with its own secret, label, expiry, allow-lists and limits. The key
+# an account was created with is its first key (same key string and secret); databases made
+# before keys existed gain that row in ensure_schema.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, nullable=False, index=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(160), nullable=False),
+    Column("secret_sealed", String(400), nullable=True),
+    Column("label", String(200), nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="active"),  # active or revoked
+    Column("expires_on", Date, nullable=True),  # the last quota day it works; NULL: never
+    Column("models", String(2000), nullable=True),  # comma-separated fnmatch patterns; NULL: all
+    Column("ips", String(2000), nullable=True),  # comma-separated addresses and CIDRs; NULL: all
+    Column("rpm", Integer, nullable=True),  # calls per minute; NULL: no limit of its own
+    Column("tpm", Integer, nullable=True),  # tokens per minute; NULL: no limit of its own
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime, nullable=True),
+)
+
+# Per-minute windows (proxy/rate_limits.py) without Redis: one row per limited scope (a key
+# `k<id>` or an account `a<id>`), whose UPDATE serialises that scope's admissions, and one
+# entry per admitted call and scope: when it was admitted (unix seconds), its tokens.
+rate_scopes = Table(
+    "rate_scopes",
+    metadata,
+    Column("scope", String(40), primary_key=True),
+    Column("admitted", BigInteger, nullable=False, default=0),
+)
+rate_entries = Table(
+    "rate_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("scope", String(40), nullable=False),
+    Column("member", String(32), nullable=False, index=True),
+    Column("at", Double, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Index("ix_rate_entries_scope_at", "scope", "at"),
 )
 
 # One row per account and quota day (the day in SERVER_TIMEZONE). `used` counts charged and
@@ -182,6 +230,10 @@ usage = Table(
     Column("client_ip", String(64), nullable=False, default=""),
     # The upstream member that answered (its name, never a key); NULL when none did.
     Column("upstream", String(64), nullable=True),
+    # Credits the call cost (0 unless charged): its priced usage or its method's flat price.
+    Column("credits", BigInteger, nullable=False, default=0, server_default="0"),
+    # The key the call authenticated with (api_keys.id); NULL before authentication.
+    Column("key_id", Integer, nullable=True),
 )
 
 # Numbers every worker and host reads to learn of a change, e.g. `upstreams_generation`,
@@ -271,6 +323,7 @@ def ensure_schema(engine: Engine) -> None:
             added = _add_missing_columns(connection)
             if ("accounts", LIFETIME_COUNTERS[0]) in added:
                 _fill_lifetime_counters(connection)
+            _give_accounts_their_first_key(connection)
 
 
 @contextmanager
@@ -324,6 +377,19 @@ def _fill_lifetime_counters(connection: Connection) -> None:
         for name in LIFETIME_COUNTERS
     )
     connection.execute(text(f"UPDATE accounts SET {sums}"))
+
+
+def _give_accounts_their_first_key(connection: Connection) -> None:
+    """An account without a key row (made before keys existed) gets its own key as its first
+    key: same key string, same secret, no expiry, no allow-lists, no limits of its own."""
+    connection.execute(
+        text(
+            "INSERT INTO api_keys (account_id, key, secret_hash, secret_sealed, label, status, "
+            "created_at) SELECT a.id, a.key, a.secret_hash, a.secret_sealed, 'first', 'active', "
+            "a.created_at FROM accounts a WHERE NOT EXISTS "
+            "(SELECT 1 FROM api_keys k WHERE k.key = a.key)"
+        )
+    )
 
 
 def ping(engine: Engine) -> None:

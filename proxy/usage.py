@@ -27,6 +27,8 @@ class UsageRecord:
     latency_ms: int = 0
     client_ip: str = ""
     upstream: str | None = None  # the member that answered, by name
+    key_id: int | None = None  # the account's key the call authenticated with
+    credits: int = 0  # the call's price if charged (proxy/prices.py); the meter writes the row's
     # Whether the call was charged is not the caller's to say: the meter decides when it settles.
 
 
@@ -80,9 +82,10 @@ def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime 
                 func.coalesce(func.sum(u.prompt_tokens), 0),
                 func.coalesce(func.sum(u.completion_tokens), 0),
                 func.coalesce(func.sum(u.total_tokens), 0),
+                func.coalesce(func.sum(u.credits), 0),
             ).where(*conditions)
         ).one()
-    calls, charged, cache_hits, prompt, completion, total = (int(v) for v in totals)
+    calls, charged, cache_hits, prompt, completion, total, credits = (int(v) for v in totals)
     return {
         "calls": calls,
         "charged": charged,
@@ -91,4 +94,5 @@ def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime 
         "by_code": by_code,
         "by_upstream": by_upstream,
         "tokens": {"prompt": prompt, "completion": completion, "total": total},
+        "credits": credits,
     }

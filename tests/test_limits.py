@@ -83,7 +83,7 @@ def test_cache_hit_beyond_the_balance_is_4016_and_takes_no_quota(runner, call_as
     assert codes([first, refused]) == ["0000", "4016"]
     shown = cli_json(runner, "accounts", "show", account["key"])
     assert (shown["balance"], shown["today"]["used"]) == (0, 1)
-    assert refused["api_info"] == "today:1 max:5 all[2=1+0+1];expires:never"
+    assert refused["api_info"] == "today:1 max:5 all[2=1+0+1];expires:never;credits:1"
 
 
 def test_cache_hit_refused_for_a_dead_workers_hold_is_answered_after_its_refund(make_app):

@@ -248,6 +248,8 @@ def error_answer(result: CallResult) -> Response:
     response = Response(
         json.dumps(body, ensure_ascii=False), status=status, content_type="application/json"
     )
+    if result.retry_after_seconds is not None:
+        response.headers["Retry-After"] = str(result.retry_after_seconds)
     if result.code in NOT_RETRYABLE or status < 500 and status != 429:
         response.headers["x-should-retry"] = "false"
     return response
