@@ -126,6 +126,13 @@ class Config:
         self.UPSTREAM_COOLDOWN_FAILURES = _env_int("UPSTREAM_COOLDOWN_FAILURES", 3)
         self.UPSTREAM_COOLDOWN_WINDOW_SECONDS = _env_float("UPSTREAM_COOLDOWN_WINDOW_SECONDS", 30.0)
         self.UPSTREAM_COOLDOWN_SECONDS = _env_float("UPSTREAM_COOLDOWN_SECONDS", 30.0)
+        # The Feishu platform (feishu/auth, docs/methods.md): empty FEISHU_BASE_URL means the
+        # bundled stub and its app; the app's secret never comes from a client.
+        self.FEISHU_BASE_URL = env("FEISHU_BASE_URL", "")
+        self.FEISHU_APP_ID = env("FEISHU_APP_ID", "")
+        self.FEISHU_APP_SECRET = env("FEISHU_APP_SECRET", "")
+        # A tenant token is asked for again this long before Feishu's `expire`.
+        self.FEISHU_TOKEN_MARGIN_SECONDS = _env_int("FEISHU_TOKEN_MARGIN_SECONDS", 300)
         # The model used when `_o_args` names none (the seed's own example sends no model).
         self.DEFAULT_MODELS = {
             "v1/chat/completions": env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),

@@ -108,7 +108,7 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
         call.credentials, today=gateway.meter.today(), now=time.time()
     )
     spec = gateway.dispatcher.lookup(call.method, call.platform)
-    record.method = spec.name
+    record.method, record.platform = spec.name, spec.platform
     _check_enabled(gateway, spec, account)
     args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
     record.upstream, record.model = _upstream_name(gateway, spec, args), args.get("model")
@@ -155,6 +155,8 @@ def _upstream_name(gateway, spec: MethodSpec, args: Mapping) -> str:
     answers itself."""
     if spec.in_gateway:
         return ""
+    if spec.platform in gateway.dispatcher.platforms:
+        return spec.platform
     return gateway.dispatcher.router.route_model(args.get("model")).name
 
 

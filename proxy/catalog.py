@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from marshmallow import Schema
 
 from proxy import schemas
+from proxy.handlers import feishu as feishu_handlers
 from proxy.handlers import gateway as gateway_handlers
 from proxy.handlers import openai as openai_handlers
 
@@ -177,7 +178,22 @@ METHODS: tuple[MethodSpec, ...] = (
         takes_model=False,
         in_gateway=True,
     ),
+    MethodSpec(
+        "feishu/auth",
+        feishu_handlers.PLATFORM,
+        feishu_handlers.tenant_access_token,
+        schemas.FeishuAuthArgs,
+        cacheable=False,  # the token is kept by the handler, for every account alike
+        charged=True,
+        summary="Feishu: the gateway app's tenant_access_token and the seconds it has left "
+        "(`expire`); the app id and secret are the gateway's, never the client's.",
+        takes_model=False,
+    ),
 )
+
+# The platforms other than openai: each handler module's client, built once per app from the
+# config and the answer cache's shared store (proxy/services.py); their handlers take it.
+PLATFORM_CLIENTS: dict[str, Callable] = {feishu_handlers.PLATFORM: feishu_handlers.connect}
 
 CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in METHODS}
 PLATFORMS: frozenset[str] = frozenset(spec.platform for spec in METHODS)

@@ -7,7 +7,7 @@ No Flask here: the doors (proxy/doors/) hand in plain values and gets an Outcome
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from proxy.arguments import ArgumentRules
@@ -57,6 +57,7 @@ class Dispatcher:
         jobs=None,  # proxy.jobs.ImageJobs, for images/submit and images/get
         files=None,  # proxy.files.FileOwners, for the v1/files methods
         failover: Failover | None = None,  # a pool's failover (default: in-process health)
+        platforms: Mapping[str, object] | None = None,  # catalog.PLATFORM_CLIENTS, built
     ):
         self.router = router
         self.failover = failover or Failover(router, UpstreamHealth())
@@ -65,6 +66,7 @@ class Dispatcher:
         self.shared_cache = shared_cache
         self.jobs = jobs
         self.files = files
+        self.platforms = dict(platforms or {})
 
     def lookup(self, method: str, platform: str | None) -> MethodSpec:
         spec = find_method(method)
@@ -114,9 +116,7 @@ class Dispatcher:
         is computed, and nothing is waited for)."""
         if not (call.use_cache and spec.cacheable):
             return None
-        upstream_url = (
-            "gateway" if spec.in_gateway else self.router.route_model(args.get("model")).base_url
-        )
+        upstream_url = self._upstream_url(spec, args)
         payload = self.cache.get(self._cache_key(spec, args, call, upstream_url))
         return None if payload is None else _outcome(payload, cached=True)
 
@@ -130,6 +130,15 @@ class Dispatcher:
                 return payload, "unavailable_upstreams" not in payload  # partial: not kept
 
             return "gateway", answer
+        if spec.platform in self.platforms:
+            client = self.platforms[spec.platform]
+
+            def call_platform() -> tuple[dict, bool]:
+                payload = spec.handler(client, args)
+                served.append(spec.platform)
+                return payload, True
+
+            return self._upstream_url(spec, args), call_platform
         model = args.get("model")
 
         def call_upstream() -> tuple[dict, bool]:
@@ -138,6 +147,14 @@ class Dispatcher:
             return payload, True
 
         return self.router.route_model(model).base_url, call_upstream
+
+    def _upstream_url(self, spec: MethodSpec, args: dict) -> str:
+        """Whom the call goes to, as the cache key names it."""
+        if spec.in_gateway:
+            return "gateway"
+        if spec.platform in self.platforms:
+            return f"{spec.platform}:{getattr(self.platforms[spec.platform], 'base_url', '')}"
+        return self.router.route_model(args.get("model")).base_url
 
     def _cache_key(self, spec: MethodSpec, args: dict, call: Call, upstream_url: str) -> str:
         return canonical_key(

@@ -218,3 +218,13 @@ class ImageGetArgs(_UpstreamArgs):
         ),
         metadata={"pattern": "^[0-9]{1,32}$"},  # as OpenAPI (ECMA-262) reads it
     )
+
+
+# The Feishu platform (proxy/handlers/feishu.py).
+
+
+class FeishuAuthArgs(Schema):
+    """feishu/auth takes nothing: the app id and secret are the gateway's configuration."""
+
+    class Meta:
+        unknown = RAISE

@@ -17,6 +17,7 @@ from proxy.accounts import AccountStore
 from proxy.api_states import ApiStates
 from proxy.arguments import ArgumentRules
 from proxy.cache import AnswerCache, TieredCache
+from proxy.catalog import PLATFORM_CLIENTS
 from proxy.chats import ChatMemory
 from proxy.dispatcher import Dispatcher
 from proxy.failover import Failover
@@ -118,7 +119,9 @@ def _dispatcher(
         attempts=config["UPSTREAM_FAILOVER_ATTEMPTS"],
         deadline_seconds=config["UPSTREAM_DEADLINE_SECONDS"],
     )
+    store = cache.shared.store if isinstance(cache, TieredCache) else None
     return Dispatcher(
+        platforms={name: connect(config, store) for name, connect in PLATFORM_CLIENTS.items()},
         router=router,
         cache=cache,
         arguments=arguments,

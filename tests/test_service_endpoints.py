@@ -304,7 +304,7 @@ def test_health_is_503_when_database_is_gone(app, client, monkeypatch):
 
 def test_root_lists_endpoints(client):
     info = client.get("/").get_json()
-    assert "/api" in info["endpoints"] and info["platforms"] == ["openai"]
+    assert "/api" in info["endpoints"] and info["platforms"] == ["feishu", "openai"]
 
 
 def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redis_server, stub):
