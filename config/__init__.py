@@ -136,6 +136,9 @@ class Config:
         # The model used when `_o_args` names none (the seed's own example sends no model).
         self.DEFAULT_MODELS = {
             "v1/chat/completions": env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),
+            # The Responses API answers as chat does: the chat model unless set apart.
+            "v1/responses": env("DEFAULT_RESPONSES_MODEL", "")
+            or env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),
             "v1/completions": env("DEFAULT_COMPLETION_MODEL", "gpt-3.5-turbo-instruct"),
             "v1/embeddings": env("DEFAULT_EMBEDDING_MODEL", "text-embedding-3-small"),
             "v1/moderations": env("DEFAULT_MODERATION_MODEL", "omni-moderation-latest"),

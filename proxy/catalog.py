@@ -70,6 +70,39 @@ METHODS: tuple[MethodSpec, ...] = (
         "classic edits shape).",
     ),
     _openai(
+        "v1/responses",
+        oa.create_response,
+        schemas.ResponseCreateArgs,
+        "Responses API: answer an input (text or items), as client.responses.create.",
+    ),
+    _openai(
+        "v1/responses/retrieve",
+        oa.retrieve_response,
+        schemas.ResponseIdArgs,
+        "A stored response by `response_id` (on the default upstream).",
+        cacheable=False,
+        takes_model=False,
+        openai_routes=("GET /v1/responses/<response_id>",),
+    ),
+    _openai(
+        "v1/responses/delete",
+        oa.delete_response,
+        schemas.ResponseIdArgs,
+        "Delete a stored response by `response_id` (on the default upstream).",
+        cacheable=False,
+        takes_model=False,
+        openai_routes=("DELETE /v1/responses/<response_id>",),
+    ),
+    _openai(
+        "v1/responses/input_items",
+        oa.list_response_input_items,
+        schemas.ResponseInputItemsArgs,
+        "The input items of a stored response by `response_id` (limit, order, after, before).",
+        cacheable=False,
+        takes_model=False,
+        openai_routes=("GET /v1/responses/<response_id>/input_items",),
+    ),
+    _openai(
         "v1/embeddings", oa.create_embedding, schemas.EmbeddingArgs, "Embedding vectors of texts."
     ),
     _openai(

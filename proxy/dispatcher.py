@@ -84,9 +84,10 @@ class Dispatcher:
 
     def open_stream(self, spec: MethodSpec, args: dict) -> UpstreamStream:
         """A `stream: true` call (never cached): its chunks as the upstream sends them."""
+        typed = spec.name in openai_handlers.TYPED_STREAMS  # usage in its last event, always
         options = args.get("stream_options") if isinstance(args.get("stream_options"), dict) else {}
-        wants_usage = options.get("include_usage") is True
-        asked = {**args, "stream_options": {**options, "include_usage": True}}
+        wants_usage = typed or options.get("include_usage") is True
+        asked = args if typed else {**args, "stream_options": {**options, "include_usage": True}}
 
         def first_chunk(client):
             # A member that fails before its first chunk is failed over like any call.
@@ -191,6 +192,8 @@ class UpstreamStream:
             usage = chunk.get("usage")
             if isinstance(usage, dict):
                 self.usage = usage
+            elif isinstance(chunk.get("response"), dict):  # a Responses API event
+                self.usage = token_usage(chunk["response"].get("usage")) or self.usage
             if not self.client_wants_usage:
                 if usage is not None and not chunk.get("choices"):
                     continue  # the usage chunk the client did not ask for
@@ -203,7 +206,7 @@ class UpstreamStream:
 
 
 def _outcome(payload: dict, *, cached: bool, upstream: str | None = None) -> Outcome:
-    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    usage = token_usage(payload.get("usage"))
     code = NO_RESULT if _is_empty_result(payload) else SUCCESS
     return Outcome(code=code, response=payload, cached=cached, usage=usage, upstream=upstream)
 
@@ -214,3 +217,17 @@ def _is_empty_result(payload: dict) -> bool:
         if list_field in payload:
             return payload[list_field] == []
     return False
+
+
+def token_usage(usage) -> dict:
+    """An answer's token usage in chat's names, as usage rows and metrics count it: the
+    Responses API's input and output tokens are the prompt and completion tokens."""
+    if not isinstance(usage, dict):
+        return {}
+    if "input_tokens" not in usage and "output_tokens" not in usage:
+        return usage
+    return {
+        "prompt_tokens": usage.get("input_tokens"),
+        "completion_tokens": usage.get("output_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+    }

@@ -16,6 +16,7 @@ from stub_upstream.resources import (
     images,
     models,
     moderations,
+    responses,
 )
 from stub_upstream.resources.models import MODEL_IDS
 from stub_upstream.state import FileStore, RequestLog, StubOptions, StubState
@@ -28,6 +29,7 @@ RESOURCES = (
     models,
     chat,
     completions,
+    responses,
     embeddings,
     moderations,
     images,

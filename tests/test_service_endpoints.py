@@ -31,7 +31,7 @@ def test_openapi_documents_every_v1_route_of_the_catalog_with_its_verb(spec):
         if verb != "parameters"
     }
     assert documented == {
-        (route.split(" ")[0], route.split(" ")[1].replace("<file_id>", "{file_id}"))
+        (route.split(" ")[0], route.split(" ")[1].replace("<", "{").replace(">", "}"))
         for m in METHODS
         for route in m.openai_routes
     }
