@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from openapi_schema_validator import OAS30Validator
@@ -337,3 +338,19 @@ def test_health_is_degraded_not_down_when_redis_is_unreachable(make_app):
         "unreachable",
     )
     assert report["cache"]["state"] == "unreachable"
+
+
+def test_api_methods_lists_the_responses_methods_with_their_v1_paths(client):
+    listed = {entry["method"]: entry for entry in client.get("/api/methods").get_json()["methods"]}
+    assert {name: listed[name]["openai_routes"] for name in listed if "responses" in name} == {
+        "v1/responses": ["POST /v1/responses"],
+        "v1/responses/retrieve": ["GET /v1/responses/{response_id}"],
+        "v1/responses/delete": ["DELETE /v1/responses/{response_id}"],
+        "v1/responses/input_items": ["GET /v1/responses/{response_id}/input_items"],
+    }
+    assert listed["v1/responses"]["o_args_schema"]["required"] == ["input"]
+
+
+def test_docs_methods_md_has_a_row_for_every_catalog_method():
+    table = (Path(__file__).resolve().parent.parent / "docs" / "methods.md").read_text()
+    assert [m.name for m in METHODS if f"| `{m.name}` |" not in table] == []
