@@ -183,7 +183,8 @@ def _with_history(chats, account: Account, conversation, args: dict):
 
 
 def _open_stream(dispatcher, record: Record, spec: MethodSpec, args: dict, remember):
-    stream = dispatcher.open_stream(spec, args)  # failed over until a member's first chunk
+    # Failed over until a member's first chunk.
+    stream = dispatcher.open_stream(spec, args, account_id=record.account.id)
     chunks = iter(stream)
     first = _next_chunk(chunks, record)  # the upstream's refusal surfaces here, before any byte
     events = _stream_events(stream, chunks, first, record, remember)

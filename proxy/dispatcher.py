@@ -6,10 +6,12 @@ No Flask here: the doors (proxy/doors/) hand in plain values and gets an Outcome
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from proxy import response_owners
 from proxy.arguments import ArgumentRules
 from proxy.cache import AnswerCache, TieredCache, canonical_key
 from proxy.catalog import MethodSpec, find_method
@@ -21,6 +23,7 @@ from proxy.errors import (
 )
 from proxy.failover import Failover
 from proxy.handlers import openai as openai_handlers
+from proxy.response_owners import ResponseOwners
 from proxy.uploads import cache_safe
 from proxy.upstream_health import UpstreamHealth
 from proxy.upstreams import UpstreamRouter
@@ -58,6 +61,7 @@ class Dispatcher:
         files=None,  # proxy.files.FileOwners, for the v1/files methods
         failover: Failover | None = None,  # a pool's failover (default: in-process health)
         platforms: Mapping[str, object] | None = None,  # catalog.PLATFORM_CLIENTS, built
+        response_owners: ResponseOwners | None = None,  # whose each stored response is
     ):
         self.router = router
         self.failover = failover or Failover(router, UpstreamHealth())
@@ -67,6 +71,7 @@ class Dispatcher:
         self.jobs = jobs
         self.files = files
         self.platforms = dict(platforms or {})
+        self.response_owners = response_owners
 
     def lookup(self, method: str, platform: str | None) -> MethodSpec:
         spec = find_method(method)
@@ -82,7 +87,7 @@ class Dispatcher:
         spec = self.lookup(call.method, call.platform)
         return self.execute(spec, self.arguments.validate(spec, call.o_args), call)
 
-    def open_stream(self, spec: MethodSpec, args: dict) -> UpstreamStream:
+    def open_stream(self, spec: MethodSpec, args: dict, account_id: int = 0) -> UpstreamStream:
         """A `stream: true` call (never cached): its chunks as the upstream sends them."""
         typed = spec.name in openai_handlers.TYPED_STREAMS  # usage in its last event, always
         options = args.get("stream_options") if isinstance(args.get("stream_options"), dict) else {}
@@ -96,21 +101,44 @@ class Dispatcher:
             return chunks, first
 
         member, (chunks, first) = self.failover.call(args.get("model"), first_chunk)
+        owners = self.response_owners if spec.name == response_owners.CREATE else None
         return UpstreamStream(
-            chunks, client_wants_usage=wants_usage, first=first, upstream=member.name
+            chunks,
+            client_wants_usage=wants_usage,
+            first=first,
+            upstream=member.name,
+            created=None if owners is None else functools.partial(owners.record, account_id),
         )
 
     def execute(self, spec: MethodSpec, args: dict, call: Call) -> Outcome:
         """Answer validated `args` (from ArgumentRules) from the cache, the upstream, or the
         gateway itself."""
         served: list[str] = []  # the member that answered, when one did
+        self._check_owner(spec, args, call)
         upstream_url, answer = self._answerer(spec, args, call, served)
         if not (call.use_cache and spec.cacheable):
             payload, _ = answer()
-            return _outcome(payload, cached=False, upstream=served[-1] if served else None)
-        key = self._cache_key(spec, args, call, upstream_url)
-        payload, hit = self.cache.get_or_compute(key, answer)
-        return _outcome(payload, cached=hit, upstream=served[-1] if served and not hit else None)
+            outcome = _outcome(payload, cached=False, upstream=served[-1] if served else None)
+        else:
+            key = self._cache_key(spec, args, call, upstream_url)
+            payload, hit = self.cache.get_or_compute(key, answer)
+            upstream = served[-1] if served and not hit else None
+            outcome = _outcome(payload, cached=hit, upstream=upstream)
+        self._note_owner(spec, args, call, outcome.response)
+        return outcome
+
+    def _check_owner(self, spec: MethodSpec, args: dict, call: Call) -> None:
+        """A stored response is reached by the account that created it only."""
+        if self.response_owners is not None and spec.name in response_owners.READS:
+            self.response_owners.check(call.account_id, args["response_id"])
+
+    def _note_owner(self, spec: MethodSpec, args: dict, call: Call, payload) -> None:
+        if self.response_owners is None or not isinstance(payload, Mapping):
+            return
+        if spec.name == response_owners.CREATE:
+            self.response_owners.record(call.account_id, payload.get("id"))
+        elif spec.name == "v1/responses/delete":
+            self.response_owners.forget(args["response_id"])
 
     def cached_outcome(self, spec: MethodSpec, args: dict, call: Call) -> Outcome | None:
         """The cache's answer to validated `args`, if it holds one; None otherwise (nothing
@@ -179,12 +207,14 @@ class UpstreamStream:
         client_wants_usage: bool,
         first: dict | None = None,
         upstream: str | None = None,
+        created: Callable[[str], None] | None = None,  # told a Responses stream's response id
     ):
         self._chunks = chunks
         self._first = first  # read while picking the member: none reached the client yet
         self.client_wants_usage = client_wants_usage
         self.usage: dict = {}
         self.upstream = upstream
+        self._created = created
 
     def __iter__(self) -> Iterator[dict]:
         head = [] if self._first is None else [self._first]
@@ -194,6 +224,8 @@ class UpstreamStream:
                 self.usage = usage
             elif isinstance(chunk.get("response"), dict):  # a Responses API event
                 self.usage = token_usage(chunk["response"].get("usage")) or self.usage
+                if self._created is not None and chunk.get("type") == "response.created":
+                    self._created(chunk["response"].get("id"))
             if not self.client_wants_usage:
                 if usage is not None and not chunk.get("choices"):
                     continue  # the usage chunk the client did not ask for

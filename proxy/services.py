@@ -26,6 +26,7 @@ from proxy.handlers.gateway import generate_for_job
 from proxy.jobs import ImageJobs
 from proxy.metering import Meter
 from proxy.metrics import ModelLabels
+from proxy.response_owners import ResponseOwners
 from proxy.running import RunningCalls
 from proxy.sealing import SecretSealer
 from proxy.upstream_health import UpstreamHealth
@@ -134,6 +135,7 @@ def _dispatcher(
             max_running=config["JOB_MAX_RUNNING"],
         ),
         files=FileOwners(engine),
+        response_owners=ResponseOwners(engine),
         failover=failover,
     )
 

@@ -44,6 +44,7 @@ CATALOG_RESOURCES = (
     "images",
     "audio",
     "files",
+    "responses",
 )
 
 # Names of the upstreams from OPENAI_BASE_URL (or the stub); a file upstream may not take them.

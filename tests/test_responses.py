@@ -8,6 +8,7 @@ import json
 from sqlalchemy import select
 
 from proxy import storage
+from tests.conftest import create_account
 
 
 def usage_row(app, last_id: str):
@@ -100,10 +101,54 @@ def test_a_response_id_that_is_not_one_is_4003_before_any_upstream_call(call, st
 def test_an_unknown_response_is_an_openai_404_on_v1(client, account):
     response = client.get("/v1/responses/resp_nothing", headers=bearer(account))
     assert response.status_code == 404
-    assert response.get_json()["error"]["upstream_error"]["param"] == "response_id"
+    assert response.get_json()["error"]["code"] == "4003"
+    assert (
+        "resp_nothing is not a response of this account" in response.get_json()["error"]["message"]
+    )
 
 
 def test_responses_without_input_name_the_field(call):
     envelope = call("v1/responses", {"model": "gpt-4o-mini"})
     assert envelope["error_code"] == "4003"
     assert "_o_args.input" in envelope["reason"]
+
+
+def test_another_accounts_response_is_not_found_without_an_upstream_call(
+    client, runner, account, stub
+):
+    created = client.post("/v1/responses", json={"input": "mine"}, headers=bearer(account))
+    response_id = created.get_json()["id"]
+    other = create_account(runner, "other")
+    stub.reset()
+    for verb, path in (
+        ("get", f"/v1/responses/{response_id}"),
+        ("get", f"/v1/responses/{response_id}/input_items"),
+        ("delete", f"/v1/responses/{response_id}"),
+    ):
+        refused = getattr(client, verb)(path, headers=bearer(other))
+        assert refused.status_code == 404, path
+        assert refused.get_json()["error"]["code"] == "4003"
+        assert "is not a response of this account" in refused.get_json()["error"]["message"]
+    assert stub.requests_seen() == []
+    assert client.get(f"/v1/responses/{response_id}", headers=bearer(account)).status_code == 200
+
+
+def test_a_streamed_response_is_its_accounts_own(client, runner, account):
+    body = client.post(
+        "/v1/responses", json={"input": "streamed", "stream": True}, headers=bearer(account)
+    ).get_data(as_text=True)
+    first = json.loads(body.split("\n\n")[0].split("\n")[1][len("data: ") :])
+    response_id = first["response"]["id"]
+    other = create_account(runner, "other")
+    assert client.get(f"/v1/responses/{response_id}", headers=bearer(other)).status_code == 404
+    assert client.get(f"/v1/responses/{response_id}", headers=bearer(account)).status_code == 200
+
+
+def test_a_deleted_response_is_forgotten(call, stub):
+    response_id = call("v1/responses", {"input": "bye"})["response"]["id"]
+    assert call("v1/responses/delete", {"response_id": response_id})["error_code"] == "0000"
+    stub.reset()
+    envelope = call("v1/responses/retrieve", {"response_id": response_id})
+    assert envelope["error_code"] == "4003"
+    assert "is not a response of this account" in envelope["reason"]
+    assert stub.requests_seen() == []
