@@ -240,6 +240,11 @@ VALID_ARGS = {
     "v1/files/delete": {"file_id": "file-hostile"},
     "v1/files/content": {"file_id": "file-hostile"},
     "images/get": {"imgid": "1"},
+    "v1/responses": {"input": "hostile"},
+    "v1/responses/retrieve": {"response_id": "resp_hostile"},
+    "v1/responses/delete": {"response_id": "resp_hostile"},
+    "v1/responses/input_items": {"response_id": "resp_hostile"},
+    "feishu/auth": {},
 }
 # Not images/submit here: its job calls the stub from a background thread, after the call
 # that submitted it, and would be counted against a later call (it has its own test).
