@@ -108,6 +108,9 @@ class Config:
         # Upstream: empty OPENAI_BASE_URL means the bundled stub upstream (make run starts it).
         self.OPENAI_BASE_URL = env("OPENAI_BASE_URL", "")
         self.OPENAI_API_KEY = env("OPENAI_API_KEY", "")
+        # "chat": the default upstream speaks chat completions only, and v1/responses is
+        # translated to it (text only, docs/methods.md); "native": it serves /responses.
+        self.OPENAI_RESPONSES_API = env("OPENAI_RESPONSES_API", "native")
         self.UPSTREAM_TIMEOUT_SECONDS = _env_float(
             "UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS
         )

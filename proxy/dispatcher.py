@@ -23,6 +23,7 @@ from proxy.errors import (
 )
 from proxy.failover import Failover
 from proxy.handlers import openai as openai_handlers
+from proxy.handlers import responses_via_chat
 from proxy.response_owners import ResponseOwners
 from proxy.uploads import cache_safe
 from proxy.upstream_health import UpstreamHealth
@@ -94,9 +95,14 @@ class Dispatcher:
         wants_usage = typed or options.get("include_usage") is True
         asked = args if typed else {**args, "stream_options": {**options, "include_usage": True}}
 
+        via_chat = self._responses_via_chat(spec, args)
+
         def first_chunk(client):
             # A member that fails before its first chunk is failed over like any call.
-            chunks = openai_handlers.stream_chunks(client, spec.name, asked)
+            if via_chat:
+                chunks = responses_via_chat.stream_events(client, asked)
+            else:
+                chunks = openai_handlers.stream_chunks(client, spec.name, asked)
             first = next(chunks, None)
             return chunks, first
 
@@ -169,13 +175,24 @@ class Dispatcher:
 
             return self._upstream_url(spec, args), call_platform
         model = args.get("model")
+        handler = (
+            responses_via_chat.create_response
+            if self._responses_via_chat(spec, args)
+            else spec.handler
+        )
 
         def call_upstream() -> tuple[dict, bool]:
-            member, payload = self.failover.call(model, lambda client: spec.handler(client, args))
+            member, payload = self.failover.call(model, lambda client: handler(client, args))
             served.append(member.name)
             return payload, True
 
         return self.router.route_model(model).base_url, call_upstream
+
+    def _responses_via_chat(self, spec: MethodSpec, args: dict) -> bool:
+        """A v1/responses call to a pool that speaks chat completions only."""
+        if spec.name != response_owners.CREATE:
+            return False
+        return self.router.route_model(args.get("model")).responses_via_chat
 
     def _upstream_url(self, spec: MethodSpec, args: dict) -> str:
         """Whom the call goes to, as the cache key names it."""
