@@ -108,6 +108,9 @@ class Config:
         # Upstream: empty OPENAI_BASE_URL means the bundled stub upstream (make run starts it).
         self.OPENAI_BASE_URL = env("OPENAI_BASE_URL", "")
         self.OPENAI_API_KEY = env("OPENAI_API_KEY", "")
+        # "chat": the default upstream speaks chat completions only, and v1/responses is
+        # translated to it (text only, docs/methods.md); "native": it serves /responses.
+        self.OPENAI_RESPONSES_API = env("OPENAI_RESPONSES_API", "native")
         self.UPSTREAM_TIMEOUT_SECONDS = _env_float(
             "UPSTREAM_TIMEOUT_SECONDS", UPSTREAM_TIMEOUT_SECONDS
         )
@@ -126,9 +129,19 @@ class Config:
         self.UPSTREAM_COOLDOWN_FAILURES = _env_int("UPSTREAM_COOLDOWN_FAILURES", 3)
         self.UPSTREAM_COOLDOWN_WINDOW_SECONDS = _env_float("UPSTREAM_COOLDOWN_WINDOW_SECONDS", 30.0)
         self.UPSTREAM_COOLDOWN_SECONDS = _env_float("UPSTREAM_COOLDOWN_SECONDS", 30.0)
+        # The Feishu platform (feishu/auth, docs/methods.md): empty FEISHU_BASE_URL means the
+        # bundled stub and its app; the app's secret never comes from a client.
+        self.FEISHU_BASE_URL = env("FEISHU_BASE_URL", "")
+        self.FEISHU_APP_ID = env("FEISHU_APP_ID", "")
+        self.FEISHU_APP_SECRET = env("FEISHU_APP_SECRET", "")
+        # A tenant token is asked for again this long before Feishu's `expire`.
+        self.FEISHU_TOKEN_MARGIN_SECONDS = _env_int("FEISHU_TOKEN_MARGIN_SECONDS", 300)
         # The model used when `_o_args` names none (the seed's own example sends no model).
         self.DEFAULT_MODELS = {
             "v1/chat/completions": env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),
+            # The Responses API answers as chat does: the chat model unless set apart.
+            "v1/responses": env("DEFAULT_RESPONSES_MODEL", "")
+            or env("DEFAULT_CHAT_MODEL", "gpt-4o-mini"),
             "v1/completions": env("DEFAULT_COMPLETION_MODEL", "gpt-3.5-turbo-instruct"),
             "v1/embeddings": env("DEFAULT_EMBEDDING_MODEL", "text-embedding-3-small"),
             "v1/moderations": env("DEFAULT_MODERATION_MODEL", "omni-moderation-latest"),

@@ -112,7 +112,7 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
     if account.api_key is not None:
         account.api_key.check_address(record.context.client_ip)
     spec = gateway.dispatcher.lookup(call.method, call.platform)
-    record.method = spec.name
+    record.method, record.platform = spec.name, spec.platform
     _check_enabled(gateway, spec, account)
     args, o_args, conversation = gateway.arguments.read(spec, call.o_args, call.files)
     record.upstream, record.model = _upstream_name(gateway, spec, args), args.get("model")
@@ -165,6 +165,8 @@ def _upstream_name(gateway, spec: MethodSpec, args: Mapping) -> str:
     answers itself."""
     if spec.in_gateway:
         return ""
+    if spec.platform in gateway.dispatcher.platforms:
+        return spec.platform
     return gateway.dispatcher.router.route_model(args.get("model")).name
 
 
@@ -191,7 +193,8 @@ def _with_history(chats, account: Account, conversation, args: dict):
 
 
 def _open_stream(dispatcher, record: Record, spec: MethodSpec, args: dict, remember):
-    stream = dispatcher.open_stream(spec, args)  # failed over until a member's first chunk
+    # Failed over until a member's first chunk.
+    stream = dispatcher.open_stream(spec, args, account_id=record.account.id)
     chunks = iter(stream)
     first = _next_chunk(chunks, record)  # the upstream's refusal surfaces here, before any byte
     events = _stream_events(stream, chunks, first, record, remember)

@@ -10,6 +10,7 @@ from marshmallow import Schema
 
 from proxy import schemas
 from proxy.handlers import anthropic as anthropic_handlers
+from proxy.handlers import feishu as feishu_handlers
 from proxy.handlers import gateway as gateway_handlers
 from proxy.handlers import openai as openai_handlers
 
@@ -70,6 +71,39 @@ METHODS: tuple[MethodSpec, ...] = (
         schemas.EditArgs,
         "Edit a text by an instruction (retired upstream: answered by a chat call, in the "
         "classic edits shape).",
+    ),
+    _openai(
+        "v1/responses",
+        oa.create_response,
+        schemas.ResponseCreateArgs,
+        "Responses API: answer an input (text or items), as client.responses.create.",
+    ),
+    _openai(
+        "v1/responses/retrieve",
+        oa.retrieve_response,
+        schemas.ResponseIdArgs,
+        "A stored response by `response_id` (on the default upstream).",
+        cacheable=False,
+        takes_model=False,
+        openai_routes=("GET /v1/responses/<response_id>",),
+    ),
+    _openai(
+        "v1/responses/delete",
+        oa.delete_response,
+        schemas.ResponseIdArgs,
+        "Delete a stored response by `response_id` (on the default upstream).",
+        cacheable=False,
+        takes_model=False,
+        openai_routes=("DELETE /v1/responses/<response_id>",),
+    ),
+    _openai(
+        "v1/responses/input_items",
+        oa.list_response_input_items,
+        schemas.ResponseInputItemsArgs,
+        "The input items of a stored response by `response_id` (limit, order, after, before).",
+        cacheable=False,
+        takes_model=False,
+        openai_routes=("GET /v1/responses/<response_id>/input_items",),
     ),
     _openai(
         "v1/embeddings", oa.create_embedding, schemas.EmbeddingArgs, "Embedding vectors of texts."
@@ -191,7 +225,22 @@ METHODS: tuple[MethodSpec, ...] = (
         "answered by a chat upstream (docs/anthropic-door.md).",
         streams_as=anthropic_handlers.stream_as_chat,
     ),
+    MethodSpec(
+        "feishu/auth",
+        feishu_handlers.PLATFORM,
+        feishu_handlers.tenant_access_token,
+        schemas.FeishuAuthArgs,
+        cacheable=False,  # the token is kept by the handler, for every account alike
+        charged=True,
+        summary="Feishu: the gateway app's tenant_access_token and the seconds it has left "
+        "(`expire`); the app id and secret are the gateway's, never the client's.",
+        takes_model=False,
+    ),
 )
+
+# The platforms other than openai: each handler module's client, built once per app from the
+# config and the answer cache's shared store (proxy/services.py); their handlers take it.
+PLATFORM_CLIENTS: dict[str, Callable] = {feishu_handlers.PLATFORM: feishu_handlers.connect}
 
 CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in METHODS}
 PLATFORMS: frozenset[str] = frozenset(spec.platform for spec in METHODS)

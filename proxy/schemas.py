@@ -165,6 +165,38 @@ class SpeechArgs(_UpstreamArgs):
     speed = fields.Float(validate=validate.Range(min=0.25, max=4.0))
 
 
+class ResponseCreateArgs(_UpstreamArgs):
+    """v1/responses: the Responses API's arguments pass through (tools, instructions, ...)."""
+
+    input = fields.Raw(
+        required=True,
+        metadata={"description": "Text, or a list of input items (messages), as OpenAI takes."},
+    )
+    stream = fields.Boolean(metadata={"description": _STREAM_DESCRIPTION})
+
+
+# A response id goes into the upstream's path: letters, digits, _ and - only.
+RESPONSE_ID = re.compile(r"resp_[A-Za-z0-9_-]{1,128}\Z")
+
+
+class ResponseIdArgs(Schema):
+    class Meta:
+        unknown = RAISE  # a GET or DELETE upstream: no body to carry others
+
+    response_id = fields.String(
+        required=True,
+        validate=validate.Regexp(RESPONSE_ID, error="must be a response id: resp_..."),
+        metadata={"pattern": "^resp_[A-Za-z0-9_-]{1,128}$"},
+    )
+
+
+class ResponseInputItemsArgs(ResponseIdArgs):
+    limit = fields.Integer(validate=validate.Range(min=1, max=100))
+    order = fields.String(validate=validate.OneOf(["asc", "desc"]))
+    after = fields.String(validate=validate.Length(min=1, max=200))
+    before = fields.String(validate=validate.Length(min=1, max=200))
+
+
 # \Z, not $: $ also matches before a trailing newline ("file-abc\n" would pass).
 FILE_ID = re.compile(r"file-[A-Za-z0-9_-]{1,64}\Z")
 _FILE_ID = validate.Regexp(FILE_ID, error="must be a file id: file-...")
@@ -272,3 +304,13 @@ class MessagesArgs(Schema):
             chat_arguments(data)
         except ValueError as refused:
             raise ValidationError(str(refused)) from None
+
+
+# The Feishu platform (proxy/handlers/feishu.py).
+
+
+class FeishuAuthArgs(Schema):
+    """feishu/auth takes nothing: the app id and secret are the gateway's configuration."""
+
+    class Meta:
+        unknown = RAISE

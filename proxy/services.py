@@ -17,6 +17,7 @@ from proxy.accounts import AccountStore
 from proxy.api_states import ApiStates
 from proxy.arguments import ArgumentRules
 from proxy.cache import AnswerCache, TieredCache
+from proxy.catalog import PLATFORM_CLIENTS
 from proxy.chats import ChatMemory
 from proxy.dispatcher import Dispatcher
 from proxy.failover import Failover
@@ -26,6 +27,7 @@ from proxy.jobs import ImageJobs
 from proxy.metering import Meter
 from proxy.metrics import ModelLabels
 from proxy.prices import PriceTable
+from proxy.response_owners import ResponseOwners
 from proxy.running import RunningCalls
 from proxy.sealing import SecretSealer
 from proxy.upstream_health import UpstreamHealth
@@ -129,7 +131,9 @@ def _dispatcher(
         attempts=config["UPSTREAM_FAILOVER_ATTEMPTS"],
         deadline_seconds=config["UPSTREAM_DEADLINE_SECONDS"],
     )
+    store = cache.shared.store if isinstance(cache, TieredCache) else None
     return Dispatcher(
+        platforms={name: connect(config, store) for name, connect in PLATFORM_CLIENTS.items()},
         router=router,
         cache=cache,
         arguments=arguments,
@@ -142,6 +146,7 @@ def _dispatcher(
             max_running=config["JOB_MAX_RUNNING"],
         ),
         files=FileOwners(engine),
+        response_owners=ResponseOwners(engine),
         failover=failover,
     )
 

@@ -197,6 +197,16 @@ file_owners = Table(
     sqlite_autoincrement=True,
 )
 
+# Responses (the Responses API) created through the gateway and the account that created each:
+# the upstream stores every account's responses under the one key, as it does files.
+response_owners = Table(
+    "response_owners",
+    metadata,
+    Column("response_id", String(200), primary_key=True),
+    Column("account_id", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
 # Conversation memory (chat_id): the messages of each account's conversations, in order.
 chat_messages = Table(
     "chat_messages",

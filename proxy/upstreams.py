@@ -44,6 +44,7 @@ CATALOG_RESOURCES = (
     "images",
     "audio",
     "files",
+    "responses",
 )
 
 # Names of the upstreams from OPENAI_BASE_URL (or the stub); a file upstream may not take them.
@@ -62,7 +63,10 @@ _FIELDS = (
     "timeout_seconds",
     "max_retries",
     "headers",
+    "responses",
 )
+# How an upstream answers v1/responses: its own /responses, or chat completions translated.
+RESPONSES_MODES = ("native", "chat")
 _REQUIRED = ("name", "base_url", "models")
 
 
@@ -80,6 +84,8 @@ class Upstream:
     # A pool picks among its healthy members of the lowest priority, by weight.
     weight: float = 1
     priority: int = 0
+    # It speaks chat completions only: v1/responses is translated (handlers/responses_via_chat).
+    responses_via_chat: bool = False
 
     def matches(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.patterns)
@@ -127,6 +133,9 @@ class UpstreamRouter:
             api_key=api_key or "unset",
             timeout_seconds=config["UPSTREAM_TIMEOUT_SECONDS"],
             max_retries=config["UPSTREAM_MAX_RETRIES"],
+            responses_via_chat=_checked_responses_mode(
+                config.get("OPENAI_RESPONSES_API") or "native", "OPENAI_RESPONSES_API"
+            ),
         )
         path = config.get("UPSTREAMS_FILE", "")
         upstreams = (
@@ -333,6 +342,7 @@ def _parse_upstream(
     )
     weight, priority = _checked_pool_place(table, where)
     headers = _checked_headers(table.get("headers", {}), where)
+    via_chat = _checked_responses_mode(table.get("responses", "native"), f"{where}: responses")
     return [
         Upstream(
             name=name if "api_key_envs" not in table else f"{name}#{number}",
@@ -344,6 +354,7 @@ def _parse_upstream(
             headers=headers,
             weight=weight,
             priority=priority,
+            responses_via_chat=via_chat,
         )
         for number, api_key in enumerate(api_keys, start=1)
     ]
@@ -420,6 +431,16 @@ def _checked_api_keys(table: dict, where: str, environ: Mapping[str, str]) -> li
             'variable names, e.g. api_key_envs = ["KEY_A", "KEY_B"]'
         )
     return [_checked_api_key(name, where, environ) for name in names]
+
+
+def _checked_responses_mode(mode, where: str) -> bool:
+    """Whether v1/responses is translated to chat completions for this upstream."""
+    if mode not in RESPONSES_MODES:
+        raise ValueError(
+            f'{where} must be "native" (the upstream serves /responses) or "chat" (it '
+            "speaks chat completions only: text responses are translated)"
+        )
+    return mode == "chat"
 
 
 def _checked_pool_place(table: dict, where: str) -> tuple[float, int]:

@@ -34,15 +34,18 @@ class UsageRecord:
 
 def token_usage(usage) -> dict:
     """An answer's token counts as the usage rows name them (OpenAI's prompt, completion and
-    total tokens); Anthropic's input and output tokens (a v1/messages Message) are read as
-    prompt and completion tokens. {} when the answer has no usage object."""
+    total tokens); the input and output tokens of an Anthropic Message (v1/messages) or a
+    Responses API answer are read as prompt and completion tokens. {} when the answer has no
+    usage object."""
     if not isinstance(usage, dict):
         return {}
-    if "prompt_tokens" in usage or "input_tokens" not in usage:
+    if "prompt_tokens" in usage or ("input_tokens" not in usage and "output_tokens" not in usage):
         return usage
     prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
     counts = {"prompt_tokens": prompt, "completion_tokens": completion}
-    if isinstance(prompt, int) and isinstance(completion, int):
+    if isinstance(usage.get("total_tokens"), int):  # the Responses API reports it
+        counts["total_tokens"] = usage["total_tokens"]
+    elif isinstance(prompt, int) and isinstance(completion, int):
         counts["total_tokens"] = prompt + completion
     return counts
 

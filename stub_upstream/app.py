@@ -11,10 +11,12 @@ from stub_upstream.resources import (
     completions,
     control,
     embeddings,
+    feishu,
     files,
     images,
     models,
     moderations,
+    responses,
 )
 from stub_upstream.resources.models import MODEL_IDS
 from stub_upstream.state import FileStore, RequestLog, StubOptions, StubState
@@ -23,7 +25,19 @@ MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 DEFAULT_OWNED_BY = "stub"
 
 #: Every blueprint the stub serves, registered in this order.
-RESOURCES = (models, chat, completions, embeddings, moderations, images, audio, files, control)
+RESOURCES = (
+    models,
+    chat,
+    completions,
+    responses,
+    embeddings,
+    moderations,
+    images,
+    audio,
+    files,
+    feishu,
+    control,
+)
 
 
 def _model_ids(models: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -73,6 +73,8 @@ def record_and_authenticate() -> Response | None:
     )
     if request.url_rule is None:
         return None  # routing raises 404/405 next
+    if not request.path.startswith("/v1/"):
+        return None  # Feishu's token endpoint: the app id and secret in the body are the key
     scheme, _, key = request.headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return openai_error(401, NO_API_KEY, code="invalid_api_key")

@@ -43,6 +43,9 @@ def make_app(tmp_path, stub):
                 "CACHE_DIR": str(tmp_path / f"answers{len(built)}"),
                 "OPENAI_BASE_URL": stub.base_url,
                 "OPENAI_API_KEY": "sk-upstream-secret",
+                "FEISHU_BASE_URL": stub.url,  # the stub's Feishu, with its app (stub_upstream)
+                "FEISHU_APP_ID": "cli_stub_app",
+                "FEISHU_APP_SECRET": "stub-app-secret",
                 "UPSTREAM_TIMEOUT_SECONDS": UPSTREAM_TIMEOUT,
                 "UPSTREAM_MAX_RETRIES": 0,
                 "ACCOUNT_SEALING_KEY": SEALING_KEY,

@@ -322,3 +322,50 @@ def test_a_chat_id_second_turn_through_the_sdk_reaches_the_upstream_with_the_fir
         {"role": "user", "content": "what is my name?"},
     ]
     assert "chatId" not in sent and "customUid" not in sent
+
+
+def test_responses_create_through_the_sdk_answers_and_is_metered_with_its_tokens(gateway):
+    account = gateway.flask_json("accounts", "create", "responses-plain")
+    response = sdk(gateway, account).responses.create(model="gpt-4o-mini", input="hello there")
+    assert response.output_text == "stub reply: hello there"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (2, 4)
+    report = gateway.flask_json("usage", account["key"])
+    assert (report["charged"], report["by_code"]) == (1, {"0000": 1})
+    assert report["tokens"] == {"prompt": 2, "completion": 4, "total": 6}
+
+
+def test_responses_create_streamed_through_the_sdk_passes_the_typed_events_and_is_metered(
+    gateway,
+):
+    account = gateway.flask_json("accounts", "create", "responses-stream")
+    events = list(
+        sdk(gateway, account).responses.create(model="gpt-4o-mini", input="a b c", stream=True)
+    )
+    types = [event.type for event in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "stub reply: a b c" == events[-1].response.output_text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    report = gateway.flask_json("usage", account["key"])
+    assert (report["charged"], report["by_code"]) == (1, {"0000": 1})
+    assert report["tokens"] == {"prompt": 3, "completion": 5, "total": 8}
+
+
+def test_a_responses_stream_reaches_the_client_event_by_event(client):
+    started = time.perf_counter()
+    arrivals = []
+    for _ in client.responses.create(model="stub-stream-slow", input=SLOW_WORDS, stream=True):
+        arrivals.append(time.perf_counter() - started)
+    # the upstream spaces its events 0.5 s apart: the first arrives seconds before the last
+    assert arrivals[-1] - arrivals[0] > 2.0, arrivals
+
+
+def test_a_stored_response_is_retrieved_listed_and_deleted_through_the_sdk(client):
+    created = client.responses.create(model="gpt-4o-mini", input="keep me")
+    assert client.responses.retrieve(created.id).output_text == "stub reply: keep me"
+    items = client.responses.input_items.list(created.id, limit=5)
+    assert [item.content[0].text for item in items.data] == ["keep me"]
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)

@@ -44,6 +44,13 @@ echo json_encode($out, JSON_UNESCAPED_UNICODE);
 """.replace("__DECODER__", XML_DECODER_PHP)
 
 
+# The same client asking the Feishu platform for its tenant token (no _o_args).
+FEISHU_PHP_CLIENT = PHP_CLIENT.replace("'/openai/custom/?key='", "'/feishu/custom/?key='").replace(
+    "&method=v1/chat/completions&result_type=' . $type . '&_o_args=' . urlencode($args)",
+    "&method=feishu/auth&result_type=' . $type",
+)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, stub):
     workdir = tmp_path_factory.mktemp("served")
@@ -72,6 +79,22 @@ def test_php_curl_client_reads_the_same_envelope_in_all_five_formats(served):
         assert envelope["response"] == first["response"], result_type
         assert envelope["call_args"]["result_type"] == result_type
         assert envelope["error_code"] == "0000"
+
+
+def test_php_curl_client_gets_a_feishu_token_through_feishu_custom_in_all_five_formats(served):
+    account = served["account"]
+    done = run_php(FEISHU_PHP_CLIENT, b"", served["base"], account["key"], account["secret"])
+    assert done.returncode == 0, done.stderr.decode()
+    decoded = json.loads(done.stdout)
+    assert list(decoded) == ["json", "jsonu", "serialize", "var_export", "xml"]
+    token = decoded["json"]["response"]["tenant_access_token"]
+    assert token.startswith("t-stub-")
+    for result_type, envelope in decoded.items():
+        assert envelope["error_code"] == "0000", (result_type, envelope)
+        assert envelope["api_type"] == "feishu", result_type
+        assert envelope["response"]["tenant_access_token"] == token, result_type  # kept once
+        assert 7200 - 300 - 60 <= envelope["response"]["expire"] <= 7200, result_type
+        assert envelope["call_args"]["result_type"] == result_type
 
 
 def test_var_export_answer_passes_php_lint(served, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from openapi_schema_validator import OAS30Validator
@@ -31,7 +32,7 @@ def test_openapi_documents_every_v1_route_of_the_catalog_and_the_messages_door(s
         if verb != "parameters"
     }
     assert documented == {
-        (route.split(" ")[0], route.split(" ")[1].replace("<file_id>", "{file_id}"))
+        (route.split(" ")[0], route.split(" ")[1].replace("<", "{").replace(">", "}"))
         for m in METHODS
         for route in m.openai_routes
     } | {("POST", "/v1/messages")}  # the Anthropic door's (proxy/doors/anthropic.py)
@@ -305,7 +306,7 @@ def test_health_is_503_when_database_is_gone(app, client, monkeypatch):
 def test_root_lists_endpoints(client):
     info = client.get("/").get_json()
     assert "/api" in info["endpoints"] and "/v1/messages" in info["endpoints"]
-    assert info["platforms"] == ["anthropic", "openai"]
+    assert info["platforms"] == ["anthropic", "feishu", "openai"]
 
 
 def test_health_reports_redis_and_the_redis_cache_when_configured(make_app, redis_server, stub):
@@ -338,3 +339,19 @@ def test_health_is_degraded_not_down_when_redis_is_unreachable(make_app):
         "unreachable",
     )
     assert report["cache"]["state"] == "unreachable"
+
+
+def test_api_methods_lists_the_responses_methods_with_their_v1_paths(client):
+    listed = {entry["method"]: entry for entry in client.get("/api/methods").get_json()["methods"]}
+    assert {name: listed[name]["openai_routes"] for name in listed if "responses" in name} == {
+        "v1/responses": ["POST /v1/responses"],
+        "v1/responses/retrieve": ["GET /v1/responses/{response_id}"],
+        "v1/responses/delete": ["DELETE /v1/responses/{response_id}"],
+        "v1/responses/input_items": ["GET /v1/responses/{response_id}/input_items"],
+    }
+    assert listed["v1/responses"]["o_args_schema"]["required"] == ["input"]
+
+
+def test_docs_methods_md_has_a_row_for_every_catalog_method():
+    table = (Path(__file__).resolve().parent.parent / "docs" / "methods.md").read_text()
+    assert [m.name for m in METHODS if f"| `{m.name}` |" not in table] == []

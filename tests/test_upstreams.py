@@ -283,7 +283,7 @@ INVALID_FIELDS = [
         {"timeout": "10"},
         "UPSTREAMS_FILE FILE: [[upstream]] #1 'qwen': unknown field 'timeout'; known "
         "fields: name, base_url, api_key_env, api_key_envs, models, weight, priority, "
-        "timeout_seconds, max_retries, headers",
+        "timeout_seconds, max_retries, headers, responses",
     ),
     (
         {"api_key": '"sk-in-the-file"'},

@@ -128,14 +128,21 @@ def render(result: CallResult | StreamingCall, context: CallContext) -> Response
 
 def openai_events(streaming: StreamingCall) -> Iterator[str]:
     """OpenAI's stream: `data: <chunk>` per chunk, an error object if the upstream broke off,
-    then `data: [DONE]`."""
+    then `data: [DONE]`. A typed event (the Responses API's) also names its type in an
+    `event:` line, and such a stream ends with its last event, without [DONE], as OpenAI's."""
+    typed = False
     for kind, value in streaming.events:
         if kind == "chunk":
+            event_type = value.get("type") if isinstance(value, dict) else None
+            if isinstance(event_type, str):
+                typed = True
+                yield f"event: {event_type}\n"
             yield f"data: {json.dumps(value, ensure_ascii=False)}\n\n"
         elif value.code not in ANSWERED_CODES:
             error = json.loads(error_answer(value).get_data(as_text=True))
             yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
-    yield "data: [DONE]\n\n"
+    if not typed:
+        yield "data: [DONE]\n\n"
 
 
 def unknown_path(unknown: str) -> Response:

@@ -85,6 +85,24 @@ def create_edit(client: openai.OpenAI, args: dict) -> dict:
     }
 
 
+def create_response(client: openai.OpenAI, args: dict) -> dict:
+    return _post_json(client, "/responses", args)
+
+
+def retrieve_response(client: openai.OpenAI, args: dict) -> dict:
+    return _json_payload(_send(client, "get", f"/responses/{args['response_id']}", None))
+
+
+def delete_response(client: openai.OpenAI, args: dict) -> dict:
+    return _json_payload(_send(client, "delete", f"/responses/{args['response_id']}", None))
+
+
+def list_response_input_items(client: openai.OpenAI, args: dict) -> dict:
+    query = {name: value for name, value in args.items() if name != "response_id"}
+    path = f"/responses/{args['response_id']}/input_items"
+    return _json_payload(_send(client, "get", path, None, query=query))
+
+
 def generate_images(client: openai.OpenAI, args: dict) -> dict:
     return _post_json(client, "/images/generations", args)
 
@@ -169,17 +187,20 @@ def _post_json(client: openai.OpenAI, path: str, args: dict) -> dict:
 _REQUEST_OPTIONS = {"security": {"bearer_auth": True}}
 
 
-def _send(client: openai.OpenAI, verb: str, path: str, body: dict | None):
+def _send(client: openai.OpenAI, verb: str, path: str, body: dict | None, query=None):
     """One request through the SDK's client (its retries, timeouts, headers and errors),
     answered by the HTTP response as it came: the resource methods would also build and
     check typed arguments the body does not need (bench/upstream_call_bench.py). `body`
     becomes the JSON body only: nothing a client sends can set a request option."""
     from httpx2 import Response  # the SDK's HTTP client, imported with it
 
+    options = {**_REQUEST_OPTIONS, "params": query} if query else _REQUEST_OPTIONS
     with upstream_errors():
         if verb == "get":
-            return client.get(path, cast_to=Response, options=_REQUEST_OPTIONS)
-        return client.post(path, body=body, cast_to=Response, options=_REQUEST_OPTIONS)
+            return client.get(path, cast_to=Response, options=options)
+        if verb == "delete":
+            return client.delete(path, cast_to=Response, options=options)
+        return client.post(path, body=body, cast_to=Response, options=options)
 
 
 def _call(raw_call: Callable, args: dict) -> dict:
@@ -289,7 +310,11 @@ def _lines(response) -> Iterator[str]:
 STREAMING = {
     "v1/chat/completions": lambda client: client.chat.completions,
     "v1/completions": lambda client: client.completions,
+    "v1/responses": lambda client: client.responses,
 }
+# Streams of typed events (the Responses API): they end with one of these, not [DONE].
+TYPED_STREAMS = frozenset({"v1/responses"})
+LAST_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def stream_chunks(client: openai.OpenAI, method: str, args: dict) -> Iterator[dict]:
@@ -310,11 +335,13 @@ def stream_chunks(client: openai.OpenAI, method: str, args: dict) -> Iterator[di
                     raise GatewayError(
                         TARGET_SERVER_ERROR, "the upstream sent a stream chunk that is not JSON"
                     ) from None
-                if isinstance(chunk, dict) and "error" in chunk:
+                if isinstance(chunk, dict) and ("error" in chunk or chunk.get("type") == "error"):
                     raise GatewayError(
                         TARGET_SERVER_ERROR, "the upstream failed mid-stream", response=chunk
                     )
                 yield chunk
+                if isinstance(chunk, dict) and chunk.get("type") in LAST_EVENTS:
+                    return  # a typed stream's end: it sends no [DONE]
     # The connection closed without `data: [DONE]`: a stream cut mid-answer, not a success.
     raise GatewayError(NETWORK_ERROR, "the upstream's stream ended before [DONE]")
 
