@@ -7,12 +7,9 @@ reservation row. It is settled by one transaction too: the reservation is delete
 kept (0000, 2000, cache hits) or refunded, the call counted in the account's lifetime counters
 (returned by that UPDATE, for api_info) and its usage row written.
 
-While a call runs, its worker renews the reservation (`renew`, proxy/running.py), so a
-reservation past its expiry is one whose worker died. Served workers refund every account's
-expired reservations periodically (`refund_expired`); an admission refused for want of quota,
-credits or a database slot first refunds that account's expired reservations and, if there
-were any, tries once more, so a dead worker's hold never refuses a call. Each refund happens
-exactly once: whoever deletes the row applies its refund or charge, and nobody else can.
+A reservation past its expiry is one whose worker died (proxy/metering_holds.py renews live
+ones and refunds expired ones); an admission refused for want of quota, credits or a slot
+first refunds that account's expired reservations and, if there were any, tries once more.
 
 Conditional updates (`... WHERE used < quota`) are atomic on SQLite (one writer at a time) and
 on PostgreSQL (the row lock re-checks the condition), so limits hold across gunicorn workers
@@ -34,11 +31,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection, Engine
 
+from proxy import metering_refusals as refusals
 from proxy import metering_statements as sql
 from proxy.accounts import Account
 from proxy.envelope import format_api_info
 from proxy.errors import (
-    AUTH_FAILED,
     CALLS_EXCEEDED,
     ERROR_CODES,
     INSUFFICIENT_BALANCE,
@@ -47,6 +44,7 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.keys import ACTIVE as KEY_ACTIVE
+from proxy.metering_holds import ExpiredHolds, count_refunded, give_back_quota
 from proxy.metering_statements import CACHE_HIT, UNCHARGED, UPSTREAM
 from proxy.prices import CallPrice, PriceTable
 from proxy.rate_limits import RateHold, limits_of, token_estimate
@@ -54,9 +52,6 @@ from proxy.storage import utc_now as _utc_now
 from proxy.usage import UsageRecord
 
 log = logging.getLogger("proxy")
-
-# Reservation ids per UPDATE ... WHERE id IN (...): under SQLite's bound-parameter limit.
-_IDS_PER_STATEMENT = 500
 
 # The refusals an expired reservation (a dead worker's hold) can cause.
 _HOLD_REFUSALS = (CALLS_EXCEEDED, INSUFFICIENT_BALANCE, RATE_LIMITED)
@@ -86,7 +81,7 @@ class Settlement:
     api_info: str  # "" when the caller was not identified
 
 
-class Meter:
+class Meter(ExpiredHolds):
     def __init__(
         self,
         engine: Engine,
@@ -150,7 +145,7 @@ class Meter:
                 admission = reserve(slot_token=slot_token)
             except GatewayError as refused:
                 # A dead worker's expired hold may be what is missing: refund, then retry once.
-                if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
+                if refused.code not in _HOLD_REFUSALS or not self.refund_expired_of(account.id):
                     raise
                 admission = reserve(slot_token=slot_token)
         except BaseException:
@@ -183,7 +178,7 @@ class Meter:
                 "limit cannot be checked; nothing was called or charged: retry shortly",
             ) from None
         if not taken:
-            raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
+            raise GatewayError(RATE_LIMITED, refusals.concurrency_reason(account.concurrency_limit))
         return token
 
     def _reserve(
@@ -244,7 +239,7 @@ class Meter:
             connection.execute(self._ensure_quota_day, params)
             taken = connection.execute(sql.TAKE_QUOTA_UNIT, params).first()
             if taken is None:
-                raise GatewayError(CALLS_EXCEEDED, _quota_reason(account.daily_quota))
+                raise GatewayError(CALLS_EXCEEDED, refusals.quota_reason(account.daily_quota))
         return taken.used, taken.extra_calls
 
     def _take_credits_and_slot(
@@ -259,11 +254,11 @@ class Meter:
         # With one condition, it was that one: re-reading the balance could find a refund
         # that landed since and blame the concurrency limit the call does not have.
         if credits and not slot:
-            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
+            raise GatewayError(INSUFFICIENT_BALANCE, refusals.balance_reason(what, credits))
         balance = connection.execute(sql.BALANCE, params).scalar_one()
         if credits and (balance is None or balance < credits):
-            raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
-        raise GatewayError(RATE_LIMITED, _concurrency_reason(account.concurrency_limit))
+            raise GatewayError(INSUFFICIENT_BALANCE, refusals.balance_reason(what, credits))
+        raise GatewayError(RATE_LIMITED, refusals.concurrency_reason(account.concurrency_limit))
 
     # -- answers from the cache ------------------------------------------------------------
 
@@ -279,7 +274,7 @@ class Meter:
                 return self._charge_hit(account, record)
             except GatewayError as refused:
                 # A dead worker's expired hold may be what is missing: refund, then retry once.
-                if refused.code not in _HOLD_REFUSALS or not self._refund_expired_of(account.id):
+                if refused.code not in _HOLD_REFUSALS or not self.refund_expired_of(account.id):
                     raise
                 return self._charge_hit(account, record)
         except BaseException:
@@ -299,62 +294,11 @@ class Meter:
             lifetime = connection.execute(charge, params).first()
             if lifetime is None:  # rolls the quota unit back
                 if key and connection.execute(sql.KEY_STATUS, params).scalar() != KEY_ACTIVE:
-                    raise _key_revoked()
+                    raise refusals.key_revoked()
                 what = f"{record.method} costs"
-                raise GatewayError(INSUFFICIENT_BALANCE, _balance_reason(what, credits))
+                raise GatewayError(INSUFFICIENT_BALANCE, refusals.balance_reason(what, credits))
             usage_id = _insert_usage(connection, record, charged=True, credits=record.credits)
         return Settlement(usage_id=usage_id, api_info=_api_info(account, quota_day, lifetime))
-
-    # -- calls that run long, workers that die -------------------------------------------------
-
-    def renew(self, admissions: list[Admission]) -> None:
-        """Push the expiry of these live calls' reservations and Redis slots one TTL forward:
-        one UPDATE, one Redis script. A reservation settled meanwhile is simply not found."""
-        expires_at = _utc_now() + self.reservation_ttl
-        ids = [admission.reservation_id for admission in admissions]
-        with self.engine.begin() as connection:
-            for start in range(0, len(ids), _IDS_PER_STATEMENT):
-                connection.execute(
-                    sql.RENEW,
-                    {"ids": ids[start : start + _IDS_PER_STATEMENT], "expires_at_new": expires_at},
-                )
-        tokens: dict[int, list[str]] = {}
-        for admission in admissions:
-            if admission.slot_token:
-                tokens.setdefault(admission.account_id, []).append(admission.slot_token)
-        if tokens:
-            self.slots.renew(tokens)
-
-    def release_slot(self, admission: Admission) -> None:
-        """Give back the Redis slot of a settled call (again: a renewal may have re-added it)."""
-        if admission.slot_token:
-            self.slots.release(admission.account_id, admission.slot_token)
-
-    def refund_expired(self) -> int:
-        """Refund every account's expired reservations (their workers died), each in its own
-        transaction; how many. Workers run it at start and then periodically, so a dead
-        worker's hold does not wait for its account's next call."""
-        now = _utc_now()
-        with self.engine.connect() as connection:
-            expired = list(connection.execute(sql.EXPIRED_IDS, {"now": now}).scalars())
-        refunded = 0
-        for reservation_id in expired:
-            with self.engine.begin() as connection:  # re-checks the expiry: it may be renewed
-                refunded += _refund_expired(
-                    connection,
-                    sql.DELETE_EXPIRED_BY_ID,
-                    {"now": now, "reservation": reservation_id},
-                )
-        return refunded
-
-    def _refund_expired_of(self, account_id: int) -> int:
-        """Refund one account's expired reservations; how many."""
-        with self.engine.begin() as connection:
-            return _refund_expired(
-                connection,
-                sql.DELETE_EXPIRED_OF_ACCOUNT,
-                {"now": _utc_now(), "account": account_id},
-            )
 
     # -- settlement ---------------------------------------------------------------------------
 
@@ -461,12 +405,8 @@ def _insert_reservation(connection: Connection, account: Account, held: dict) ->
     held = {**held, "key_id": account.api_key.id}
     reservation_id = connection.execute(sql.INSERT_RESERVATION_OF_ACTIVE_KEY, held).scalar()
     if reservation_id is None:  # rolls back what the admission took
-        raise _key_revoked()
+        raise refusals.key_revoked()
     return reservation_id
-
-
-def _key_revoked() -> GatewayError:
-    return GatewayError(AUTH_FAILED, "this key was revoked; use another key of the account")
 
 
 def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
@@ -485,40 +425,13 @@ def _api_info(account: Account, quota_day: tuple[int, int], lifetime) -> str:
     )
 
 
-def _refund_expired(connection: Connection, delete_expired, params: dict) -> int:
-    """Delete the expired reservations `delete_expired` matches, and refund each: their day
-    rows first, then their account rows (the one locking order)."""
-    expired = connection.execute(delete_expired, params).all()
-    for row in expired:
-        log.warning("refunding an expired reservation of account %s", row.account_id)
-        if row.calls:
-            _give_back_quota(connection, row.account_id, row.day, row.calls)
-    for row in expired:
-        _count_refunded(connection, row.account_id, row.credits, row.holds_slot)
-    return len(expired)
-
-
 def _refund(
     connection: Connection, account_id: int, day: date, calls: int, credits: int, slot: bool
 ):
     """Give back what a call held and count it as uncharged: (the quota day's (used,
     extra_calls) when a unit was given back, else None; the account's lifetime counters)."""
-    quota_day = _give_back_quota(connection, account_id, day, calls) if calls else None
-    return quota_day, _count_refunded(connection, account_id, credits, slot)
-
-
-def _give_back_quota(connection: Connection, account_id: int, day: date, calls: int):
-    """The day's (used, extra_calls) once `calls` units are back; None without its row."""
-    params = {"account": account_id, "quota_day": day, "calls": calls}
-    row = connection.execute(sql.GIVE_BACK_QUOTA, params).first()
-    return (row.used, row.extra_calls) if row else None
-
-
-def _count_refunded(connection: Connection, account_id: int, credits: int, slot: bool):
-    """The call counted as uncharged, its credits and database slot given back: the
-    account's lifetime counters."""
-    params = {"account": account_id, "credits": credits}
-    return connection.execute(sql.count_settled(UNCHARGED, bool(credits), slot), params).one()
+    quota_day = give_back_quota(connection, account_id, day, calls) if calls else None
+    return quota_day, count_refunded(connection, account_id, credits, slot)
 
 
 def _insert_usage(
@@ -533,20 +446,3 @@ def _insert_usage(
         created_at=_utc_now(),
     )
     return connection.execute(sql.INSERT_USAGE, values).inserted_primary_key[0]
-
-
-def _quota_reason(daily_quota: int) -> str:
-    return (
-        f"the daily quota of {daily_quota} calls is used up; it renews at midnight "
-        "(SERVER_TIMEZONE), or ask the operator to top up"
-    )
-
-
-def _balance_reason(what: str, credits: int) -> str:
-    """`what` is "METHOD costs" (a flat price) or "METHOD may cost up to" (the most a priced
-    call may cost, which admission reserves: docs/prices.md)."""
-    return f"{what} {credits} credits and the balance is lower; top up the account"
-
-
-def _concurrency_reason(limit: int) -> str:
-    return f"this key already has {limit} calls in flight (its limit); retry when one ends"
