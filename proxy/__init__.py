@@ -13,11 +13,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from proxy import cli, cors, logs, wsgi_paths
     from proxy.doors import register_doors
-    from proxy.openapi_docs import (
-        register_anthropic_path,
-        register_method_schemas,
-        register_openai_paths,
-    )
+    from proxy.openapi_docs import register_method_schemas
+    from proxy.openapi_sdk_paths import register_anthropic_path, register_openai_paths
     from proxy.request_body import GuardedBody
     from proxy.services import build_gateway
 
