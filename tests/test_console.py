@@ -176,3 +176,15 @@ def test_the_usage_page_shows_an_accounts_failed_calls_with_their_request_ids(
     page = console.get("/admin/usage", query_string={"account": account["key"]}).text
     assert f"<code>{refused['request_id']}</code>" in page
     assert '<td class="num" data-code="4009">1</td>' in page
+
+
+def test_a_new_admin_token_ends_the_sessions_of_the_old_one(make_app, tmp_path):
+    shared = {"SECRET_KEY": "a-key-of-its-own", "DATABASE_URL": f"sqlite:///{tmp_path}/one.db"}
+    before = make_app(ADMIN_TOKEN=TOKEN, **shared).test_client()
+    csrf = csrf_of(before.get("/admin/login").text)
+    before.post("/admin/login", data={"token": TOKEN, "csrf": csrf})
+    cookie = before.get_cookie("gateway_admin", path="/admin")
+    assert before.get("/admin/accounts").status_code == 200
+    after = make_app(ADMIN_TOKEN="the-next-token", **shared).test_client()
+    after.set_cookie("gateway_admin", cookie.value, path="/admin")
+    assert after.get("/admin/accounts").headers["Location"] == "/admin/login"
