@@ -188,3 +188,21 @@ def test_a_new_admin_token_ends_the_sessions_of_the_old_one(make_app, tmp_path):
     after = make_app(ADMIN_TOKEN="the-next-token", **shared).test_client()
     after.set_cookie("gateway_admin", cookie.value, path="/admin")
     assert after.get("/admin/accounts").headers["Location"] == "/admin/login"
+
+
+def test_an_api_change_without_a_target_says_what_to_fix(console):
+    answer = console.post(
+        "/admin/apis", data={"target": "", "action": "stop", "csrf": console.csrf}
+    )
+    assert answer.status_code == 302
+    assert "Fill in target." in console.get("/admin/apis").text
+
+
+def test_a_number_in_other_digits_says_what_to_fix(console, runner):
+    account = create_account(runner, "prepaid", "--balance", "5")
+    answer = console.post(
+        f"/admin/accounts/{account['key']}/topup",
+        data={"credits": "²", "csrf": console.csrf},
+        follow_redirects=True,
+    )
+    assert "credits must be a whole number of at least 1." in answer.text

@@ -311,9 +311,9 @@ def usage():
 def apis():
     gateway = kit.gateway()
     if request.method == "POST":
-        target, action = _text("target", required=True), request.form.get("action", "")
-        account_key = _text("account") or None
+        action, account_key = request.form.get("action", ""), _text("account") or None
         try:
+            target = _text("target", required=True)
             if target != ALL_APIS and target not in PLATFORMS and target not in CATALOG:
                 raise ValueError(f"{target!r} is not a method, a platform or `{ALL_APIS}`.")
             if action not in API_STATES:
@@ -355,7 +355,7 @@ def _whole(name: str, *, minimum: int) -> int | None:
     raw = request.form.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) < minimum or int(raw) > 2**62:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum or int(raw) > 2**62:
         raise ValueError(f"{name.replace('_', ' ')} must be a whole number of at least {minimum}.")
     return int(raw)
 
