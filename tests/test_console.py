@@ -206,3 +206,13 @@ def test_a_number_in_other_digits_says_what_to_fix(console, runner):
         follow_redirects=True,
     )
     assert "credits must be a whole number of at least 1." in answer.text
+
+
+def test_the_upstreams_page_shows_each_member_and_the_calls_it_answered(console, client, runner):
+    account = create_account(runner, "caller")
+    api_call(client, account)
+    page = console.get("/admin/upstreams").text
+    row = re.search(r"<tr>\s*<td><b>default</b>.*?</tr>", page, re.S).group(0)
+    assert '<span class="pill healthy">healthy</span>' in row
+    assert '<td class="num">1</td>\n    </tr>' in row
+    assert "sk-upstream-secret" not in page

@@ -99,9 +99,23 @@ def test_an_operator_creates_stops_tops_up_and_starts_an_account_in_the_browser(
     browser.goto(admin + "/accounts")
     browser.screenshot(shots / "accounts.png")
     browser.goto(admin + "/apis")
+    browser.fill("#change-api [name=target]", "v1/embeddings")
+    browser.click("#change-api [value=maintenance]")
+    browser.wait_for("document.querySelector('.flash.done')")
+    assert browser.text("#api-states .pill") == "maintenance"
     browser.screenshot(shots / "apis.png")
+    browser.goto(admin + "/upstreams")
+    assert browser.text("#upstreams tbody td:last-child") == "3"  # the three 0000 calls
+    browser.screenshot(shots / "upstreams.png")
     browser.goto(admin + "/audit")
     assert browser.evaluate(
         "[...document.querySelectorAll('#audit tbody td:nth-child(3)')].map(c => c.textContent)"
-    ) == ["account.start", "account.topup", "account.stop", "account.create", "console.login"]
+    ) == [
+        "api.maintenance",
+        "account.start",
+        "account.topup",
+        "account.stop",
+        "account.create",
+        "console.login",
+    ]
     browser.screenshot(shots / "audit.png")

@@ -40,6 +40,7 @@ from proxy.api_states import ALL_APIS, EVERY_ACCOUNT, MAINTENANCE, STOPPED
 from proxy.catalog import CATALOG, PLATFORMS
 from proxy.doors import kit
 from proxy.errors import ERROR_CODES
+from proxy.failover import describe_members
 from proxy.keys import parse_list, parse_network
 from proxy.usage import calls_by_method, failed_calls, usage_report
 
@@ -332,6 +333,21 @@ def apis():
         key_of=key_of,
         every_account=EVERY_ACCOUNT,
         targets=[ALL_APIS, *sorted(PLATFORMS), *sorted(CATALOG)],
+    )
+
+
+@admin_blp.route("/upstreams")
+def upstreams():
+    """The members and their health as this worker sees it (shared by every worker and host
+    with REDIS_URL), with the calls each answered."""
+    gateway = kit.gateway()
+    failover = gateway.dispatcher.failover
+    report = usage_report(gateway.engine, account_id=None, since_utc=None)
+    return render_template(
+        "admin/upstreams.html",
+        members=describe_members(failover.router, failover.health),
+        answered=report["by_upstream"],
+        shared=bool(current_app.config["REDIS_URL"]),
     )
 
 
