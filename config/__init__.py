@@ -229,6 +229,12 @@ class Config:
         # Model names the metrics show by name (comma list), besides the default models and
         # UPSTREAMS_FILE's exact names; any other model is counted as "other".
         self.METRICS_MODELS = env("METRICS_MODELS", "")
+        # The operator console /admin (docs/console.md): served only when ADMIN_TOKEN is set
+        # (404 otherwise); the token logs a browser in. SECRET_KEY signs the console's session
+        # cookie; empty: derived from ADMIN_TOKEN (then changing the token logs everyone out).
+        self.ADMIN_TOKEN = env("ADMIN_TOKEN", "")
+        self.SECRET_KEY = env("SECRET_KEY", "")
+        self.ADMIN_SESSION_HOURS = _env_float("ADMIN_SESSION_HOURS", 12.0)
         # flask-smorest / OpenAPI
         self.API_TITLE = "onebound-style API gateway"
         self.API_VERSION = "1"

@@ -14,8 +14,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from proxy import generations, storage
-from proxy.accounts import ACTIVE, STOPPED, Account
+from proxy import audit, generations, operations, storage
+from proxy.accounts import Account
 from proxy.api_states import ALL_APIS, EVERY_ACCOUNT, MAINTENANCE
 from proxy.api_states import STOPPED as API_STOPPED_STATE
 from proxy.catalog import CATALOG, PLATFORMS
@@ -26,6 +26,8 @@ from proxy.usage import usage_report
 
 accounts_cli = AppGroup("accounts", help="Create, show, stop, start and top up accounts.")
 apis_cli = AppGroup("apis", help="Stop, start or put APIs in maintenance.")
+
+CLI = "cli"  # who the audit log names for the admin commands (the console is "admin")
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document for scripts."
@@ -50,10 +52,10 @@ def _api_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _for_key(action, key: str, *args):
-    """`action(key, *args)` of the account store; an unknown key is a command error."""
+def _for_key(action, *args):
+    """`action(*args)` of the account store; an unknown key is a command error."""
     try:
-        return action(key, *args)
+        return action(*args)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -120,7 +122,9 @@ def create_account(
     name, daily_quota, balance, concurrency, apis, expires, rpm, tpm, as_json
 ) -> None:
     """Create an account; its secret is printed once and never stored in clear."""
-    created = _gateway().accounts.create(
+    created = operations.create_account(
+        _gateway(),
+        CLI,
         name,
         daily_quota=daily_quota,
         balance=balance,
@@ -159,7 +163,7 @@ def show_account(key: str, as_json: bool) -> None:
 @json_option
 def stop_account(key: str, as_json: bool) -> None:
     """Stop an account: its calls answer 4007 until it is started."""
-    _print_account(_for_key(_gateway().accounts.set_status, key, STOPPED), as_json)
+    _print_account(_for_key(operations.stop_account, _gateway(), CLI, key), as_json)
 
 
 @accounts_cli.command("start")
@@ -167,7 +171,7 @@ def stop_account(key: str, as_json: bool) -> None:
 @json_option
 def start_account(key: str, as_json: bool) -> None:
     """Start a stopped account."""
-    _print_account(_for_key(_gateway().accounts.set_status, key, ACTIVE), as_json)
+    _print_account(_for_key(operations.start_account, _gateway(), CLI, key), as_json)
 
 
 @accounts_cli.command("topup")
@@ -181,11 +185,9 @@ def top_up(key: str, credits: int | None, calls: int | None, as_json: bool) -> N
     """Top up: --credits to the balance, --calls to today's quota (both may be given)."""
     if credits is None and calls is None:
         raise click.UsageError("say what to add: --credits N and/or --calls N")
-    account = _account(key)
-    if credits is not None:
-        account = _gateway().accounts.top_up_credits(key, credits)
-    if calls is not None:
-        _gateway().meter.add_calls_today(account.id, calls)
+    account = _for_key(
+        lambda k: operations.top_up(_gateway(), CLI, k, credits=credits, calls=calls), key
+    )
     _print_account(account, as_json)
 
 
@@ -194,7 +196,7 @@ def top_up(key: str, credits: int | None, calls: int | None, as_json: bool) -> N
 @json_option
 def rotate_secret(key: str, as_json: bool) -> None:
     """Draw a new secret (printed once); the old one stops working at once."""
-    renewed = _for_key(_gateway().accounts.rotate_secret, key)
+    renewed = _for_key(operations.rotate_secret, _gateway(), CLI, key)
     _print_account(renewed.account, as_json, secret=renewed.secret)
 
 
@@ -205,12 +207,7 @@ def _api_state_command(state: str | None):
                 f"{target!r} is not a catalog method, a platform or `{ALL_APIS}`",
                 param_hint="METHOD_OR_PLATFORM",
             )
-        account_id = _account(account_key).id if account_key else EVERY_ACCOUNT
-        states = _gateway().api_states
-        if state is None:
-            states.clear(target, account_id)
-        else:
-            states.set(target, state, account_id)
+        _for_key(lambda k: operations.set_api_state(_gateway(), CLI, target, state, k), account_key)
         document = {"target": target, "account": account_key, "state": state or "running"}
         if as_json:
             click.echo(json.dumps(document))
@@ -437,7 +434,9 @@ def _networks(value: str | None) -> tuple[str, ...] | None:
 def create_key(account_key, label, models, ips, rpm, tpm, expires, as_json) -> None:
     """Give the account of ACCOUNT_KEY another key; its secret is printed once."""
     created = _for_key(
-        lambda key: _gateway().accounts.create_key(
+        lambda key: operations.create_key(
+            _gateway(),
+            CLI,
             key,
             label=label,
             models=parse_list(models),
@@ -478,7 +477,22 @@ def show_key(key: str, as_json: bool) -> None:
 @json_option
 def revoke_key(key: str, as_json: bool) -> None:
     """Revoke a key for good: its calls answer 4005 at once (docs/keys.md)."""
-    _print_key(_for_key(_gateway().accounts.revoke_key, key), as_json)
+    _print_key(_for_key(operations.revoke_key, _gateway(), CLI, key), as_json)
+
+
+@click.command("audit")
+@click.option("--limit", type=click.IntRange(min=1), default=50, help="How many rows.")
+@json_option
+@with_appcontext
+def show_audit(limit: int, as_json: bool) -> None:
+    """The newest operator actions (console and commands): when, who, what, on what."""
+    rows = audit.recent(_gateway().engine, limit)
+    if as_json:
+        click.echo(json.dumps({"audit": rows}))
+        return
+    for row in rows:
+        what = f"{row['who']:6} {row['action']:22} {row['target']}"
+        click.echo(f"{row['at']}  {what}  {row['detail']}")
 
 
 @click.command("init-db")
@@ -496,4 +510,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(usage)
     app.cli.add_command(chats_cli)
     app.cli.add_command(upstreams_cli)
+    app.cli.add_command(show_audit)
     app.cli.add_command(init_db)

@@ -246,6 +246,18 @@ usage = Table(
     Column("key_id", Integer, nullable=True),
 )
 
+# What an operator did (proxy/audit.py): who, what, on which target, when; never a secret.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("at", DateTime, nullable=False, index=True),
+    Column("who", String(64), nullable=False),  # "admin" (the console) or "cli"
+    Column("action", String(64), nullable=False),  # e.g. "account.stop", "key.revoke"
+    Column("target", String(200), nullable=False, default=""),  # an account or key string
+    Column("detail", String(2000), nullable=False, default=""),  # e.g. "credits=100"
+)
+
 # Numbers every worker and host reads to learn of a change, e.g. `upstreams_generation`,
 # bumped by `flask upstreams reload`.
 generations = Table(

@@ -99,3 +99,66 @@ def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime 
         "tokens": {"prompt": prompt, "completion": completion, "total": total},
         "credits": credits,
     }
+
+
+def calls_by_method(engine: Engine, *, account_id: int | None) -> list[dict]:
+    """Per method: calls, charged calls, failures (codes other than 0000 and 2000), tokens and
+    credits, the busiest first (the console's usage page)."""
+    u = storage.usage.c
+    conditions = [u.account_id == account_id] if account_id is not None else []
+    failed = u.error_code.not_in(("0000", "2000"))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                u.method,
+                func.count(),
+                func.count().filter(u.charged.is_(True)),
+                func.count().filter(failed),
+                func.coalesce(func.sum(u.total_tokens), 0),
+                func.coalesce(func.sum(u.credits), 0),
+            )
+            .where(*conditions)
+            .group_by(u.method)
+            .order_by(func.count().desc(), u.method)
+        )
+        return [
+            {
+                "method": method or "-",
+                "calls": int(calls),
+                "charged": int(charged),
+                "failed": int(failures),
+                "tokens": int(tokens),
+                "credits": int(credits),
+            }
+            for method, calls, charged, failures, tokens, credits in rows
+        ]
+
+
+def failed_calls(engine: Engine, *, account_id: int | None, limit: int = 20) -> list[dict]:
+    """The newest calls answered with a code other than 0000 and 2000, newest first, with the
+    request id a client quotes (UTC times)."""
+    u = storage.usage.c
+    conditions = [u.error_code.not_in(("0000", "2000"))]
+    if account_id is not None:
+        conditions.append(u.account_id == account_id)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                u.id, u.created_at, u.account_id, u.method, u.error_code, u.request_id, u.client_ip
+            )
+            .where(*conditions)
+            .order_by(u.id.desc())
+            .limit(limit)
+        )
+        return [
+            {
+                "last_id": row.id,
+                "at": row.created_at.isoformat(sep=" ", timespec="seconds"),
+                "account_id": row.account_id,
+                "method": row.method or "-",
+                "error_code": row.error_code,
+                "request_id": row.request_id,
+                "client_ip": row.client_ip,
+            }
+            for row in rows
+        ]

@@ -1,7 +1,8 @@
 """The doors the gateway serves, side by side: the onebound envelope (`/api`,
 `/<platform>/custom/`), the OpenAI paths (`/v1/*`) and the service endpoints (`/`, `/health`,
-`/api/methods`). Each reads its requests and renders its answers; the calls themselves run in
-proxy/calls.py. A door imports what doors share from `kit`, never from another door.
+`/api/methods`) and the operator console (`/admin`). Each reads its requests and renders its
+answers; the calls themselves run in proxy/calls.py. A door imports what doors share from
+`kit`, never from another door.
 
 A verb a path does not take is answered in the shape of the door it came in by, with `Allow`
 (RFC 9110): the envelope on the onebound door, JSON elsewhere. /v1 answers its own (its
@@ -14,9 +15,9 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from proxy.doors import anthropic, onebound, openai, service
+from proxy.doors import admin, anthropic, onebound, openai, service
 
-DOORS = (onebound, service, anthropic, openai)
+DOORS = (onebound, service, anthropic, openai, admin)
 
 
 def register_doors(app: Flask, api: Api) -> None:

@@ -1,0 +1,396 @@
+"""The operator console, `/admin`: server-rendered pages (Jinja templates in
+proxy/templates/admin/, one stylesheet, no script) over the same operations as the admin
+commands (proxy/operations.py), each written to the audit log as "admin".
+
+Off unless ADMIN_TOKEN is set: every /admin path is then 404, as for a path that does not
+exist. The token logs a browser in (compared in constant time) to a signed session cookie
+(SECRET_KEY, or one derived from the token) that lives ADMIN_SESSION_HOURS; nothing else does:
+an account's key, secret or signature opens no page. Every form carries the session's CSRF
+token; a POST without it is refused (docs/console.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from datetime import datetime
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    session,
+    url_for,
+)
+from flask_smorest import Api
+
+from proxy import audit, operations
+from proxy.api_states import ALL_APIS, EVERY_ACCOUNT, MAINTENANCE, STOPPED
+from proxy.catalog import CATALOG, PLATFORMS
+from proxy.doors import kit
+from proxy.errors import ERROR_CODES
+from proxy.failover import describe_members
+from proxy.keys import parse_list, parse_network
+from proxy.usage import calls_by_method, failed_calls, usage_report
+
+log = logging.getLogger("proxy")
+
+WHO = "admin"  # who the audit log names for the console's actions
+admin_blp = Blueprint("admin", __name__, url_prefix="/admin")
+OPEN_PAGES = ("admin.login", "admin.stylesheet")  # served before logging in
+API_STATES = {"stop": STOPPED, "maintenance": MAINTENANCE, "start": None}
+
+
+def register(app: Flask, api: Api) -> None:
+    token = app.config["ADMIN_TOKEN"]
+    if not token:  # off: no /admin route at all, so every path and verb is a plain 404
+        return
+    if not app.config.get("SECRET_KEY"):
+        # Derived: the same on every worker and host sharing the token; a new token logs out.
+        app.config["SECRET_KEY"] = hmac.new(
+            token.encode(), b"onebound-gateway admin session key", hashlib.sha256
+        ).hexdigest()
+    app.config.update(
+        SESSION_COOKIE_NAME="gateway_admin",
+        SESSION_COOKIE_PATH="/admin",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+    )
+    app.register_blueprint(admin_blp)  # not on the OpenAPI document: not for clients
+
+
+# -- who may see the console ----------------------------------------------------------------
+
+
+def _token_mark() -> str:
+    """What a session holds to say it was opened with the current ADMIN_TOKEN (not the token)."""
+    token = current_app.config["ADMIN_TOKEN"].encode()
+    return hmac.new(token, b"admin session mark", hashlib.sha256).hexdigest()[:32]
+
+
+def _logged_in() -> bool:
+    opened = session.get("opened_at")
+    lifetime = current_app.config["ADMIN_SESSION_HOURS"] * 3600
+    return (
+        isinstance(opened, (int, float))
+        and time.time() - opened < lifetime
+        and hmac.compare_digest(str(session.get("admin", "")), _token_mark())
+    )
+
+
+@admin_blp.before_request
+def guard():
+    if not current_app.config["ADMIN_TOKEN"]:
+        abort(404)
+    if request.method == "POST" and not _csrf_matches():
+        log.warning("admin %s refused: missing or wrong CSRF token", request.path[:80])
+        return _refused("This form has expired or did not come from the console; reload the page.")
+    if request.endpoint not in OPEN_PAGES and not _logged_in():
+        return redirect(url_for("admin.login"))
+    return None
+
+
+@admin_blp.after_request
+def page_headers(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"  # secrets are shown once, never cached
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _csrf_matches() -> bool:
+    presented, expected = request.form.get("csrf", ""), session.get("csrf", "")
+    return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+@admin_blp.context_processor
+def page_values() -> dict:
+    return {"csrf_token": csrf_token, "logged_in": _logged_in, "code_text": _code_text}
+
+
+def _code_text(code: str) -> str:
+    entry = ERROR_CODES.get(code)
+    return entry.text("en") if entry else ""
+
+
+def _refused(reason: str, status: int = 400):
+    return make_response(render_template("admin/refused.html", reason=reason), status)
+
+
+@admin_blp.route("/console.css")
+def stylesheet():
+    folder = os.path.join(current_app.root_path, current_app.template_folder, "admin")
+    return send_from_directory(folder, "console.css")
+
+
+@admin_blp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        return render_template("admin/login.html")
+    presented = request.form.get("token", "")
+    expected = current_app.config["ADMIN_TOKEN"]
+    # Digests of equal length: the comparison takes the same time whatever was typed.
+    if not hmac.compare_digest(
+        hashlib.sha256(presented.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    ):
+        log.warning("admin login refused: wrong token from %s", kit.client_ip())
+        page = render_template("admin/login.html", error="That is not the console's token.")
+        return make_response(page, 401)
+    session.clear()
+    session.update(admin=_token_mark(), opened_at=time.time(), csrf=secrets.token_urlsafe(32))
+    audit.record(kit.gateway().engine, WHO, "console.login", "", f"from={kit.client_ip()}")
+    return redirect(url_for("admin.accounts"))
+
+
+@admin_blp.route("/logout", methods=["POST"])
+def logout():
+    session.clear()
+    return redirect(url_for("admin.login"))
+
+
+@admin_blp.route("/")
+def home():
+    return redirect(url_for("admin.accounts"))
+
+
+# -- accounts and their keys ----------------------------------------------------------------
+
+
+@admin_blp.route("/accounts", methods=["GET", "POST"])
+def accounts():
+    created = None
+    if request.method == "POST":
+        try:
+            created = operations.create_account(
+                kit.gateway(),
+                WHO,
+                _text("name", required=True),
+                daily_quota=_whole("daily_quota", minimum=0),
+                balance=_whole("balance", minimum=0),
+                rpm=_whole("rpm", minimum=1),
+            )
+        except ValueError as bad:
+            flash(str(bad), "error")
+    return _accounts_page(created)
+
+
+def _accounts_page(created=None):
+    gateway = kit.gateway()
+    query = request.args.get("q", "").strip()
+    rows = [
+        a
+        for a in gateway.accounts.list()
+        if not query or query.lower() in a.name.lower() or query in a.key
+    ]
+    figures = {a.id: gateway.meter.today_figures(a.id) for a in rows}
+    return render_template(
+        "admin/accounts.html", accounts=rows, figures=figures, query=query, created=created
+    )
+
+
+@admin_blp.route("/accounts/<key>")
+def account(key: str, new_key=None):
+    gateway = kit.gateway()
+    try:
+        found = gateway.accounts.get(key)
+        keys = gateway.accounts.keys_of(key)
+    except LookupError:
+        abort(404)
+    return render_template(
+        "admin/account.html",
+        account=found,
+        keys=keys,
+        today=gateway.meter.today_figures(found.id),
+        usage=usage_report(gateway.engine, account_id=found.id, since_utc=None),
+        new_key=new_key,
+    )
+
+
+@admin_blp.route("/accounts/<key>/<action>", methods=["POST"])
+def account_action(key: str, action: str):
+    gateway = kit.gateway()
+    try:
+        if action == "stop":
+            operations.stop_account(gateway, WHO, key)
+            flash(f"Account {key} stopped: its calls now answer 4007.", "done")
+        elif action == "start":
+            operations.start_account(gateway, WHO, key)
+            flash(f"Account {key} started.", "done")
+        elif action == "topup":
+            credits, calls = _whole("credits", minimum=1), _whole("calls", minimum=1)
+            if credits is None and calls is None:
+                raise ValueError("Say what to add: credits, calls for today, or both.")
+            operations.top_up(gateway, WHO, key, credits=credits, calls=calls)
+            flash(f"Account {key} topped up.", "done")
+        elif action == "keys":
+            new_key = operations.create_key(
+                gateway,
+                WHO,
+                key,
+                label=_text("label"),
+                models=parse_list(_text("models") or None),
+                ips=_networks(_text("ips") or None),
+                rpm=_whole("rpm", minimum=1),
+                tpm=_whole("tpm", minimum=1),
+                expires_on=_day("expires"),
+            )
+            return account(key, new_key=new_key)
+        else:
+            abort(404)
+    except LookupError:
+        abort(404)
+    except ValueError as bad:
+        flash(str(bad), "error")
+    back = request.form.get("back", "")
+    if not back.startswith("/admin/") or "//" in back:  # only to a console page
+        back = url_for("admin.account", key=key)
+    return redirect(back)
+
+
+@admin_blp.route("/keys/<key>/revoke", methods=["POST"])
+def revoke_key(key: str):
+    gateway = kit.gateway()
+    try:
+        revoked = operations.revoke_key(gateway, WHO, key)
+    except LookupError:
+        abort(404)
+    flash(f"Key {key} revoked: its calls now answer 4005.", "done")
+    account_key = gateway.accounts.account_key_of(revoked.account_id)
+    return redirect(url_for("admin.account", key=account_key))
+
+
+# -- usage, APIs, audit -----------------------------------------------------------------------
+
+
+@admin_blp.route("/usage")
+def usage():
+    gateway = kit.gateway()
+    every = gateway.accounts.list()
+    chosen = request.args.get("account", "").strip()
+    account_id = None
+    if chosen:
+        try:
+            account_id = gateway.accounts.get(chosen).id
+        except LookupError:
+            flash(f"No account has the key {chosen[:64]!r}; showing every account.", "error")
+            chosen = ""
+    report = usage_report(gateway.engine, account_id=account_id, since_utc=None)
+    return render_template(
+        "admin/usage.html",
+        accounts=every,
+        key_of={a.id: a.key for a in every},
+        chosen=chosen,
+        report=report,
+        widest=max(report["by_code"].values(), default=1),
+        methods=calls_by_method(gateway.engine, account_id=account_id),
+        failures=failed_calls(gateway.engine, account_id=account_id),
+    )
+
+
+@admin_blp.route("/apis", methods=["GET", "POST"])
+def apis():
+    gateway = kit.gateway()
+    if request.method == "POST":
+        action, account_key = request.form.get("action", ""), _text("account") or None
+        try:
+            target = _text("target", required=True)
+            if target != ALL_APIS and target not in PLATFORMS and target not in CATALOG:
+                raise ValueError(f"{target!r} is not a method, a platform or `{ALL_APIS}`.")
+            if action not in API_STATES:
+                raise ValueError("Choose stop, maintenance or start.")
+            operations.set_api_state(gateway, WHO, target, API_STATES[action], account_key)
+            flash(f"{target}: {action} for {account_key or 'every account'}.", "done")
+        except LookupError:
+            flash(f"No account has the key {account_key[:64]!r}.", "error")
+        except ValueError as bad:
+            flash(str(bad), "error")
+        return redirect(url_for("admin.apis"))
+    key_of = {a.id: a.key for a in gateway.accounts.list()}
+    return render_template(
+        "admin/apis.html",
+        states=gateway.api_states.list(),
+        key_of=key_of,
+        every_account=EVERY_ACCOUNT,
+        targets=[ALL_APIS, *sorted(PLATFORMS), *sorted(CATALOG)],
+    )
+
+
+@admin_blp.route("/upstreams")
+def upstreams():
+    """The members and their health as this worker sees it (shared by every worker and host
+    with REDIS_URL), with the calls each answered."""
+    gateway = kit.gateway()
+    failover = gateway.dispatcher.failover
+    report = usage_report(gateway.engine, account_id=None, since_utc=None)
+    return render_template(
+        "admin/upstreams.html",
+        members=describe_members(failover.router, failover.health),
+        answered=report["by_upstream"],
+        shared=bool(current_app.config["REDIS_URL"]),
+    )
+
+
+@admin_blp.route("/audit")
+def audit_page():
+    return render_template("admin/audit.html", rows=audit.recent(kit.gateway().engine, 200))
+
+
+# -- reading forms ------------------------------------------------------------------------
+
+
+def _text(name: str, *, required: bool = False) -> str:
+    value = request.form.get(name, "").strip()[:200]
+    if required and not value:
+        raise ValueError(f"Fill in {name.replace('_', ' ')}.")
+    return value
+
+
+def _whole(name: str, *, minimum: int) -> int | None:
+    """A whole number field; None when left empty."""
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum or int(raw) > 2**62:
+        raise ValueError(f"{name.replace('_', ' ')} must be a whole number of at least {minimum}.")
+    return int(raw)
+
+
+def _day(name: str):
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw, "%Y-%m-%d").date()
+    except ValueError:
+        raise ValueError(f"{name} must be a day as YYYY-MM-DD.") from None
+
+
+def _networks(value: str | None) -> tuple[str, ...] | None:
+    items = parse_list(value)
+    for item in items or ():
+        try:
+            parse_network(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is neither an IP address nor a CIDR network.") from None
+    return items
