@@ -1,5 +1,5 @@
 """Admin command line: `flask accounts ...`, `flask apis ...`, `flask usage`, `flask chats ...`,
-`flask init-db`.
+`flask upstreams ...`, `flask audit`, `flask init-db`; `flask keys ...` in proxy/cli_keys.py.
 
 Every command takes `--json` and then prints exactly one JSON document, for scripts.
 """
@@ -20,7 +20,6 @@ from proxy.api_states import ALL_APIS, EVERY_ACCOUNT, MAINTENANCE
 from proxy.api_states import STOPPED as API_STOPPED_STATE
 from proxy.catalog import CATALOG, PLATFORMS
 from proxy.failover import describe_members
-from proxy.keys import ApiKey, parse_list, parse_network
 from proxy.upstreams import UpstreamRouter
 from proxy.usage import usage_report
 
@@ -34,7 +33,7 @@ json_option = click.option(
 )
 
 
-def _gateway():
+def gateway():
     return current_app.extensions["gateway"]
 
 
@@ -52,7 +51,7 @@ def _api_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _for_key(action, *args):
+def for_key(action, *args):
     """`action(*args)` of the account store; an unknown key is a command error."""
     try:
         return action(*args)
@@ -61,7 +60,7 @@ def _for_key(action, *args):
 
 
 def _account(key: str) -> Account:
-    return _for_key(_gateway().accounts.get, key)
+    return for_key(gateway().accounts.get, key)
 
 
 def _account_document(account: Account) -> dict:
@@ -77,7 +76,7 @@ def _account_document(account: Account) -> dict:
         "expires": account.expires_on.isoformat() if account.expires_on else None,
         "rpm": account.rpm,
         "tpm": account.tpm,
-        "today": _gateway().meter.today_figures(account.id),
+        "today": gateway().meter.today_figures(account.id),
     }
 
 
@@ -123,7 +122,7 @@ def create_account(
 ) -> None:
     """Create an account; its secret is printed once and never stored in clear."""
     created = operations.create_account(
-        _gateway(),
+        gateway(),
         CLI,
         name,
         daily_quota=daily_quota,
@@ -141,7 +140,7 @@ def create_account(
 @json_option
 def list_accounts(as_json: bool) -> None:
     """List accounts (keys, never secrets)."""
-    rows = _gateway().accounts.list()
+    rows = gateway().accounts.list()
     if as_json:
         click.echo(json.dumps([_account_document(a) for a in rows], ensure_ascii=False))
         return
@@ -163,7 +162,7 @@ def show_account(key: str, as_json: bool) -> None:
 @json_option
 def stop_account(key: str, as_json: bool) -> None:
     """Stop an account: its calls answer 4007 until it is started."""
-    _print_account(_for_key(operations.stop_account, _gateway(), CLI, key), as_json)
+    _print_account(for_key(operations.stop_account, gateway(), CLI, key), as_json)
 
 
 @accounts_cli.command("start")
@@ -171,7 +170,7 @@ def stop_account(key: str, as_json: bool) -> None:
 @json_option
 def start_account(key: str, as_json: bool) -> None:
     """Start a stopped account."""
-    _print_account(_for_key(operations.start_account, _gateway(), CLI, key), as_json)
+    _print_account(for_key(operations.start_account, gateway(), CLI, key), as_json)
 
 
 @accounts_cli.command("topup")
@@ -185,8 +184,8 @@ def top_up(key: str, credits: int | None, calls: int | None, as_json: bool) -> N
     """Top up: --credits to the balance, --calls to today's quota (both may be given)."""
     if credits is None and calls is None:
         raise click.UsageError("say what to add: --credits N and/or --calls N")
-    account = _for_key(
-        lambda k: operations.top_up(_gateway(), CLI, k, credits=credits, calls=calls), key
+    account = for_key(
+        lambda k: operations.top_up(gateway(), CLI, k, credits=credits, calls=calls), key
     )
     _print_account(account, as_json)
 
@@ -196,7 +195,7 @@ def top_up(key: str, credits: int | None, calls: int | None, as_json: bool) -> N
 @json_option
 def rotate_secret(key: str, as_json: bool) -> None:
     """Draw a new secret (printed once); the old one stops working at once."""
-    renewed = _for_key(operations.rotate_secret, _gateway(), CLI, key)
+    renewed = for_key(operations.rotate_secret, gateway(), CLI, key)
     _print_account(renewed.account, as_json, secret=renewed.secret)
 
 
@@ -207,7 +206,7 @@ def _api_state_command(state: str | None):
                 f"{target!r} is not a catalog method, a platform or `{ALL_APIS}`",
                 param_hint="METHOD_OR_PLATFORM",
             )
-        _for_key(lambda k: operations.set_api_state(_gateway(), CLI, target, state, k), account_key)
+        for_key(lambda k: operations.set_api_state(gateway(), CLI, target, state, k), account_key)
         document = {"target": target, "account": account_key, "state": state or "running"}
         if as_json:
             click.echo(json.dumps(document))
@@ -236,7 +235,7 @@ for _name, _state, _help in (
 @json_option
 def list_api_states(as_json: bool) -> None:
     """Stopped and maintained APIs."""
-    states = _gateway().api_states.list()
+    states = gateway().api_states.list()
     if as_json:
         click.echo(json.dumps(states))
         return
@@ -259,7 +258,7 @@ def usage(key: str | None, since: datetime | None, as_json: bool) -> None:
     """Calls, charges, cache hits, calls per code and tokens, for one key or all."""
     account_id = _account(key).id if key else None
     since_utc = _local_midnight_utc(since.date()) if since else None
-    report = usage_report(_gateway().engine, account_id=account_id, since_utc=since_utc)
+    report = usage_report(gateway().engine, account_id=account_id, since_utc=since_utc)
     report = {"key": key, "since": since.date().isoformat() if since else None, **report}
     if as_json:
         click.echo(json.dumps(report))
@@ -282,7 +281,7 @@ chats_cli = AppGroup("chats", help="List, show and delete remembered conversatio
 @with_appcontext
 def list_chats(key: str | None, as_json: bool) -> None:
     """Conversations: account, chat_id, custom_uid, messages, last message time."""
-    chats = _gateway().chats.list(_account(key).id if key else None)
+    chats = gateway().chats.list(_account(key).id if key else None)
     if as_json:
         click.echo(json.dumps({"chats": chats}))
         return
@@ -300,7 +299,7 @@ def list_chats(key: str | None, as_json: bool) -> None:
 @with_appcontext
 def show_chat(key: str, chat_id: str, as_json: bool) -> None:
     """The stored messages of one conversation, oldest first."""
-    messages = _gateway().chats.messages(_account(key).id, chat_id)
+    messages = gateway().chats.messages(_account(key).id, chat_id)
     if as_json:
         click.echo(json.dumps({"chat_id": chat_id, "messages": messages}, ensure_ascii=False))
         return
@@ -315,7 +314,7 @@ def show_chat(key: str, chat_id: str, as_json: bool) -> None:
 @with_appcontext
 def delete_chat(key: str, chat_id: str, as_json: bool) -> None:
     """Forget one conversation."""
-    deleted = _gateway().chats.delete(_account(key).id, chat_id)
+    deleted = gateway().chats.delete(_account(key).id, chat_id)
     if as_json:
         click.echo(json.dumps({"chat_id": chat_id, "deleted_messages": deleted}))
     else:
@@ -331,7 +330,7 @@ upstreams_cli = AppGroup("upstreams", help="List the upstream members, or reload
 def list_upstreams(as_json: bool) -> None:
     """Members, weights, priorities and health (never keys). Health is shared only with
     REDIS_URL; without it each worker keeps its own (see each worker's /health)."""
-    failover = _gateway().dispatcher.failover
+    failover = gateway().dispatcher.failover
     shared = current_app.config["REDIS_URL"]
     members = describe_members(failover.router, failover.health if shared else None)
     if as_json:
@@ -356,128 +355,12 @@ def reload_upstreams(as_json: bool) -> None:
         raise click.ClickException(
             f"refused, the workers keep the upstreams they have: {refused}"
         ) from None
-    generation = generations.bump(_gateway().engine, generations.UPSTREAMS)
+    generation = generations.bump(gateway().engine, generations.UPSTREAMS)
     document = {"generation": generation, "members": [default.name, *(m.name for m in members)]}
     if as_json:
         click.echo(json.dumps(document))
         return
     click.echo(f"reload {generation} asked: members {', '.join(document['members'])}")
-
-
-keys_cli = AppGroup("keys", help="Create, list, show and revoke an account's keys.")
-
-
-def _key_document(api_key: ApiKey, secret: str | None = None) -> dict:
-    document = {
-        "id": api_key.id,
-        "key": api_key.key,
-        "account": _gateway().accounts.account_key_of(api_key.account_id),
-        "label": api_key.label,
-        "status": api_key.status,
-        "expires": api_key.expires_on.isoformat() if api_key.expires_on else None,
-        "models": list(api_key.models) if api_key.models is not None else None,
-        "ips": list(api_key.ips) if api_key.ips is not None else None,
-        "rpm": api_key.rpm,
-        "tpm": api_key.tpm,
-        "created": api_key.created_at.isoformat(sep=" ", timespec="seconds"),
-        "revoked": (
-            api_key.revoked_at.isoformat(sep=" ", timespec="seconds")
-            if api_key.revoked_at
-            else None
-        ),
-    }
-    if secret is not None:  # key and secret first: what the operator hands to the client
-        document = {"key": api_key.key, "secret": secret, **document}
-    return document
-
-
-def _print_key(api_key: ApiKey, as_json: bool, secret: str | None = None) -> None:
-    document = _key_document(api_key, secret)
-    if as_json:
-        click.echo(json.dumps(document, ensure_ascii=False))
-        return
-    for name, value in document.items():
-        shown = ",".join(value) if isinstance(value, list) else value
-        click.echo(f"{name + ':':9} {shown if shown is not None else '-'}")
-    if secret is not None:
-        click.echo("The secret is shown only now; store it safely.")
-
-
-def _networks(value: str | None) -> tuple[str, ...] | None:
-    """`10.0.0.0/8,192.0.2.7` -> each checked as an address or a CIDR network."""
-    items = parse_list(value)
-    for item in items or ():
-        try:
-            parse_network(item)
-        except ValueError:
-            raise click.BadParameter(
-                f"{item!r} is neither an IP address nor a CIDR network (e.g. 10.0.0.0/8)",
-                param_hint="--ips",
-            ) from None
-    return items
-
-
-@keys_cli.command("create")
-@click.argument("account_key")
-@click.option("--label", default="", help="What the key is for, e.g. the site using it.")
-@click.option("--models", default=None, help="Allowed models, fnmatch patterns: gpt-4o*,o1-*.")
-@click.option("--ips", default=None, help="Allowed caller addresses/CIDRs: 10.0.0.0/8,192.0.2.7.")
-@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Calls per minute.")
-@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
-@click.option(
-    "--expires",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    help="YYYY-MM-DD: the last day it works.",
-)
-@json_option
-def create_key(account_key, label, models, ips, rpm, tpm, expires, as_json) -> None:
-    """Give the account of ACCOUNT_KEY another key; its secret is printed once."""
-    created = _for_key(
-        lambda key: operations.create_key(
-            _gateway(),
-            CLI,
-            key,
-            label=label,
-            models=parse_list(models),
-            ips=_networks(ips),
-            rpm=rpm,
-            tpm=tpm,
-            expires_on=expires.date() if expires else None,
-        ),
-        account_key,
-    )
-    _print_key(created.api_key, as_json, secret=created.secret)
-
-
-@keys_cli.command("list")
-@click.argument("account_key")
-@json_option
-def list_keys(account_key: str, as_json: bool) -> None:
-    """The keys of the account of ACCOUNT_KEY (never secrets)."""
-    keys = _for_key(_gateway().accounts.keys_of, account_key)
-    if as_json:
-        click.echo(json.dumps([_key_document(k) for k in keys], ensure_ascii=False))
-        return
-    for k in keys:
-        expires = k.expires_on.isoformat() if k.expires_on else "-"
-        click.echo(f"{k.key}\t{k.status}\t{expires}\t{k.label}")
-
-
-@keys_cli.command("show")
-@click.argument("key")
-@json_option
-def show_key(key: str, as_json: bool) -> None:
-    """A key's settings (never its secret)."""
-    _print_key(_for_key(_gateway().accounts.get_key, key), as_json)
-
-
-@keys_cli.command("revoke")
-@click.argument("key")
-@json_option
-def revoke_key(key: str, as_json: bool) -> None:
-    """Revoke a key for good: its calls answer 4005 at once (docs/keys.md)."""
-    _print_key(_for_key(operations.revoke_key, _gateway(), CLI, key), as_json)
 
 
 @click.command("audit")
@@ -486,7 +369,7 @@ def revoke_key(key: str, as_json: bool) -> None:
 @with_appcontext
 def show_audit(limit: int, as_json: bool) -> None:
     """The newest operator actions (console and commands): when, who, what, on what."""
-    rows = audit.recent(_gateway().engine, limit)
+    rows = audit.recent(gateway().engine, limit)
     if as_json:
         click.echo(json.dumps({"audit": rows}))
         return
@@ -499,14 +382,16 @@ def show_audit(limit: int, as_json: bool) -> None:
 @with_appcontext
 def init_db() -> None:
     """Create the database tables if they are missing."""
-    storage.ensure_schema(_gateway().engine)
+    storage.ensure_schema(gateway().engine)
     click.echo("database ready")
 
 
 def init_app(app: Flask) -> None:
+    from proxy import cli_keys  # it uses this module's helpers
+
     app.cli.add_command(accounts_cli)
     app.cli.add_command(apis_cli)
-    app.cli.add_command(keys_cli)
+    app.cli.add_command(cli_keys.keys_cli)
     app.cli.add_command(usage)
     app.cli.add_command(chats_cli)
     app.cli.add_command(upstreams_cli)
