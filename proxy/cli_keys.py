@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 from proxy import operations
 from proxy.cli import CLI, for_key, gateway, json_option
-from proxy.keys import ApiKey, parse_list, parse_network
+from proxy.keys import ApiKey, parse_list, parse_networks
 
 keys_cli = AppGroup("keys", help="Create, list, show and revoke an account's keys.")
 
@@ -52,17 +52,10 @@ def _print_key(api_key: ApiKey, as_json: bool, secret: str | None = None) -> Non
 
 
 def _networks(value: str | None) -> tuple[str, ...] | None:
-    """`10.0.0.0/8,192.0.2.7` -> each checked as an address or a CIDR network."""
-    items = parse_list(value)
-    for item in items or ():
-        try:
-            parse_network(item)
-        except ValueError:
-            raise click.BadParameter(
-                f"{item!r} is neither an IP address nor a CIDR network (e.g. 10.0.0.0/8)",
-                param_hint="--ips",
-            ) from None
-    return items
+    try:
+        return parse_networks(value)
+    except ValueError as refused:
+        raise click.BadParameter(str(refused), param_hint="--ips") from None
 
 
 @keys_cli.command("create")

@@ -89,5 +89,19 @@ def parse_list(text: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def parse_networks(text: str | None) -> tuple[str, ...] | None:
+    """`10.0.0.0/8,192.0.2.7` -> each checked as an address or a CIDR network; ValueError
+    naming the first that is neither. None stays None (no list: any address)."""
+    items = parse_list(text)
+    for item in items or ():
+        try:
+            parse_network(item)
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is neither an IP address nor a CIDR network (e.g. 10.0.0.0/8)"
+            ) from None
+    return items
+
+
 def join_list(items: tuple[str, ...] | None) -> str | None:
     return None if items is None else ",".join(items)

@@ -41,7 +41,7 @@ from proxy.catalog import CATALOG, PLATFORMS
 from proxy.doors import kit
 from proxy.errors import ERROR_CODES
 from proxy.failover import describe_members
-from proxy.keys import parse_list, parse_network
+from proxy.keys import parse_list, parse_networks
 from proxy.usage import calls_by_method, failed_calls, usage_report
 
 log = logging.getLogger("proxy")
@@ -250,7 +250,7 @@ def account_action(key: str, action: str):
                 key,
                 label=_text("label"),
                 models=parse_list(_text("models") or None),
-                ips=_networks(_text("ips") or None),
+                ips=parse_networks(_text("ips") or None),
                 rpm=_whole("rpm", minimum=1),
                 tpm=_whole("tpm", minimum=1),
                 expires_on=_day("expires"),
@@ -384,13 +384,3 @@ def _day(name: str):
         return datetime.strptime(raw, "%Y-%m-%d").date()
     except ValueError:
         raise ValueError(f"{name} must be a day as YYYY-MM-DD.") from None
-
-
-def _networks(value: str | None) -> tuple[str, ...] | None:
-    items = parse_list(value)
-    for item in items or ():
-        try:
-            parse_network(item)
-        except ValueError:
-            raise ValueError(f"{item!r} is neither an IP address nor a CIDR network.") from None
-    return items

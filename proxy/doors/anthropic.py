@@ -120,15 +120,7 @@ def render(result: CallResult | StreamingCall, context: CallContext) -> Response
     else:
         response = error_answer(result, context)
     response.headers["request-id"] = context.request_id  # the SDK's `_request_id`
-    response.headers["X-Request-Id"] = context.request_id
-    kit.name_upstream(response, result)
-    if isinstance(result, CallResult):
-        response.headers["X-Error-Code"] = result.code
-        if result.api_info:
-            response.headers["X-Api-Info"] = result.api_info
-        if result.code in ANSWERED_CODES:
-            response.headers["X-Gateway-Cache"] = "hit" if result.cached else "miss"
-    return response
+    return kit.sdk_door_headers(response, result, context.request_id)
 
 
 def _requested_model() -> str:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from proxy.calls import CallContext
-from proxy.errors import PARAM_ERROR, GatewayError
+from proxy.calls import CallContext, CallResult
+from proxy.errors import ANSWERED_CODES, PARAM_ERROR, GatewayError
 from proxy.params import refuse_unnamed_parts
 from proxy.services import Gateway
 from proxy.uploads import FILE_FIELDS, FileUpload
@@ -82,6 +82,20 @@ def event_stream(events: Iterator[str]) -> Response:
     response = Response(events, status=200, content_type="text/event-stream; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def sdk_door_headers(response: Response, result, request_id: str) -> Response:
+    """The gateway's headers on an SDK door's answer (/v1, /v1/messages): X-Request-Id,
+    X-Upstream, and for a settled call X-Error-Code, X-Api-Info and X-Gateway-Cache."""
+    response.headers["X-Request-Id"] = request_id
+    name_upstream(response, result)
+    if isinstance(result, CallResult):
+        response.headers["X-Error-Code"] = result.code
+        if result.api_info:
+            response.headers["X-Api-Info"] = result.api_info
+        if result.code in ANSWERED_CODES:
+            response.headers["X-Gateway-Cache"] = "hit" if result.cached else "miss"
     return response
 
 
