@@ -4,8 +4,9 @@ call's charge."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -162,3 +163,52 @@ def failed_calls(engine: Engine, *, account_id: int | None, limit: int = 20) -> 
             }
             for row in rows
         ]
+
+
+# The console's hourly view reads at most this many of the window's newest rows.
+HOURLY_ROWS_READ = 200_000
+
+
+def hourly_usage(
+    engine: Engine, *, account_id: int | None, now_utc: datetime, hours: int = 24
+) -> list[dict]:
+    """The last `hours` whole hours up to now, oldest first (UTC): each hour's calls, failures
+    (codes other than 0000 and 2000) and the p50 / p95 of its calls' latency_ms (nearest
+    rank; None for an hour without calls). Reads at most HOURLY_ROWS_READ rows."""
+    end = now_utc.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = end - timedelta(hours=hours)
+    u = storage.usage.c
+    conditions = [u.created_at >= start]
+    if account_id is not None:
+        conditions.append(u.account_id == account_id)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(u.created_at, u.error_code, u.latency_ms)
+            .where(*conditions)
+            .order_by(u.id.desc())
+            .limit(HOURLY_ROWS_READ)
+        ).all()
+    latencies: list[list[int]] = [[] for _ in range(hours)]
+    failed = [0] * hours
+    for created_at, code, latency_ms in rows:
+        slot = int((created_at - start).total_seconds() // 3600)
+        if 0 <= slot < hours:
+            latencies[slot].append(latency_ms or 0)
+            failed[slot] += code not in ("0000", "2000")
+    return [
+        {
+            "hour": (start + timedelta(hours=slot)).strftime("%m-%d %H:00"),
+            "calls": len(latencies[slot]),
+            "failed": failed[slot],
+            "p50_ms": _nearest_rank(latencies[slot], 50),
+            "p95_ms": _nearest_rank(latencies[slot], 95),
+        }
+        for slot in range(hours)
+    ]
+
+
+def _nearest_rank(values: list[int], percent: int) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1]

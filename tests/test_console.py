@@ -216,3 +216,33 @@ def test_the_upstreams_page_shows_each_member_and_the_calls_it_answered(console,
     assert '<span class="pill healthy">healthy</span>' in row
     assert '<td class="num">1</td>\n    </tr>' in row
     assert "sk-upstream-secret" not in page
+
+
+def test_the_usage_page_shows_this_hours_calls_with_their_p50_and_p95_latency(console, app):
+    from datetime import timedelta
+
+    from proxy import storage
+    from proxy.storage import utc_now
+
+    now = utc_now()
+    rows = [{"latency_ms": ms, "error_code": "0000"} for ms in range(1, 21)]  # 1..20 ms
+    rows.append({"latency_ms": 900, "error_code": "4002"})  # a slow failure
+    with app.extensions["gateway"].engine.begin() as connection:
+        for number, row in enumerate(rows):
+            connection.execute(
+                storage.usage.insert(),
+                dict(row, request_id=f"r{number}", method="v1/chat/completions", created_at=now),
+            )
+        connection.execute(  # a day old: outside the 24 hours
+            storage.usage.insert(),
+            dict(request_id="old", error_code="0000", latency_ms=5, created_at=now - timedelta(1)),
+        )
+    page = console.get("/admin/usage").text
+    hour = now.strftime("%m-%d %H:00")
+    # 21 calls: p50 is the 11th fastest (11 ms), p95 the 20th (20 ms); 1 failed
+    assert (
+        f'<td class="num" data-hour-calls="{hour}">21</td>\n'
+        '      <td class="num">1</td>\n'
+        '      <td class="num">11</td>\n'
+        '      <td class="num">20</td>'
+    ) in page

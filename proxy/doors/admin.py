@@ -42,7 +42,8 @@ from proxy.doors import kit
 from proxy.errors import ERROR_CODES
 from proxy.failover import describe_members
 from proxy.keys import parse_list, parse_networks
-from proxy.usage import calls_by_method, failed_calls, usage_report
+from proxy.storage import utc_now
+from proxy.usage import calls_by_method, failed_calls, hourly_usage, usage_report
 
 log = logging.getLogger("proxy")
 
@@ -296,6 +297,7 @@ def usage():
             flash(f"No account has the key {chosen[:64]!r}; showing every account.", "error")
             chosen = ""
     report = usage_report(gateway.engine, account_id=account_id, since_utc=None)
+    hours = hourly_usage(gateway.engine, account_id=account_id, now_utc=utc_now())
     return render_template(
         "admin/usage.html",
         accounts=every,
@@ -305,6 +307,8 @@ def usage():
         widest=max(report["by_code"].values(), default=1),
         methods=calls_by_method(gateway.engine, account_id=account_id),
         failures=failed_calls(gateway.engine, account_id=account_id),
+        hours=hours,
+        busiest_hour=max(hour["calls"] for hour in hours) or 1,
     )
 
 
