@@ -20,7 +20,6 @@ from proxy.accounts import Credentials
 from proxy.calls import CallContext, CallRequest, CallResult, StreamingCall, answer_call
 from proxy.doors import kit
 from proxy.errors import ANSWERED_CODES, ERROR_CODES, MISSING_PARAM, PARAM_ERROR, GatewayError
-from proxy.formats import Frozen
 from proxy.messages_translation import MessageEvents
 from proxy.params import parse_json_body
 
@@ -149,16 +148,7 @@ def _sse(event: tuple[str, dict]) -> str:
 
 
 def answer(result: CallResult) -> Response:
-    payload = result.response
-    if isinstance(payload, Frozen):  # a kept answer: its JSON text is made once
-        body = payload.rendering("anthropic", _json)
-    else:
-        body = _json(payload)
-    return Response(body, status=200, content_type="application/json")
-
-
-def _json(payload) -> str:
-    return json.dumps(payload, ensure_ascii=False)
+    return kit.json_answer(result.response)
 
 
 def error_body(result: CallResult, request_id: str = "") -> dict:

@@ -6,6 +6,7 @@ A door imports from here, never from another door.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from proxy.calls import CallContext, CallResult
 from proxy.errors import ANSWERED_CODES, PARAM_ERROR, GatewayError
+from proxy.formats import Frozen
 from proxy.params import refuse_unnamed_parts
 from proxy.services import Gateway
 from proxy.uploads import FILE_FIELDS, FileUpload
@@ -83,6 +85,20 @@ def event_stream(events: Iterator[str]) -> Response:
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def json_answer(payload) -> Response:
+    """An SDK door's JSON answer (HTTP 200), UTF-8 unescaped; a kept answer's text is made
+    once and reused (formats.Frozen)."""
+    if isinstance(payload, Frozen):
+        body = payload.rendering("sdk-json", _sdk_json)
+    else:
+        body = _sdk_json(payload)
+    return Response(body, status=200, content_type="application/json")
+
+
+def _sdk_json(payload) -> str:
+    return json.dumps(payload, ensure_ascii=False)
 
 
 def sdk_door_headers(response: Response, result, request_id: str) -> Response:

@@ -30,7 +30,6 @@ from proxy.errors import (
     PARAM_ERROR,
     GatewayError,
 )
-from proxy.formats import Frozen
 from proxy.params import form_values, parse_json_body
 
 # OpenAI's error `type` for each status, as its SDKs and clients expect them.
@@ -215,15 +214,7 @@ def answer(result: CallResult) -> Response:
             status=200,
             content_type=payload.get(type_field) or "application/octet-stream",
         )
-    if isinstance(payload, Frozen):  # a kept answer: its JSON text is made once
-        body = payload.rendering("openai", _openai_json)
-    else:
-        body = _openai_json(payload)
-    return Response(body, status=200, content_type="application/json")
-
-
-def _openai_json(payload) -> str:
-    return json.dumps(payload, ensure_ascii=False)
+    return kit.json_answer(payload)
 
 
 def _message(result: CallResult) -> str:
