@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -107,6 +108,21 @@ class ServedGateway:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+@contextmanager
+def two_hosts(workdir, **settings):
+    """Two served gateways of 2 workers each on the same settings: two hosts sharing the
+    database and Redis the settings name. Yields (first, second); stops both."""
+    first = ServedGateway(workdir, workers=2, **settings).start()
+    second = ServedGateway(workdir, workers=2, **settings).start()
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+def bases(gateways) -> list[str]:
+    return [gateway.base for gateway in gateways]
 
 
 def fire_at_once(bases: list[str], account: dict, count: int, *, model: str | None = None):

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import CHAT_ARGS, SEALING_KEY
-from tests.served import ServedGateway, fire_at_once
+from tests.served import bases, fire_at_once, two_hosts
 from tests.servers import RedisServer
 
 
@@ -43,15 +43,8 @@ def gateways(tmp_path_factory, postgres_server, redis, stub):
         # Copies no test outlives: what is refused at once is not a copy growing old.
         "SETTINGS_CACHE_SECONDS": "60",
     }
-    first = ServedGateway(workdir, workers=2, **settings).start()
-    second = ServedGateway(workdir, workers=2, **settings).start()
-    yield first, second
-    first.stop()
-    second.stop()
-
-
-def bases(gateways) -> list[str]:
-    return [gateway.base for gateway in gateways]
+    with two_hosts(workdir, **settings) as both:
+        yield both
 
 
 def new_key(gateways, *options: str) -> dict:

@@ -11,7 +11,7 @@ import requests
 
 from stub_upstream import StubServer
 from tests.conftest import CHAT_ARGS, SEALING_KEY
-from tests.served import ServedGateway, fire_at_once, wait_until
+from tests.served import bases, fire_at_once, two_hosts, wait_until
 from tests.servers import RedisServer
 
 SLOW_SECONDS = 2.0
@@ -43,15 +43,8 @@ def gateways(tmp_path_factory, postgres_server, redis, slow_stub):
         "UPSTREAM_TIMEOUT_SECONDS": "20",
         "UPSTREAM_MAX_RETRIES": "0",
     }
-    first = ServedGateway(workdir, workers=2, **settings).start()
-    second = ServedGateway(workdir, workers=2, **settings).start()
-    yield first, second
-    first.stop()
-    second.stop()
-
-
-def bases(gateways) -> list[str]:
-    return [gateway.base for gateway in gateways]
+    with two_hosts(workdir, **settings) as both:
+        yield both
 
 
 def slots_in_redis(redis: RedisServer, account_id: int) -> int:
