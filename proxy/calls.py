@@ -219,7 +219,6 @@ class Record:
 
     gateway: object
     context: CallContext
-    request_id: str = field(init=False)  # the context's, for the running calls' log lines
     account: Account | None = None
     admission: object = None
     price: object = None  # proxy.prices.CallPrice of a charged call, once its arguments are read
@@ -236,8 +235,12 @@ class Record:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        self.request_id = self.context.request_id
         metrics.call_started(self.context.door)
+
+    @property
+    def request_id(self) -> str:
+        """The context's, for the running calls' log lines (proxy/running.py)."""
+        return self.context.request_id
 
     def answered(self, outcome) -> CallResult:
         """The result of the dispatcher's Outcome (from the cache or the upstream)."""
