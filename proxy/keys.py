@@ -41,7 +41,7 @@ class ApiKey:
     def check_usable(self, today: date) -> None:
         """4005 when the key is revoked or past its expiry day."""
         if self.status != ACTIVE:
-            raise GatewayError(AUTH_FAILED, "this key was revoked; use another key of the account")
+            raise revoked_key_refusal()
         if self.expires_on is not None and today > self.expires_on:
             raise GatewayError(
                 AUTH_FAILED,
@@ -75,6 +75,12 @@ class ApiKey:
                 AUTH_FAILED,
                 f"this key does not accept calls from the address {client_ip[:64] or '(none)'}",
             )
+
+
+def revoked_key_refusal() -> GatewayError:
+    """4005 for a revoked key, whichever check finds it (authentication, or the admission's
+    write in proxy/metering.py)."""
+    return GatewayError(AUTH_FAILED, "this key was revoked; use another key of the account")
 
 
 def parse_network(text: str) -> Network:

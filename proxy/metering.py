@@ -44,6 +44,7 @@ from proxy.errors import (
     GatewayError,
 )
 from proxy.keys import ACTIVE as KEY_ACTIVE
+from proxy.keys import revoked_key_refusal
 from proxy.metering_holds import ExpiredHolds, count_refunded, give_back_quota
 from proxy.metering_statements import CACHE_HIT, UNCHARGED, UPSTREAM
 from proxy.prices import CallPrice, PriceTable
@@ -294,7 +295,7 @@ class Meter(ExpiredHolds):
             lifetime = connection.execute(charge, params).first()
             if lifetime is None:  # rolls the quota unit back
                 if key and connection.execute(sql.KEY_STATUS, params).scalar() != KEY_ACTIVE:
-                    raise refusals.key_revoked()
+                    raise revoked_key_refusal()
                 what = f"{record.method} costs"
                 raise GatewayError(INSUFFICIENT_BALANCE, refusals.balance_reason(what, credits))
             usage_id = _insert_usage(connection, record, charged=True, credits=record.credits)
@@ -405,7 +406,7 @@ def _insert_reservation(connection: Connection, account: Account, held: dict) ->
     held = {**held, "key_id": account.api_key.id}
     reservation_id = connection.execute(sql.INSERT_RESERVATION_OF_ACTIVE_KEY, held).scalar()
     if reservation_id is None:  # rolls back what the admission took
-        raise refusals.key_revoked()
+        raise revoked_key_refusal()
     return reservation_id
 
 

@@ -1,14 +1,8 @@
-"""What an admission that cannot be held says: the reason of each refusal (quota 4013, balance
-4016, concurrency 4008, a revoked key 4005), worded for the client: what happened and what to
-do. Pure: no database."""
+"""What an admission that cannot be held says: the reason of each refusal (quota 4013,
+balance 4016, concurrency 4008; a revoked key's is keys.revoked_key_refusal), worded for the
+client: what happened and what to do. Pure: no database."""
 
 from __future__ import annotations
-
-from proxy.errors import AUTH_FAILED, GatewayError
-
-
-def key_revoked() -> GatewayError:
-    return GatewayError(AUTH_FAILED, "this key was revoked; use another key of the account")
 
 
 def quota_reason(daily_quota: int) -> str:
