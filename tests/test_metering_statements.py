@@ -17,8 +17,16 @@ from tests.conftest import CHAT_ARGS, create_account
 
 @pytest.fixture
 def make_app(make_app_each_database):
-    """Every test here runs on SQLite and on a real PostgreSQL server."""
-    return make_app_each_database
+    """Every test here runs on SQLite and on a real PostgreSQL server. The upstreams file's
+    reload generation (read at most once a second, docs/upstreams.md) is read once an hour
+    here, so that no such read falls inside a measured call on a slow machine."""
+
+    def make(**settings):
+        app = make_app_each_database(**settings)
+        app.extensions["gateway"].dispatcher.router.reload_check_seconds = 3600.0
+        return app
+
+    return make
 
 
 @contextmanager
