@@ -220,6 +220,15 @@ def transcript(data: bytes) -> str:
     return f"audio of {len(data)} bytes"
 
 
+AUDIO_BYTES_PER_SECOND = SPEECH_SAMPLE_RATE * 2  # as the stub's own pcm: 16-bit mono
+
+
+def audio_seconds(data: bytes) -> int:
+    """How long the stub says an upload lasts: whole seconds at AUDIO_BYTES_PER_SECOND,
+    rounded up, at least 1."""
+    return max(1, math.ceil(len(data) / AUDIO_BYTES_PER_SECOND))
+
+
 def speech_audio(seed: str, word_count: int, speed: float, fmt: str) -> bytes:
     """pcm and wav carry a square wave (24 kHz, 16-bit mono), 0.1 s per word divided by
     ``speed``, whose pitch comes from the seed; other formats are their magic + seeded bytes."""

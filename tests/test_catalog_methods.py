@@ -149,7 +149,10 @@ def test_transcription_of_a_base64_file_with_its_filename(call, stub):
     audio = base64.b64encode("你好 world".encode()).decode()
     envelope = call("v1/audio/transcriptions", {"file": audio, "filename": "hello.mp3"})
     assert envelope["error_code"] == "0000", envelope
-    assert envelope["response"] == {"text": "你好 world"}
+    assert envelope["response"] == {
+        "text": "你好 world",
+        "usage": {"type": "duration", "seconds": 1},
+    }
     seen = json.dumps(upstream_bodies(stub, "/v1/audio/transcriptions")[-1], ensure_ascii=False)
     assert "hello.mp3" in seen and "whisper-1" in seen
 

@@ -112,7 +112,10 @@ def test_a_php_get_client_calls_every_method(served, slow_stub):
     ]
     by_method = {a["method"]: a["response"] for a in answers}
     assert by_method["v1/edits"]["object"] == "edit"
-    assert by_method["v1/audio/transcriptions"] == {"text": "hello from php"}
+    assert by_method["v1/audio/transcriptions"] == {
+        "text": "hello from php",
+        "usage": {"type": "duration", "seconds": 1},
+    }
     assert by_method["v1/audio/speech"]["mime_type"] == "audio/mpeg"
     file_id = answers[-2]["response"]["id"]
     assert [f["id"] for f in answers[-1]["response"]["data"]] == [file_id]

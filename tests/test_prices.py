@@ -4,6 +4,7 @@ flat per-method prices stay for models without a price."""
 
 from __future__ import annotations
 
+import io
 import json
 from fractions import Fraction
 
@@ -24,6 +25,9 @@ prompt_per_million = 5
 
 [models."dall-e-*"]
 per_image = 40
+
+[models."whisper-*"]
+per_audio_second = 2
 """
 
 
@@ -43,7 +47,7 @@ def test_an_exact_name_wins_then_the_first_pattern_in_file_order(tmp_path):
     table = PriceTable.load(str(path))
     assert table.for_model("gpt-4o-mini").prompt_per_million == 1_000_000
     assert table.for_model("gpt-4o").prompt_per_million == 5
-    assert table.for_model("whisper-1") is None
+    assert table.for_model("tts-1") is None
 
 
 def test_an_unknown_field_in_the_prices_file_is_refused_naming_it(tmp_path):
@@ -159,6 +163,27 @@ def test_an_image_is_priced_per_image(priced_app):
     assert answer["error_code"] == "0000"
     assert usage_rows(priced_app)[0].credits == 80
     assert balance(runner, account) == 920
+
+
+def test_a_transcription_is_priced_per_second_of_audio_the_upstream_reports(priced_app):
+    runner, client = priced_app.test_cli_runner(), priced_app.test_client()
+    account = create_account(runner, "acme", "--balance", "5000")
+    audio = bytes(100_000)  # the stub reports 100,000 / 48,000 bytes a second: 3 seconds
+    answer = client.post(
+        "/api",
+        data={
+            "key": account["key"],
+            "secret": account["secret"],
+            "method": "v1/audio/transcriptions",
+            "_o_args": json.dumps({"model": "whisper-1"}),
+            "file": (io.BytesIO(audio), "note.wav", "audio/wav"),
+        },
+        content_type="multipart/form-data",
+    ).get_json()
+    assert answer["error_code"] == "0000", answer
+    assert answer["response"]["usage"] == {"type": "duration", "seconds": 3}
+    assert usage_rows(priced_app)[0].credits == 6
+    assert balance(runner, account) == 4994
 
 
 def test_flask_usage_shows_the_credits_spent(priced_app):

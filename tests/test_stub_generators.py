@@ -14,6 +14,7 @@ import pytest
 from stub_upstream.generators import (
     CREATED,
     MODERATION_CATEGORIES,
+    audio_seconds,
     content_text,
     digest,
     embedding_vector,
@@ -137,6 +138,10 @@ def test_transcript_of_utf8_text_is_the_text_stripped():
 
 def test_transcript_of_binary_audio_names_its_size():
     assert transcript(bytes(range(256))) == "audio of 256 bytes"
+
+
+def test_an_uploads_duration_is_its_pcm_seconds_rounded_up_and_at_least_one():
+    assert [audio_seconds(bytes(n)) for n in (0, 48_000, 48_001, 144_000)] == [1, 1, 2, 3]
 
 
 def test_speech_wav_is_riff_wave_24khz_16bit_mono_0_1_s_per_word():

@@ -704,14 +704,24 @@ def test_transcription_round_trips_utf8_text(client):
     assert result.text == "hello stub world"
 
 
-def test_transcription_json_is_exactly_text(server):
+def test_transcription_json_is_its_text_and_the_audios_duration(server):
     response = requests.post(
         server.base_url + "/audio/transcriptions",
         headers=_auth(),
         files={"file": ("note.txt", b"hello"), "model": (None, "whisper-1")},
         timeout=5,
     )
-    assert response.json() == {"text": "hello"}
+    assert response.json() == {"text": "hello", "usage": {"type": "duration", "seconds": 1}}
+
+
+def test_translation_json_is_exactly_text(server):
+    response = requests.post(
+        server.base_url + "/audio/translations",
+        headers=_auth(),
+        files={"file": ("note.txt", b"hello"), "model": (None, "whisper-1")},
+        timeout=5,
+    )
+    assert response.json() == {"text": "[en] hello"}
 
 
 def test_transcription_text_format_is_a_plain_text_body(client):

@@ -12,7 +12,7 @@ from flask import Blueprint, Response
 
 from stub_upstream import arguments
 from stub_upstream.faults import current_fault
-from stub_upstream.generators import speech_audio, transcript, words
+from stub_upstream.generators import audio_seconds, speech_audio, transcript, words
 from stub_upstream.replies import BadRequest, json_response, missing
 
 TRANSLATION_PREFIX = "[en] "
@@ -29,8 +29,9 @@ SPEECH_CONTENT_TYPES = {
 bp = Blueprint("audio", __name__, url_prefix="/v1")
 
 
-def _heard(prefix: str) -> Response:
-    """The transcript of the uploaded ``file``, as ``{"text"}`` or a text/plain body."""
+def _heard(prefix: str, *, reports_duration: bool) -> Response:
+    """The transcript of the uploaded ``file``, as ``{"text"}`` (a transcription adds its
+    ``usage``: the audio's duration, as whisper-1 reports it) or a text/plain body."""
     fields = arguments.form_fields()
     audio = arguments.file_part("file")
     arguments.model(fields)
@@ -41,20 +42,26 @@ def _heard(prefix: str) -> Response:
         "json",
     )
     arguments.form_float(fields, "temperature", 0.0, 0.0, 1.0)
-    text = "" if current_fault() == "empty" else transcript(arguments.file_bytes(audio))
+    data = arguments.file_bytes(audio)
+    text = "" if current_fault() == "empty" else transcript(data)
     if text:
         text = prefix + text
-    return json_response({"text": text}) if fmt == "json" else Response(text, mimetype="text/plain")
+    if fmt != "json":
+        return Response(text, mimetype="text/plain")
+    if not reports_duration:
+        return json_response({"text": text})
+    duration = {"type": "duration", "seconds": audio_seconds(data)}
+    return json_response({"text": text, "usage": duration})
 
 
 @bp.post("/audio/transcriptions")
 def create_transcription() -> Response:
-    return _heard("")
+    return _heard("", reports_duration=True)
 
 
 @bp.post("/audio/translations")
 def create_translation() -> Response:
-    return _heard(TRANSLATION_PREFIX)
+    return _heard(TRANSLATION_PREFIX, reports_duration=False)
 
 
 def _speed(value: object) -> float:
