@@ -107,6 +107,70 @@ def test_the_stream_helper_accumulates_the_message(gateway):
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
 
 
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def test_a_tool_the_model_must_use_comes_back_as_a_tool_use_block(gateway):
+    account = gateway.flask_json("accounts", "create", "tools")
+    message = ask(sdk(gateway, account), "Paris", tools=[WEATHER_TOOL], tool_choice={"type": "any"})
+    assert message.stop_reason == "tool_use"
+    [block] = message.content
+    assert (block.type, block.name, block.input) == ("tool_use", "get_weather", {"city": "Paris"})
+    assert block.id.startswith("call_stub_")
+
+
+def test_a_streamed_tool_use_is_accumulated_by_the_stream_helper(gateway):
+    account = gateway.flask_json("accounts", "create", "streamed-tools")
+    with sdk(gateway, account).messages.stream(
+        model="gpt-4o-mini",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "杭州"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "tool", "name": "get_weather"},
+    ) as stream:
+        message = stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    [block] = message.content
+    assert (block.type, block.name, block.input) == ("tool_use", "get_weather", {"city": "杭州"})
+
+
+def test_a_tool_result_turn_is_answered_with_text(gateway):
+    account = gateway.flask_json("accounts", "create", "tool-result")
+    message = sdk(gateway, account).messages.create(
+        model="gpt-4o-mini",
+        max_tokens=64,
+        tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": "Paris"},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "t1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}],
+            },
+        ],
+    )
+    assert message.stop_reason == "end_turn"
+    assert [(b.type, b.text) for b in message.content] == [("text", "stub reply: Paris")]
+
+
 def test_a_wrong_secret_is_an_authentication_error_401(gateway):
     account = gateway.flask_json("accounts", "create", "wrong-secret")
     client = sdk(gateway, {**account, "secret": "not-the-secret"})

@@ -241,6 +241,75 @@ def test_non_json_body_is_400(server):
 # --------------------------------------------------------------------------- chat streaming
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_a_required_tool_choice_answers_one_call_of_the_first_tool(server):
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "杭州"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",
+    }
+    response = requests.post(
+        server.base_url + "/chat/completions", json=body, headers=_auth(), timeout=5
+    )
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert call["id"].startswith("call_stub_") and call["type"] == "function"
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "杭州"}'}
+
+
+def test_auto_tool_choice_answers_text(client):
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        tools=[WEATHER_TOOL],
+    )
+    assert completion.choices[0].message.content == "stub reply: hi"
+    assert completion.choices[0].message.tool_calls is None
+
+
+def test_a_streamed_tool_call_accumulates_to_the_whole_call(client):
+    with client.beta.chat.completions.stream(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Paris"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    ) as stream:
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
+
+
+def test_a_tool_choice_naming_no_tool_is_400_naming_tool_choice(server):
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": {"type": "function", "function": {"name": "nope"}},
+    }
+    response = requests.post(
+        server.base_url + "/chat/completions", json=body, headers=_auth(), timeout=5
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "tool_choice"
+
+
 def test_streaming_deltas_join_to_the_non_streaming_content(client):
     expected = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI)
     chunks = list(
