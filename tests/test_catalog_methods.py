@@ -388,3 +388,28 @@ def test_models_list_names_an_unreachable_upstream_and_is_not_cached(
     assert "gpt-4o-mini" in [model["id"] for model in first["response"]["data"]]
     again = client.get("/api", query_string={**query, "cache": "yes"}).get_json()
     assert again["cache"] == 0
+
+
+def test_a_tool_call_comes_back_in_the_envelope_of_a_get_call(call):
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    envelope = call(
+        "v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "Paris"}],
+            "tools": [tool],
+            "tool_choice": "required",
+        },
+    )
+    assert envelope["error_code"] == "0000", envelope
+    choice = envelope["response"]["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }

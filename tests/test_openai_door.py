@@ -55,6 +55,44 @@ def test_chat_through_the_sdk(client):
     assert completion.usage.total_tokens > 0
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_a_tool_call_through_the_sdk(client):
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Paris"}],
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
+
+
+def test_a_streamed_tool_call_through_the_sdk_accumulates(client):
+    with client.beta.chat.completions.stream(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "杭州"}],
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+    ) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "杭州"}')
+
+
 def test_embeddings_through_the_sdk(client):
     result = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
     assert [item.index for item in result.data] == [0, 1]
