@@ -251,7 +251,10 @@ def _day(field: str, value):
 def _apis(field: str, value):
     if value is None:
         return None
-    chosen = api_names(value)
+    try:
+        chosen = api_names(value)
+    except ValueError as refused:
+        raise ValueError(f"{field}: {refused}") from None
     if not chosen:
         raise ValueError(f"{field}: name at least one platform or method, or all for every API")
     return chosen
