@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from proxy import operations
 from tests.conftest import create_account
 from tests.served import wait_until
 from tests.test_keys import LONG, create_key, envelope
@@ -147,6 +150,30 @@ def test_a_raised_daily_quota_lets_calls_through_again(make_app_each_database):
         "0000",
         "4013",
     ]
+
+
+def test_calls_topped_up_today_stay_on_top_of_a_new_quota(runner, client):
+    account = create_account(runner, "shop", "--daily-quota", "5")
+    assert [envelope(client, account)["error_code"] for _ in range(2)] == ["0000", "0000"]
+    runner.invoke(args=["accounts", "topup", account["key"], "--calls", "1"])
+    assert set_account(runner, account["key"], "--daily-quota", "2").exit_code == 0
+    assert [envelope(client, account)["error_code"] for _ in range(2)] == ["0000", "4013"]
+
+
+def test_the_daily_quota_cannot_be_cleared(app, runner):
+    account = create_account(runner)
+    with pytest.raises(ValueError) as refused:
+        operations.update_account(
+            app.extensions["gateway"], "test", account["key"], daily_quota=None
+        )
+    assert str(refused.value) == "daily_quota must be a whole number from 0 to 2147483647"
+
+
+def test_an_edit_naming_no_field_is_refused(app, runner):
+    account = create_account(runner)
+    with pytest.raises(ValueError) as refused:
+        operations.update_account(app.extensions["gateway"], "test", account["key"])
+    assert str(refused.value).startswith("say what to change: one or more of name, daily_quota")
 
 
 def test_an_accounts_new_rpm_applies_to_its_next_call_at_once(make_app):
