@@ -311,6 +311,34 @@ class AccountStore:
             raise LookupError(f"no account has the key {key!r}")
         return self.get_key(key)
 
+    def update(self, key: str, **settings) -> Account:
+        """Set `settings` (columns as `create` names them; `apis` a tuple, None for all) of the
+        account of `key` in one UPDATE; LookupError when there is none."""
+        if "apis" in settings:
+            apis = settings["apis"]
+            settings["apis"] = ",".join(apis) if apis is not None else None
+        self._update(key, **settings)
+        return self.get(key)
+
+    def update_key(self, key: str, **settings) -> ApiKey:
+        """Set `settings` (as `create_key` names them) of the active key `key` in one UPDATE;
+        LookupError when no account has it, ValueError when it is revoked."""
+        for name in ("models", "ips"):
+            if name in settings:
+                settings[name] = key_rules.join_list(settings[name])
+        keys = storage.api_keys
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(keys)
+                .where(keys.c.key == key, keys.c.status == key_rules.ACTIVE)
+                .values(**settings)
+            )
+        self._by_key.forget(key)
+        if result.rowcount == 0:
+            status = self.get_key(key).status  # LookupError when there is no such key
+            raise key_rules.edit_refusal(key, status)
+        return self.get_key(key)
+
     def _update(self, key: str, **values) -> None:
         with self.engine.begin() as connection:
             result = connection.execute(

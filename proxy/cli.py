@@ -23,7 +23,7 @@ from proxy.failover import describe_members
 from proxy.upstreams import UpstreamRouter
 from proxy.usage import usage_report
 
-accounts_cli = AppGroup("accounts", help="Create, show, stop, start and top up accounts.")
+accounts_cli = AppGroup("accounts", help="Create, show, change, stop, start and top up accounts.")
 apis_cli = AppGroup("apis", help="Stop, start or put APIs in maintenance.")
 
 CLI = "cli"  # who the audit log names for the admin commands (the console is "admin")
@@ -41,14 +41,10 @@ def _api_names(value: str | None) -> tuple[str, ...] | None:
     """`openai,v1/embeddings` -> the platforms and methods named, each checked."""
     if value is None:
         return None
-    names = tuple(sorted({part.strip() for part in value.split(",") if part.strip()}))
-    unknown = [name for name in names if name not in PLATFORMS and name not in CATALOG]
-    if unknown:
-        raise click.BadParameter(
-            f"{', '.join(unknown)} is neither a platform ({', '.join(sorted(PLATFORMS))}) "
-            "nor a catalog method (GET /api/methods)"
-        )
-    return names
+    try:
+        return operations.api_names(value.split(","))
+    except ValueError as refused:
+        raise click.BadParameter(str(refused), param_hint="--apis") from None
 
 
 def for_key(action, *args):
@@ -197,6 +193,99 @@ def rotate_secret(key: str, as_json: bool) -> None:
     """Draw a new secret (printed once); the old one stops working at once."""
     renewed = for_key(operations.rotate_secret, gateway(), CLI, key)
     _print_account(renewed.account, as_json, secret=renewed.secret)
+
+
+CLEARED = object()  # what an option of an edit gives for "no value" (operations.NO_VALUE)
+
+
+class Clearable(click.ParamType):
+    """A value of `inner` (shown as `metavar`, described as `what` in an error), or `word`
+    (none, all, any) for no value: CLEARED."""
+
+    def __init__(self, inner: click.ParamType, word: str, metavar: str, what: str = ""):
+        self.inner, self.word, self.what = inner, word, what or metavar
+        self.name = f"{metavar}|{word}"
+
+    def get_metavar(self, param, ctx) -> str:
+        return self.name
+
+    def convert(self, value, param, ctx):
+        if value is CLEARED or (isinstance(value, str) and value.strip().lower() == self.word):
+            return CLEARED
+        try:
+            return self.inner.convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r}: give {self.what}, or {self.word}", param, ctx)
+
+
+def edits(options: dict, convert: dict | None = None) -> dict:
+    """The options given (not None), CLEARED as None, others through `convert` by name."""
+    convert = convert or {}
+    return {
+        name: None if value is CLEARED else convert.get(name, lambda v: v)(value)
+        for name, value in options.items()
+        if value is not None
+    }
+
+
+def edited(action, *args, **changes):
+    """`action(*args, **changes)` of proxy/operations.py: nothing to change is a usage error,
+    an unknown key or a refused value a command error."""
+    if not changes:
+        raise click.UsageError("say what to change: give at least one option (see --help)")
+    try:
+        return action(*args, **changes)
+    except (LookupError, ValueError) as refused:
+        raise click.ClickException(str(refused)) from None
+
+
+def print_changes(result, as_json: bool, document: dict) -> None:
+    """What an edit changed, then the new state (one JSON document with --json)."""
+    if as_json:
+        click.echo(json.dumps({**document, "changed": list(result.changed)}, ensure_ascii=False))
+        return
+    if result.changed:
+        click.echo(f"changed: {operations.edit_detail(result.changed)}")
+    else:
+        click.echo("nothing changed: the values given are the ones it has")
+    for name, value in document.items():
+        shown = ",".join(value) if isinstance(value, list) else value
+        click.echo(f"{name + ':':13} {shown if shown is not None else '-'}")
+
+
+DAY = click.DateTime(formats=["%Y-%m-%d"])
+WHOLE = click.IntRange(min=1, max=operations.MOST)
+LIMIT = Clearable(WHOLE, "none", "N", f"a whole number from 1 to {operations.MOST}")
+LAST_DAY = Clearable(DAY, "none", "YYYY-MM-DD", "a day as YYYY-MM-DD")
+
+
+@accounts_cli.command("set")
+@click.argument("key")
+@click.option("--name", default=None, help="The account's name.")
+@click.option(
+    "--daily-quota",
+    type=click.IntRange(min=0, max=operations.MOST),
+    default=None,
+    metavar="N",
+    help="Charged calls per day (0: none).",
+)
+@click.option("--concurrency", type=LIMIT, default=None, help="Calls in flight, or none.")
+@click.option("--rpm", type=LIMIT, default=None, help="Calls per minute, or none.")
+@click.option("--tpm", type=LIMIT, default=None, help="Tokens per minute, or none.")
+@click.option("--expires", type=LAST_DAY, default=None, help="YYYY-MM-DD, or none: never.")
+@click.option(
+    "--apis",
+    type=Clearable(click.STRING, "all", "LIST"),
+    default=None,
+    help="Enabled platforms/methods, e.g. openai,v1/embeddings, or all.",
+)
+@json_option
+def set_account(key, as_json, **options) -> None:
+    """Change an account's name, quota, limits, expiry or APIs (only the options given; none,
+    all: no limit, no expiry, every API). The balance changes by `topup` only."""
+    changes = edits(options, {"expires": lambda day: day.date(), "apis": _api_names})
+    result = edited(operations.update_account, gateway(), CLI, key, **changes)
+    print_changes(result, as_json, _account_document(result.state))
 
 
 def _api_state_command(state: str | None):

@@ -1,4 +1,4 @@
-"""Admin command line for keys: `flask keys create|list|show|revoke` (docs/keys.md). Every
+"""Admin command line for keys: `flask keys create|list|show|set|revoke` (docs/keys.md). Every
 command takes `--json` and then prints exactly one JSON document, for scripts."""
 
 from __future__ import annotations
@@ -9,10 +9,21 @@ import click
 from flask.cli import AppGroup
 
 from proxy import operations
-from proxy.cli import CLI, for_key, gateway, json_option
+from proxy.cli import (
+    CLI,
+    LAST_DAY,
+    LIMIT,
+    Clearable,
+    edited,
+    edits,
+    for_key,
+    gateway,
+    json_option,
+    print_changes,
+)
 from proxy.keys import ApiKey, parse_list, parse_networks
 
-keys_cli = AppGroup("keys", help="Create, list, show and revoke an account's keys.")
+keys_cli = AppGroup("keys", help="Create, list, show, change and revoke an account's keys.")
 
 
 def _key_document(api_key: ApiKey, secret: str | None = None) -> dict:
@@ -119,3 +130,38 @@ def show_key(key: str, as_json: bool) -> None:
 def revoke_key(key: str, as_json: bool) -> None:
     """Revoke a key for good: its calls answer 4005 at once (docs/keys.md)."""
     _print_key(for_key(operations.revoke_key, gateway(), CLI, key), as_json)
+
+
+@keys_cli.command("set")
+@click.argument("key")
+@click.option("--label", default=None, help="What the key is for.")
+@click.option(
+    "--models",
+    type=Clearable(click.STRING, "all", "PATTERNS"),
+    default=None,
+    help="Allowed models, fnmatch patterns: gpt-4o*,o1-*; or all.",
+)
+@click.option(
+    "--ips",
+    type=Clearable(click.STRING, "any", "CIDRS"),
+    default=None,
+    help="Allowed caller addresses/CIDRs: 10.0.0.0/8,192.0.2.7; or any.",
+)
+@click.option("--rpm", type=LIMIT, default=None, help="Calls per minute, or none.")
+@click.option("--tpm", type=LIMIT, default=None, help="Tokens per minute, or none.")
+@click.option(
+    "--expires",
+    type=LAST_DAY,
+    default=None,
+    help="YYYY-MM-DD: the last day it works; or none: never.",
+)
+@json_option
+def set_key(key, as_json, **options) -> None:
+    """Change a key's label, models, addresses, limits or expiry (only the options given; all,
+    any, none: every model, every address, no limit, no expiry). A revoked key stays as is."""
+    changes = edits(
+        options,
+        {"models": parse_list, "ips": _networks, "expires": lambda day: day.date()},
+    )
+    result = edited(operations.update_key, gateway(), CLI, key, **changes)
+    print_changes(result, as_json, _key_document(result.state))

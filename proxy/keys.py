@@ -83,6 +83,11 @@ def revoked_key_refusal() -> GatewayError:
     return GatewayError(AUTH_FAILED, "this key was revoked; use another key of the account")
 
 
+def edit_refusal(key: str, status: str) -> ValueError:
+    """A revoked key stays as it was when revoked (there is no un-revoke to edit it for)."""
+    return ValueError(f"the key {key} is {status}: it cannot be edited; create a new key")
+
+
 def parse_network(text: str) -> Network:
     """`10.0.0.0/8`, `2001:db8::/32` or one address (a /32 or /128); ValueError otherwise."""
     return ipaddress.ip_network(text.strip(), strict=False)

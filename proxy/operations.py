@@ -4,12 +4,16 @@ or the API states, and writes its audit row (proxy/audit.py) naming `who` did it
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
 
 from proxy import audit
 from proxy.accounts import ACTIVE, STOPPED, Account, NewAccount, NewKey
 from proxy.api_states import EVERY_ACCOUNT
-from proxy.keys import ApiKey
+from proxy.catalog import CATALOG, PLATFORMS
+from proxy.keys import ACTIVE as ACTIVE_KEY
+from proxy.keys import ApiKey, edit_refusal, parse_networks
 from proxy.services import Gateway
 
 
@@ -101,4 +105,215 @@ def _detail(values: dict | None = None, **more) -> str:
         elif isinstance(value, date):
             value = value.isoformat()
         pairs.append(f"{name}={value}")
+    return " ".join(pairs)
+
+
+# -- editing an account's or a key's settings ---------------------------------------------
+
+MOST = 2**31 - 1  # the largest whole number the integer columns hold on PostgreSQL too
+
+# What each editable field is stored as (AccountStore.update / update_key name them so).
+_ACCOUNT_COLUMNS = {
+    "name": "name",
+    "daily_quota": "daily_quota",
+    "concurrency": "concurrency_limit",
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "expires": "expires_on",
+    "apis": "apis",
+}
+_KEY_COLUMNS = {
+    "label": "label",
+    "models": "models",
+    "ips": "ips",
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "expires": "expires_on",
+}
+# A field set to None has no value: no limit, no expiry, every API, model or address. The word
+# is what the commands take for it and what the audit log writes.
+NO_VALUE = {
+    "concurrency": "none",
+    "rpm": "none",
+    "tpm": "none",
+    "expires": "none",
+    "apis": "all",
+    "models": "all",
+    "ips": "any",
+}
+
+
+@dataclass(frozen=True)
+class Edited:
+    state: Account | ApiKey  # as it is after the edit
+    changed: dict  # field -> new value, of the fields whose value differed; {} for none
+
+
+def update_account(gateway: Gateway, who: str, key: str, **changes) -> Edited:
+    """Set the fields given (see _ACCOUNT_COLUMNS; None clears one: NO_VALUE) of the account
+    of `key`: each checked first (ValueError naming it), then one UPDATE of those whose value
+    differs and one audit row `account.update` naming them. The balance is not a field: it
+    only grows by top-ups (an edit would race with the charges). LookupError for no account."""
+    wanted = _checked(changes, _ACCOUNT_CHECKS)
+    current = gateway.accounts.get(key)
+    changed = _differing(wanted, current, _ACCOUNT_COLUMNS)
+    if not changed:
+        return Edited(current, {})
+    account = gateway.accounts.update(key, **_columns(changed, _ACCOUNT_COLUMNS))
+    audit.record(gateway.engine, who, "account.update", key, edit_detail(changed))
+    return Edited(account, changed)
+
+
+def update_key(gateway: Gateway, who: str, key: str, **changes) -> Edited:
+    """Set the fields given (see _KEY_COLUMNS; None clears one: NO_VALUE) of the key `key`, as
+    update_account does (audit row `key.update`). ValueError for a revoked key, LookupError
+    for no key."""
+    wanted = _checked(changes, _KEY_CHECKS)
+    current = gateway.accounts.get_key(key)
+    if current.status != ACTIVE_KEY:
+        raise edit_refusal(key, current.status)
+    changed = _differing(wanted, current, _KEY_COLUMNS)
+    if not changed:
+        return Edited(current, {})
+    api_key = gateway.accounts.update_key(key, **_columns(changed, _KEY_COLUMNS))
+    audit.record(gateway.engine, who, "key.update", key, edit_detail(changed))
+    return Edited(api_key, changed)
+
+
+def api_names(names) -> tuple[str, ...]:
+    """The platforms and catalog methods named (sorted, each once); ValueError naming any that
+    is neither."""
+    chosen = tuple(sorted({name.strip() for name in names if name.strip()}))
+    unknown = [name for name in chosen if name not in PLATFORMS and name not in CATALOG]
+    if unknown:
+        raise ValueError(
+            f"{', '.join(unknown)} is neither a platform ({', '.join(sorted(PLATFORMS))}) "
+            "nor a catalog method (GET /api/methods)"
+        )
+    return chosen
+
+
+def _checked(changes: dict, checks: dict) -> dict:
+    """The changes, each value checked and normalized, in the fields' own order."""
+    unknown = set(changes) - set(checks)
+    if unknown:
+        raise TypeError(f"not an editable field: {', '.join(sorted(unknown))}")
+    if not changes:
+        raise ValueError(f"say what to change: one or more of {', '.join(checks)}")
+    return {
+        field: check(field, changes[field]) for field, check in checks.items() if field in changes
+    }
+
+
+def _differing(wanted: dict, current, columns: dict) -> dict:
+    return {
+        field: value for field, value in wanted.items() if getattr(current, columns[field]) != value
+    }
+
+
+def _columns(changed: dict, columns: dict) -> dict:
+    return {columns[field]: value for field, value in changed.items()}
+
+
+def _text(*, required: bool):
+    def check(field: str, value):
+        text = value.strip() if isinstance(value, str) else None
+        if text is None or (required and not text) or len(text) > 200:
+            least = "1 to" if required else "at most"
+            raise ValueError(f"{field} must be a text of {least} 200 characters")
+        return text
+
+    return check
+
+
+def _count(*, least: int, clearable: bool):
+    def check(field: str, value):
+        if value is None and clearable:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and least <= value <= MOST:
+            return value
+        clear = f", or {NO_VALUE[field]} for no limit" if clearable else ""
+        raise ValueError(f"{field} must be a whole number from {least} to {MOST}{clear}")
+
+    return check
+
+
+def _day(field: str, value):
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    raise ValueError(f"{field} must be a day (YYYY-MM-DD), or none for no expiry")
+
+
+def _apis(field: str, value):
+    if value is None:
+        return None
+    try:
+        chosen = api_names(value)
+    except ValueError as refused:
+        raise ValueError(f"{field}: {refused}") from None
+    if not chosen:
+        raise ValueError(f"{field}: name at least one platform or method, or all for every API")
+    return chosen
+
+
+def _models(field: str, value):
+    if value is None:
+        return None
+    patterns = tuple(pattern.strip() for pattern in value if pattern.strip())
+    if not patterns:
+        raise ValueError(f"{field}: give at least one pattern (gpt-4o*), or all for every model")
+    return patterns
+
+
+def _ips(field: str, value):
+    if value is None:
+        return None
+    try:
+        networks = parse_networks(",".join(value))
+    except ValueError as refused:
+        raise ValueError(f"{field}: {refused}") from None
+    if not networks:
+        raise ValueError(f"{field}: give at least one address or network, or any for every one")
+    return networks
+
+
+_ACCOUNT_CHECKS = {
+    "name": _text(required=True),
+    "daily_quota": _count(least=0, clearable=False),
+    "concurrency": _count(least=1, clearable=True),
+    "rpm": _count(least=1, clearable=True),
+    "tpm": _count(least=1, clearable=True),
+    "expires": _day,
+    "apis": _apis,
+}
+_KEY_CHECKS = {
+    "label": _text(required=False),
+    "models": _models,
+    "ips": _ips,
+    "rpm": _count(least=1, clearable=True),
+    "tpm": _count(least=1, clearable=True),
+    "expires": _day,
+}
+
+
+def edit_detail(changed: dict) -> str:
+    """`daily_quota=500 expires=none models=gpt-4o*,o1-*`: each field changed and its value (a
+    text with a space, `=` or nothing at all quoted)."""
+    pairs = []
+    for field, value in changed.items():
+        if value is None:
+            shown = NO_VALUE[field]
+        elif isinstance(value, tuple):
+            shown = ",".join(value)
+        elif isinstance(value, date):
+            shown = value.isoformat()
+        elif isinstance(value, str) and (not value or any(c in value for c in ' ="\t')):
+            shown = json.dumps(value, ensure_ascii=False)
+        else:
+            shown = str(value)
+        pairs.append(f"{field}={shown}")
     return " ".join(pairs)

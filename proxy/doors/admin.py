@@ -281,6 +281,89 @@ def revoke_key(key: str):
     return redirect(url_for("admin.account", key=account_key))
 
 
+# -- editing an account's limits and its keys' (operations.update_account / update_key) ------
+
+
+@admin_blp.route("/accounts/<key>/limits", methods=["POST"])
+def account_limits(key: str):
+    """The account page's Limits form: every field sent, a blank one meaning no limit."""
+    try:
+        edited = operations.update_account(
+            kit.gateway(),
+            WHO,
+            key,
+            name=_text("name", required=True),
+            daily_quota=_limit("daily_quota", minimum=0, required=True),
+            concurrency=_limit("concurrency", minimum=1),
+            rpm=_limit("rpm", minimum=1),
+            tpm=_limit("tpm", minimum=1),
+            expires=_day("expires"),
+            apis=_names("apis"),
+        )
+        flash(_saved(f"Limits of account {key}", edited), "done")
+    except LookupError:
+        abort(404)
+    except ValueError as bad:
+        flash(str(bad), "error")
+    return redirect(url_for("admin.account", key=key))
+
+
+@admin_blp.route("/keys/<key>/edit", methods=["POST"])
+def edit_key(key: str):
+    """A key row's edit form: every field sent, a blank one meaning no limit or list."""
+    gateway = kit.gateway()
+    try:
+        account_key = gateway.accounts.account_key_of(gateway.accounts.get_key(key).account_id)
+    except LookupError:
+        abort(404)
+    try:
+        edited = operations.update_key(
+            gateway,
+            WHO,
+            key,
+            label=_text("label"),
+            models=_names("models"),
+            ips=_names("ips"),
+            rpm=_limit("rpm", minimum=1),
+            tpm=_limit("tpm", minimum=1),
+            expires=_day("expires"),
+        )
+        flash(_saved(f"Key {key}", edited), "done")
+    except ValueError as bad:
+        flash(str(bad), "error")
+    return redirect(url_for("admin.account", key=account_key))
+
+
+def _saved(what: str, edited: operations.Edited) -> str:
+    if not edited.changed:
+        return f"{what}: nothing changed."
+    return f"{what} saved: {operations.edit_detail(edited.changed)}."
+
+
+def _limit(name: str, *, minimum: int, required: bool = False) -> int | None:
+    """A whole number a column holds, or None when left empty (no limit)."""
+    raw = request.form.get(name, "").strip()
+    shown = name.replace("_", " ")
+    if not raw and required:
+        raise ValueError(f"Fill in {shown}.")
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= operations.MOST:
+        empty = "" if required else ", or leave it empty for no limit"
+        raise ValueError(
+            f"{shown} must be a whole number from {minimum} to {operations.MOST}{empty}."
+        )
+    return int(raw)
+
+
+def _names(name: str) -> tuple[str, ...] | None:
+    """A comma-separated list (models, addresses, APIs); None when left empty (no list)."""
+    raw = request.form.get(name, "").strip()
+    if len(raw) > 2000:
+        raise ValueError(f"{name} is too long: at most 2000 characters.")
+    return parse_list(raw) if raw else None
+
+
 # -- usage, APIs, audit -----------------------------------------------------------------------
 
 
