@@ -1,6 +1,7 @@
 """The console's operations pages through the Flask test client: the upstreams page reloads
 UPSTREAMS_FILE (the command's own operation, audited; a bad file changes nothing), the APIs
-page picks its account from a list and starts one entry per row."""
+page picks its account from a list and starts one entry per row, and a call refused for a
+known key (4005, 4007) is on that account's usage page."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 import pytest
 
 from tests.conftest import create_account
-from tests.test_console import TOKEN, csrf_of
+from tests.test_console import TOKEN, api_call, csrf_of
 
 MEMBER_KEY = "sk-ops-pages-member-secret-77"
 
@@ -182,3 +183,41 @@ def test_the_account_page_links_to_its_apis(console, runner):
     shop = create_account(runner, "Shop")
     page = console.get(f"/admin/accounts/{shop['key']}").text
     assert f'<a href="/admin/apis?account={shop["key"]}" id="account-apis">' in page
+
+
+# ---- usage: a refusal for a known key is its account's
+
+
+def test_a_stopped_accounts_refused_call_shows_on_its_own_usage_page(console, client, runner):
+    shop = create_account(runner, "Shop")
+    runner.invoke(args=["accounts", "stop", shop["key"]])
+    refused = api_call(client, shop)
+    assert refused["error_code"] == "4007"
+    page = console.get("/admin/usage", query_string={"account": shop["key"]}).text
+    assert '<td class="num" data-code="4007">1</td>' in page
+    assert f"<code>{refused['request_id']}</code>" in page
+
+
+def usage_codes(runner, key: str | None = None) -> dict:
+    return json.loads(runner.invoke(args=["usage", *([key] if key else []), "--json"]).output)[
+        "by_code"
+    ]
+
+
+def test_a_wrong_secret_is_on_the_keys_account_usage(client, runner):
+    shop = create_account(runner, "Shop")
+    assert api_call(client, {**shop, "secret": "not-the-secret"})["error_code"] == "4005"
+    assert usage_codes(runner, shop["key"]) == {"4005": 1}
+
+
+def test_an_unknown_keys_refusal_is_on_no_accounts_usage(client, runner):
+    shop = create_account(runner, "Shop")
+    assert api_call(client, {**shop, "key": "0" * len(shop["key"])})["error_code"] == "4004"
+    assert (usage_codes(runner, shop["key"]), usage_codes(runner)) == ({}, {"4004": 1})
+
+
+def test_a_refusal_on_an_accounts_usage_costs_it_nothing_and_shows_no_figures(client, runner):
+    shop = create_account(runner, "Shop")
+    refused = api_call(client, {**shop, "secret": "not-the-secret"})
+    assert (refused["error_code"], refused["api_info"]) == ("4005", "")
+    assert api_call(client, shop)["api_info"] == "today:1 max:30000 all[1=1+0+0];expires:never"
