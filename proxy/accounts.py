@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -350,16 +351,26 @@ class AccountStore:
 
     # -- the call ---------------------------------------------------------------------------
 
-    def authenticate(self, credentials: Credentials, *, today: date, now: float) -> Account:
+    def authenticate(
+        self,
+        credentials: Credentials,
+        *,
+        today: date,
+        now: float,
+        named: Callable[[Account], object] | None = None,
+    ) -> Account:
         """The account the credentials prove, or GatewayError 4004 / 4005 / 4007.
 
         `today` is the quota day (expiry is checked against it), `now` unix time (the sign's
-        dateline window)."""
+        dateline window). `named` is told the account the key names before anything else is
+        checked (an unknown key's 4004 names none): a refusal after that is on its usage."""
         found = self._by_key.get(credentials.key, lambda: self._read(credentials.key))
         if found is None:
             self._spend_decoy_time(credentials)
             raise GatewayError(ACCOUNT_NOT_FOUND, "no account has this key; check `key`")
         row, account = found
+        if named is not None:
+            named(account)
         if credentials.secret:
             if not secret_matches(credentials.secret, row.k_secret_hash):
                 raise GatewayError(

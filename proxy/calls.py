@@ -107,7 +107,7 @@ def _run(gateway, record: Record, call: CallRequest) -> CallResult | StreamingCa
     """Authenticate, look up, read the arguments (4003 before anything is held), answer a
     cache hit at once, else admit, call, settle."""
     account = record.account = gateway.accounts.authenticate(
-        call.credentials, today=gateway.meter.today(), now=time.time()
+        call.credentials, today=gateway.meter.today(), now=time.time(), named=record.key_names
     )
     if account.api_key is not None:
         account.api_key.check_address(record.context.client_ip)
@@ -220,6 +220,9 @@ class Record:
     gateway: object
     context: CallContext
     account: Account | None = None
+    # The account the call's key names, before the key is proven: a refusal's usage row names
+    # it (docs/console.md), though nothing is charged or counted to it.
+    named_account: Account | None = None
     admission: object = None
     price: object = None  # proxy.prices.CallPrice of a charged call, once its arguments are read
     method: str = ""  # the catalog name once looked up, else what the client sent
@@ -241,6 +244,9 @@ class Record:
     def request_id(self) -> str:
         """The context's, for the running calls' log lines (proxy/running.py)."""
         return self.context.request_id
+
+    def key_names(self, account: Account) -> None:
+        self.named_account = account
 
     def answered(self, outcome) -> CallResult:
         """The result of the dispatcher's Outcome (from the cache or the upstream)."""
@@ -310,10 +316,11 @@ class Record:
 
     def _usage_record(self, result: CallResult, usage: Mapping) -> UsageRecord:
         result.elapsed_seconds = time.perf_counter() - self.context.started
+        account = self.account or self.named_account
         return UsageRecord(
             request_id=self.request_id,
             error_code=result.code,
-            account_id=self.account.id if self.account else None,
+            account_id=account.id if account else None,
             platform=result.platform,
             method=result.method,
             cached=result.cached,
@@ -323,7 +330,7 @@ class Record:
             latency_ms=int(result.elapsed_seconds * 1000),
             client_ip=self.context.client_ip,
             upstream=result.upstream,
-            key_id=self.account.api_key.id if self.account and self.account.api_key else None,
+            key_id=account.api_key.id if account and account.api_key else None,
             credits=self.price.final(usage) if self.price is not None else 0,
         )
 

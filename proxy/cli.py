@@ -14,13 +14,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from proxy import audit, generations, operations, storage
+from proxy import audit, operations, storage
 from proxy.accounts import Account
 from proxy.api_states import ALL_APIS, EVERY_ACCOUNT, MAINTENANCE
 from proxy.api_states import STOPPED as API_STOPPED_STATE
 from proxy.catalog import CATALOG, PLATFORMS
 from proxy.failover import describe_members
-from proxy.upstreams import UpstreamRouter
 from proxy.usage import usage_report
 
 accounts_cli = AppGroup("accounts", help="Create, show, change, stop, start and top up accounts.")
@@ -439,17 +438,15 @@ def reload_upstreams(as_json: bool) -> None:
     """Check UPSTREAMS_FILE and have every worker on every host read it again (within about
     a second); a bad file is refused with the reason, and the workers keep the old one."""
     try:
-        default, members = UpstreamRouter.load(current_app.config)
+        document = operations.reload_upstreams(gateway(), CLI)
     except ValueError as refused:
         raise click.ClickException(
             f"refused, the workers keep the upstreams they have: {refused}"
         ) from None
-    generation = generations.bump(gateway().engine, generations.UPSTREAMS)
-    document = {"generation": generation, "members": [default.name, *(m.name for m in members)]}
     if as_json:
         click.echo(json.dumps(document))
         return
-    click.echo(f"reload {generation} asked: members {', '.join(document['members'])}")
+    click.echo(f"reload {document['generation']} asked: members {', '.join(document['members'])}")
 
 
 @click.command("audit")

@@ -356,8 +356,8 @@ class Meter(ExpiredHolds):
                         admission.credits,
                         admission.holds_db_slot,
                     )
-            elif record.account_id is not None:
-                params = {"account": record.account_id}
+            elif account is not None:  # a call refused before its key was proven counts nowhere
+                params = {"account": account.id}
                 lifetime = connection.execute(
                     sql.count_settled(UNCHARGED, False, False), params
                 ).one()

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from proxy import audit
+from proxy import audit, generations
 from proxy.accounts import ACTIVE, STOPPED, Account, NewAccount, NewKey
 from proxy.api_states import EVERY_ACCOUNT
 from proxy.catalog import CATALOG, PLATFORMS
@@ -92,6 +92,25 @@ def set_api_state(
 
 
 _API_ACTIONS = {None: "start", "stopped": "stop"}
+
+
+def reload_upstreams(gateway: Gateway, who: str) -> dict:
+    """Check UPSTREAMS_FILE and have every worker on every host read it again (this process at
+    once, the others within about a second): {"generation": n, "members": [names]}. ValueError
+    with the reason when there is no file or it does not parse; then nothing changes."""
+    router = gateway.dispatcher.router
+    if not router.file_path:
+        raise ValueError(
+            "UPSTREAMS_FILE is not set, so there is nothing to reload: the only upstream is "
+            "OPENAI_BASE_URL's (set UPSTREAMS_FILE and restart to route models elsewhere)"
+        )
+    default, members = router.check()  # a bad file stops here: no worker is asked to read it
+    generation = generations.bump(gateway.engine, generations.UPSTREAMS)
+    router.refresh(at_once=True)
+    names = [default.name, *(member.name for member in members)]
+    detail = _detail(generation=generation, members=names)
+    audit.record(gateway.engine, who, "upstreams.reload", router.file_path, detail)
+    return {"generation": generation, "members": names}
 
 
 def _detail(values: dict | None = None, **more) -> str:

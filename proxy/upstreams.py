@@ -117,11 +117,21 @@ class UpstreamRouter:
         except Exception:  # the next refresh() tries again
             log.warning("the upstreams' reload generation could not be read", exc_info=True)
 
-    def refresh(self) -> None:
+    @property
+    def file_path(self) -> str:
+        """UPSTREAMS_FILE as this router reads it ("" without one)."""
+        return (self._config or {}).get("UPSTREAMS_FILE", "") or ""
+
+    def check(self) -> tuple[Upstream, list[Upstream]]:
+        """What a reload would take now, read as load() reads it; ValueError on a bad file."""
+        return self.load(self._config)
+
+    def refresh(self, *, at_once: bool = False) -> None:
         """Reload the upstreams if a reload was asked for since the last look (cheap: a
-        clock read, and one small query every `reload_check_seconds`)."""
+        clock read, and one small query every `reload_check_seconds`); `at_once` looks now
+        (the process that asked for the reload takes it before it answers)."""
         now = time.monotonic()
-        if self._generation_of is None or now < self._next_check:
+        if self._generation_of is None or (now < self._next_check and not at_once):
             return
         self._next_check = now + self.reload_check_seconds
         try:

@@ -28,7 +28,7 @@ class UsageRecord:
     latency_ms: int = 0
     client_ip: str = ""
     upstream: str | None = None  # the member that answered, by name
-    key_id: int | None = None  # the account's key the call authenticated with
+    key_id: int | None = None  # the key the call authenticated with (or named, when refused)
     credits: int = 0  # the call's price if charged (proxy/prices.py); the meter writes the row's
     # Whether the call was charged is not the caller's to say: the meter decides when it settles.
 

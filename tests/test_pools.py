@@ -329,6 +329,27 @@ def test_a_bad_file_is_refused_by_reload_and_the_old_one_stays(pooled, flaky, tm
     assert chat(client, account)[0].headers["X-Upstream"] == "flaky"
 
 
+def test_flask_upstreams_reload_writes_its_audit_row_as_cli(pooled, flaky, good, tmp_path):
+    app, _, _ = pooled(member("flaky", flaky.base_url))
+    path = tmp_path / "upstreams.toml"
+    path.write_text(member("good", good.base_url), encoding="utf-8")
+    runner = app.test_cli_runner()
+    runner.invoke(args=["upstreams", "reload"])
+    row = json.loads(runner.invoke(args=["audit", "--json"]).output)["audit"][0]
+    assert (row["who"], row["action"], row["target"], row["detail"]) == (
+        "cli",
+        "upstreams.reload",
+        str(path),
+        "generation=1 members=default,good",
+    )
+
+
+def test_flask_upstreams_reload_without_upstreams_file_says_there_is_nothing_to_reload(app):
+    result = app.test_cli_runner().invoke(args=["upstreams", "reload"])
+    assert result.exit_code == 1
+    assert "UPSTREAMS_FILE is not set, so there is nothing to reload" in result.output
+
+
 def test_a_worker_keeps_its_upstreams_when_the_reloaded_file_is_bad(pooled, flaky, tmp_path):
     from proxy import generations
 
