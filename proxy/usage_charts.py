@@ -37,6 +37,16 @@ class Chart:
     plot_bottom: int = TOP + PLOT_HEIGHT
     right: int = WIDTH - RIGHT
 
+    @property
+    def top_label(self) -> str:
+        """The largest value, short enough for the room left of the plot (12.3k, 4.5M)."""
+        if self.top < 10_000:
+            return str(self.top)
+        for divisor, suffix in ((1_000, "k"), (1_000_000, "M")):
+            if (shown := round(self.top / divisor, 1)) < 1000:
+                return f"{shown:g}{suffix}"
+        return f"{round(self.top / 1_000_000_000, 1):g}G"
+
 
 def stacked_bars(
     labels: list[str], stacks: list[tuple[int, ...]], classes: tuple[str, ...], unit: str

@@ -195,3 +195,11 @@ def test_each_period_ends_with_the_bucket_now_is_in(name):
     start, end = PERIODS[name].window(NOW)
     assert end - PERIODS[name].bucket <= NOW < end
     assert end - start == PERIODS[name].buckets * PERIODS[name].bucket
+
+
+@pytest.mark.parametrize(
+    "top, label",
+    [(9999, "9999"), (12_345, "12.3k"), (999_999, "1M"), (1_234_567, "1.2M"), (5 * 10**9, "5G")],
+)
+def test_the_largest_value_is_written_short_enough_for_the_axis(top, label):
+    assert stacked_bars(["a"], [(top,)], ("tokens",), "tokens").top_label == label
