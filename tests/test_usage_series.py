@@ -5,6 +5,7 @@ usage rows placed at known times fall in the buckets of each period, on SQLite a
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import datetime
 
 import pytest
@@ -203,3 +204,10 @@ def test_each_period_ends_with_the_bucket_now_is_in(name):
 )
 def test_the_largest_value_is_written_short_enough_for_the_axis(top, label):
     assert stacked_bars(["a"], [(top,)], ("tokens",), "tokens").top_label == label
+
+
+def test_flask_usage_method_counts_only_that_methods_calls(app):
+    insert(app, {"created_at": NOW}, {"created_at": NOW, "method": "v1/embeddings"})
+    answer = app.test_cli_runner().invoke(args=["usage", "--method", CHAT, "--json"])
+    report = json.loads(answer.output)
+    assert (report["method"], report["calls"]) == (CHAT, 1)
