@@ -292,27 +292,12 @@ def usage():
     (?method=NAME) or all: every figure on the page covers the chosen period."""
     gateway = kit.gateway()
     every = gateway.accounts.list()
-    period = PERIODS.get(request.args.get("period", DEFAULT_PERIOD.name), None)
-    if period is None:
-        flash(f"Choose a period of {', '.join(PERIODS)}; showing {DEFAULT_PERIOD.name}.", "error")
-        period = DEFAULT_PERIOD
-    chosen = request.args.get("account", "").strip()
-    account_id = None
-    if chosen:
-        try:
-            account_id = gateway.accounts.get(chosen).id
-        except LookupError:
-            flash(f"No account has the key {chosen[:64]!r}; showing every account.", "error")
-            chosen = ""
+    period = _chosen_period()
+    chosen, account_id = _chosen_account(gateway)
     now = utc_now()
     start, _ = period.window(now)
     methods = calls_by_method(gateway.engine, account_id=account_id, since_utc=start)
-    method = request.args.get("method", "").strip() or None
-    # A caller may have sent a name outside the catalog: its calls can be narrowed to as well.
-    known = {*CATALOG, *(row["method"] for row in methods if row["method"] != "-")}
-    if method is not None and method not in known:
-        flash(f"No call of {method[:64]!r} in the period; showing every method.", "error")
-        method = None
+    method = _chosen_method(methods)
     series = usage_series(
         gateway.engine, period=period, now_utc=now, account_id=account_id, method=method
     )
@@ -339,6 +324,37 @@ def usage():
         latency_rows_read=LATENCY_ROWS_READ,
         charts=_usage_charts(series.buckets),
     )
+
+
+def _chosen_period():
+    period = PERIODS.get(request.args.get("period") or DEFAULT_PERIOD.name)
+    if period is None:
+        flash(f"Choose a period of {', '.join(PERIODS)}; showing {DEFAULT_PERIOD.name}.", "error")
+        return DEFAULT_PERIOD
+    return period
+
+
+def _chosen_account(gateway) -> tuple[str, int | None]:
+    """The ?account= key and its account's id; ("", None) for every account."""
+    chosen = request.args.get("account", "").strip()
+    if not chosen:
+        return "", None
+    try:
+        return chosen, gateway.accounts.get(chosen).id
+    except LookupError:
+        flash(f"No account has the key {chosen[:64]!r}; showing every account.", "error")
+        return "", None
+
+
+def _chosen_method(methods: list[dict]) -> str | None:
+    """The ?method= name, if the catalog has it or the period's calls do (a caller may have
+    sent a name outside the catalog); None for every method."""
+    method = request.args.get("method", "").strip() or None
+    known = {*CATALOG, *(row["method"] for row in methods if row["method"] != "-")}
+    if method is not None and method not in known:
+        flash(f"No call of {method[:64]!r} in the period; showing every method.", "error")
+        return None
+    return method
 
 
 def _usage_link(period, account: str, method: str | None):
