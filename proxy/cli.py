@@ -340,14 +340,18 @@ def list_api_states(as_json: bool) -> None:
     default=None,
     help="From this day's midnight in SERVER_TIMEZONE (default: all time).",
 )
+@click.option("--method", default=None, help="Only this method's calls (v1/chat/completions).")
 @json_option
 @with_appcontext
-def usage(key: str | None, since: datetime | None, as_json: bool) -> None:
+def usage(key: str | None, since: datetime | None, method: str | None, as_json: bool) -> None:
     """Calls, charges, cache hits, calls per code and tokens, for one key or all."""
     account_id = _account(key).id if key else None
     since_utc = _local_midnight_utc(since.date()) if since else None
-    report = usage_report(gateway().engine, account_id=account_id, since_utc=since_utc)
-    report = {"key": key, "since": since.date().isoformat() if since else None, **report}
+    report = usage_report(
+        gateway().engine, account_id=account_id, since_utc=since_utc, method=method
+    )
+    since_day = since.date().isoformat() if since else None
+    report = {"key": key, "since": since_day, "method": method, **report}
     if as_json:
         click.echo(json.dumps(report))
         return

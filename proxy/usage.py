@@ -4,9 +4,8 @@ call's charge."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -51,14 +50,16 @@ def token_usage(usage) -> dict:
     return counts
 
 
-def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime | None) -> dict:
+def usage_report(
+    engine: Engine,
+    *,
+    account_id: int | None,
+    since_utc: datetime | None,
+    method: str | None = None,
+) -> dict:
     """Calls, charges, cache hits, calls per code and upstream tokens, from the usage rows."""
+    conditions = usage_conditions(account_id=account_id, since_utc=since_utc, method=method)
     u = storage.usage.c
-    conditions = []
-    if account_id is not None:
-        conditions.append(u.account_id == account_id)
-    if since_utc is not None:
-        conditions.append(u.created_at >= since_utc)
     with engine.connect() as connection:
         by_code = {
             code: count
@@ -102,12 +103,37 @@ def usage_report(engine: Engine, *, account_id: int | None, since_utc: datetime 
     }
 
 
-def calls_by_method(engine: Engine, *, account_id: int | None) -> list[dict]:
+def usage_conditions(
+    *, account_id: int | None, since_utc: datetime | None, method: str | None
+) -> list:
+    """The WHERE conditions that narrow the usage rows to an account, a window and a method."""
+    u = storage.usage.c
+    conditions = []
+    if account_id is not None:
+        conditions.append(u.account_id == account_id)
+    if since_utc is not None:
+        conditions.append(u.created_at >= since_utc)
+    if method is not None:
+        conditions.append(u.method == method)
+    return conditions
+
+
+SUCCESS_CODES = ("0000", "2000")  # answered (2000: answered with no data); other codes failed
+
+
+def is_failure(error_code):
+    """The SQL condition that a usage row's code is a failure."""
+    return error_code.not_in(SUCCESS_CODES)
+
+
+def calls_by_method(
+    engine: Engine, *, account_id: int | None, since_utc: datetime | None = None
+) -> list[dict]:
     """Per method: calls, charged calls, failures (codes other than 0000 and 2000), tokens and
     credits, the busiest first (the console's usage page)."""
     u = storage.usage.c
-    conditions = [u.account_id == account_id] if account_id is not None else []
-    failed = u.error_code.not_in(("0000", "2000"))
+    conditions = usage_conditions(account_id=account_id, since_utc=since_utc, method=None)
+    failed = is_failure(u.error_code)
     with engine.connect() as connection:
         rows = connection.execute(
             select(
@@ -135,13 +161,21 @@ def calls_by_method(engine: Engine, *, account_id: int | None) -> list[dict]:
         ]
 
 
-def failed_calls(engine: Engine, *, account_id: int | None, limit: int = 20) -> list[dict]:
+def failed_calls(
+    engine: Engine,
+    *,
+    account_id: int | None,
+    limit: int = 20,
+    since_utc: datetime | None = None,
+    method: str | None = None,
+) -> list[dict]:
     """The newest calls answered with a code other than 0000 and 2000, newest first, with the
     request id a client quotes (UTC times)."""
     u = storage.usage.c
-    conditions = [u.error_code.not_in(("0000", "2000"))]
-    if account_id is not None:
-        conditions.append(u.account_id == account_id)
+    conditions = [
+        is_failure(u.error_code),
+        *usage_conditions(account_id=account_id, since_utc=since_utc, method=method),
+    ]
     with engine.connect() as connection:
         rows = connection.execute(
             select(
@@ -163,52 +197,3 @@ def failed_calls(engine: Engine, *, account_id: int | None, limit: int = 20) -> 
             }
             for row in rows
         ]
-
-
-# The console's hourly view reads at most this many of the window's newest rows.
-HOURLY_ROWS_READ = 200_000
-
-
-def hourly_usage(
-    engine: Engine, *, account_id: int | None, now_utc: datetime, hours: int = 24
-) -> list[dict]:
-    """The last `hours` whole hours up to now, oldest first (UTC): each hour's calls, failures
-    (codes other than 0000 and 2000) and the p50 / p95 of its calls' latency_ms (nearest
-    rank; None for an hour without calls). Reads at most HOURLY_ROWS_READ rows."""
-    end = now_utc.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    start = end - timedelta(hours=hours)
-    u = storage.usage.c
-    conditions = [u.created_at >= start]
-    if account_id is not None:
-        conditions.append(u.account_id == account_id)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(u.created_at, u.error_code, u.latency_ms)
-            .where(*conditions)
-            .order_by(u.id.desc())
-            .limit(HOURLY_ROWS_READ)
-        ).all()
-    latencies: list[list[int]] = [[] for _ in range(hours)]
-    failed = [0] * hours
-    for created_at, code, latency_ms in rows:
-        slot = int((created_at - start).total_seconds() // 3600)
-        if 0 <= slot < hours:
-            latencies[slot].append(latency_ms or 0)
-            failed[slot] += code not in ("0000", "2000")
-    return [
-        {
-            "hour": (start + timedelta(hours=slot)).strftime("%m-%d %H:00"),
-            "calls": len(latencies[slot]),
-            "failed": failed[slot],
-            "p50_ms": _nearest_rank(latencies[slot], 50),
-            "p95_ms": _nearest_rank(latencies[slot], 95),
-        }
-        for slot in range(hours)
-    ]
-
-
-def _nearest_rank(values: list[int], percent: int) -> int | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1]

@@ -241,7 +241,7 @@ def test_the_usage_page_shows_this_hours_calls_with_their_p50_and_p95_latency(co
     hour = now.strftime("%m-%d %H:00")
     # 21 calls: p50 is the 11th fastest (11 ms), p95 the 20th (20 ms); 1 failed
     assert (
-        f'<td class="num" data-hour-calls="{hour}">21</td>\n'
+        f'<td class="num" data-bucket-calls="{hour}">21</td>\n'
         '      <td class="num">1</td>\n'
         '      <td class="num">11</td>\n'
         '      <td class="num">20</td>'
