@@ -10,6 +10,7 @@ from proxy import audit
 from proxy.accounts import ACTIVE, STOPPED, Account, NewAccount, NewKey
 from proxy.api_states import EVERY_ACCOUNT
 from proxy.keys import ApiKey
+from proxy.operators import Operator
 from proxy.services import Gateway
 
 
@@ -88,6 +89,26 @@ def set_api_state(
 
 
 _API_ACTIONS = {None: "start", "stopped": "stop"}
+
+
+def add_operator(gateway: Gateway, who: str, name: str, password: str) -> Operator:
+    """A new console operator (proxy/operators.py); the audit row never holds the password."""
+    operator = gateway.operators.add(name, password)
+    audit.record(gateway.engine, who, "operator.add", name)
+    return operator
+
+
+def set_operator_password(gateway: Gateway, who: str, name: str, password: str) -> Operator:
+    """A new password for the operator; their open console sessions end."""
+    operator = gateway.operators.set_password(name, password)
+    audit.record(gateway.engine, who, "operator.passwd", name, "sessions ended")
+    return operator
+
+
+def remove_operator(gateway: Gateway, who: str, name: str) -> None:
+    """The operator can no longer log in; their open console sessions end."""
+    gateway.operators.remove(name)
+    audit.record(gateway.engine, who, "operator.remove", name, "sessions ended")
 
 
 def _detail(values: dict | None = None, **more) -> str:
