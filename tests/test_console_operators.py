@@ -237,6 +237,14 @@ def test_failures_are_counted_in_redis_when_it_is_set(make_app, redis_server):
     assert log_in(second.test_client(), "", TOKEN, "192.0.2.201").status_code == 302
 
 
+def test_operators_and_the_login_limit_work_on_each_database(make_app_each_database):
+    app = make_app_each_database(TRUSTED_PROXY_HOPS=1, ADMIN_LOGIN_FAILURES=2)
+    add_operator(app.test_cli_runner(), "alice")
+    assert log_in(app.test_client(), "alice", PASSWORD).status_code == 302
+    assert [log_in(app.test_client(), "alice", "wrong").status_code for _ in range(2)] == [401] * 2
+    assert log_in(app.test_client(), "alice", PASSWORD).status_code == 429
+
+
 # -- the session cookie's Secure flag --------------------------------------------------------
 
 

@@ -249,8 +249,8 @@ def login():
     if wait > 0:
         log.warning("admin login refused unchecked: %s locked out", _login_label(name, address))
         return _locked_out(wait)
-    who = _check_login(name, password)
-    if who is None:
+    opened = _session_opened_by(name, password)
+    if opened is None:
         log.warning("admin login refused: wrong %s", _login_label(name, address))
         with _limit_reachable():
             newly_locked = limit.failed(address, name)
@@ -259,24 +259,24 @@ def login():
         page = render_template("admin/login.html", error=WRONG_OPERATOR if name else WRONG_TOKEN)
         return make_response(page, 401)
     session.clear()
-    session.update(opened_at=time.time(), csrf=secrets.token_urlsafe(32))
-    if name:
-        session.update(operator=name, stamp=kit.gateway().operators.session_stamp(name))
-    else:
-        session.update(admin=_token_mark())
+    session.update(opened, opened_at=time.time(), csrf=secrets.token_urlsafe(32))
+    who = f"admin:{opened['operator']}" if "operator" in opened else TOKEN_WHO
     audit.record(kit.gateway().engine, who, "console.login", "", f"from={address}")
     return redirect(url_for("admin.accounts"))
 
 
-def _check_login(name: str, password: str) -> str | None:
-    """Who these credentials log in as, or None."""
+def _session_opened_by(name: str, password: str) -> dict | None:
+    """What a session opened by these credentials holds (an operator's name and current session
+    stamp, or the token's mark), or None when they open nothing."""
     if name:
         operator = kit.gateway().operators.verify(name, password)
-        return f"admin:{operator.name}" if operator else None
+        return {"operator": operator.name, "stamp": operator.session_stamp} if operator else None
     token = current_app.config["ADMIN_TOKEN"]
     # Digests of equal length: the comparison takes the same time whatever was typed.
     typed, expected = hashlib.sha256(password.encode()), hashlib.sha256(token.encode())
-    return TOKEN_WHO if token and hmac.compare_digest(typed.digest(), expected.digest()) else None
+    if token and hmac.compare_digest(typed.digest(), expected.digest()):
+        return {"admin": _token_mark()}
+    return None
 
 
 def _login_label(name: str, address: str) -> str:
