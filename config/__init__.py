@@ -32,6 +32,14 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
 
 
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first when unset)."""
+    raw = os.environ.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
 def _env_prices(name: str) -> dict[str, int]:
     raw = os.environ.get(name, "")
     if not raw.strip():
@@ -229,12 +237,21 @@ class Config:
         # Model names the metrics show by name (comma list), besides the default models and
         # UPSTREAMS_FILE's exact names; any other model is counted as "other".
         self.METRICS_MODELS = env("METRICS_MODELS", "")
-        # The operator console /admin (docs/console.md): served only when ADMIN_TOKEN is set
-        # (404 otherwise); the token logs a browser in. SECRET_KEY signs the console's session
-        # cookie; empty: derived from ADMIN_TOKEN (then changing the token logs everyone out).
+        # The operator console /admin (docs/console.md): served when ADMIN_TOKEN is set or an
+        # operator exists (`flask operators add`), 404 otherwise; the token or an operator's
+        # name and password log a browser in. SECRET_KEY signs the console's session cookie;
+        # empty: derived from ADMIN_TOKEN (then changing the token logs everyone out), or
+        # without a token from the sealing key.
         self.ADMIN_TOKEN = env("ADMIN_TOKEN", "")
         self.SECRET_KEY = env("SECRET_KEY", "")
         self.ADMIN_SESSION_HOURS = _env_float("ADMIN_SESSION_HOURS", 12.0)
+        # This many failed logins within the window, from one address or at one operator name,
+        # lock that address or name out of the login until they leave the window.
+        self.ADMIN_LOGIN_FAILURES = _env_int("ADMIN_LOGIN_FAILURES", 10)
+        self.ADMIN_LOGIN_WINDOW_SECONDS = _env_float("ADMIN_LOGIN_WINDOW_SECONDS", 900.0)
+        # The session cookie's Secure flag: auto (when the request came over HTTPS, directly
+        # or as a trusted proxy's X-Forwarded-Proto says), yes or no.
+        self.ADMIN_COOKIE_SECURE = _env_choice("ADMIN_COOKIE_SECURE", ("auto", "yes", "no"))
         # flask-smorest / OpenAPI
         self.API_TITLE = "onebound-style API gateway"
         self.API_VERSION = "1"

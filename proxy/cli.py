@@ -1,5 +1,6 @@
 """Admin command line: `flask accounts ...`, `flask apis ...`, `flask usage`, `flask chats ...`,
-`flask upstreams ...`, `flask audit`, `flask init-db`; `flask keys ...` in proxy/cli_keys.py.
+`flask upstreams ...`, `flask audit`, `flask init-db`; `flask keys ...` in proxy/cli_keys.py,
+`flask operators ...` in proxy/cli_operators.py.
 
 Every command takes `--json` and then prints exactly one JSON document, for scripts.
 """
@@ -477,11 +478,12 @@ def init_db() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from proxy import cli_keys  # it uses this module's helpers
+    from proxy import cli_keys, cli_operators  # they use this module's helpers
 
     app.cli.add_command(accounts_cli)
     app.cli.add_command(apis_cli)
     app.cli.add_command(cli_keys.keys_cli)
+    app.cli.add_command(cli_operators.operators_cli)
     app.cli.add_command(usage)
     app.cli.add_command(chats_cli)
     app.cli.add_command(upstreams_cli)

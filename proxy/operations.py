@@ -14,6 +14,7 @@ from proxy.api_states import EVERY_ACCOUNT
 from proxy.catalog import CATALOG, PLATFORMS
 from proxy.keys import ACTIVE as ACTIVE_KEY
 from proxy.keys import ApiKey, edit_refusal, parse_networks
+from proxy.operators import Operator
 from proxy.services import Gateway
 
 
@@ -111,6 +112,26 @@ def reload_upstreams(gateway: Gateway, who: str) -> dict:
     detail = _detail(generation=generation, members=names)
     audit.record(gateway.engine, who, "upstreams.reload", router.file_path, detail)
     return {"generation": generation, "members": names}
+
+
+def add_operator(gateway: Gateway, who: str, name: str, password: str) -> Operator:
+    """A new console operator (proxy/operators.py); the audit row never holds the password."""
+    operator = gateway.operators.add(name, password)
+    audit.record(gateway.engine, who, "operator.add", name)
+    return operator
+
+
+def set_operator_password(gateway: Gateway, who: str, name: str, password: str) -> Operator:
+    """A new password for the operator; their open console sessions end."""
+    operator = gateway.operators.set_password(name, password)
+    audit.record(gateway.engine, who, "operator.passwd", name, "sessions ended")
+    return operator
+
+
+def remove_operator(gateway: Gateway, who: str, name: str) -> None:
+    """The operator can no longer log in; their open console sessions end."""
+    gateway.operators.remove(name)
+    audit.record(gateway.engine, who, "operator.remove", name, "sessions ended")
 
 
 def _detail(values: dict | None = None, **more) -> str:

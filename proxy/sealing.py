@@ -12,6 +12,8 @@ Pure: standard library and cryptography only; no Flask, no database.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import tempfile
 
@@ -35,6 +37,12 @@ class SecretSealer:
     def __init__(self, key: bytes):
         """`key`: a Fernet key, the url-safe base64 of 32 bytes. ValueError when it is not one."""
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derive_key(self, purpose: bytes) -> str:
+        """A key for `purpose` (hex HMAC-SHA256 of it under the sealing key): the same on every
+        host sharing the sealing key, and revealing nothing of it."""
+        return hmac.new(self._key, purpose, hashlib.sha256).hexdigest()
 
     @classmethod
     def from_config(cls, configured_key: str, instance_path: str) -> SecretSealer:

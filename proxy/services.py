@@ -26,6 +26,7 @@ from proxy.handlers.gateway import generate_for_job
 from proxy.jobs import ImageJobs
 from proxy.metering import Meter
 from proxy.metrics import ModelLabels
+from proxy.operators import OperatorStore
 from proxy.prices import PriceTable
 from proxy.response_owners import ResponseOwners
 from proxy.running import RunningCalls
@@ -51,6 +52,7 @@ class Gateway:
     dispatcher: Dispatcher
     chats: ChatMemory
     running: RunningCalls
+    operators: OperatorStore  # who may log in to the console besides ADMIN_TOKEN
     redis: Redis | None = None  # set with REDIS_URL
     # The model names the metrics may show (proxy/metrics.py); any other is "other".
     model_labels: ModelLabels = field(default_factory=lambda: ModelLabels(()))
@@ -99,6 +101,7 @@ def build_gateway(config: Mapping, instance_path: str) -> Gateway:
         ),
         # Renewed a few times per TTL, so a late round or two never lets a live call expire.
         running=RunningCalls(meter, renew_interval_seconds=config["RESERVATION_TTL_SECONDS"] / 3),
+        operators=OperatorStore(engine, settings_cache_seconds=config["SETTINGS_CACHE_SECONDS"]),
         redis=redis_client,
         model_labels=ModelLabels.from_config(config, patterns),
     )

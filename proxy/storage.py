@@ -252,10 +252,34 @@ audit_log = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("at", DateTime, nullable=False, index=True),
-    Column("who", String(64), nullable=False),  # "admin" (the console) or "cli"
+    Column("who", String(64), nullable=False),  # "admin:NAME", "admin" (the token) or "cli"
     Column("action", String(64), nullable=False),  # e.g. "account.stop", "key.revoke"
     Column("target", String(200), nullable=False, default=""),  # an account or key string
     Column("detail", String(2000), nullable=False, default=""),  # e.g. "credits=100"
+)
+
+# The console's operators (proxy/operators.py): each logs in with its own name and password
+# (kept only as a werkzeug scrypt hash). A new `session_stamp` ends the operator's sessions.
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("session_stamp", String(32), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("password_changed_at", DateTime, nullable=False),
+)
+
+# Failed console logins without Redis (proxy/login_limits.py): one row per failure and scope
+# (`ip:ADDRESS`, `name:NAME`), when it happened (unix seconds); rows leave after the window.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("scope", String(200), nullable=False),
+    Column("at", Double, nullable=False, index=True),
+    Index("ix_login_failures_scope_at", "scope", "at"),
 )
 
 # Numbers every worker and host reads to learn of a change, e.g. `upstreams_generation`,
