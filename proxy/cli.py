@@ -28,6 +28,8 @@ apis_cli = AppGroup("apis", help="Stop, start or put APIs in maintenance.")
 
 CLI = "cli"  # who the audit log names for the admin commands (the console is "admin")
 
+WHOLE = click.IntRange(min=1, max=operations.MOST)  # a limit, as its column holds it
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document for scripts."
 )
@@ -48,10 +50,11 @@ def _api_names(value: str | None) -> tuple[str, ...] | None:
 
 
 def for_key(action, *args):
-    """`action(*args)` of the account store; an unknown key is a command error."""
+    """`action(*args)` of the account store; an unknown key, or a value it refuses, is a
+    command error."""
     try:
         return action(*args)
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -93,25 +96,23 @@ def _print_account(account: Account, as_json: bool, secret: str | None = None) -
 @click.argument("name")
 @click.option(
     "--daily-quota",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=operations.MOST),
     default=None,
     help="Charged calls per day (default: DEFAULT_DAILY_QUOTA).",
 )
 @click.option(
     "--balance",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=operations.MOST_CREDITS),
     default=None,
     help="Prepaid credits (default: not prepaid, only the quota applies).",
 )
-@click.option(
-    "--concurrency", type=click.IntRange(min=1), default=None, help="Calls in flight at once."
-)
+@click.option("--concurrency", type=WHOLE, default=None, help="Calls in flight at once.")
 @click.option("--apis", default=None, help="Enabled platforms/methods, e.g. openai (default all).")
 @click.option(
     "--expires", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="YYYY-MM-DD."
 )
-@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Calls per minute.")
-@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
+@click.option("--rpm", type=WHOLE, default=None, help="Calls per minute.")
+@click.option("--tpm", type=WHOLE, default=None, help="Tokens per minute.")
 @json_option
 def create_account(
     name, daily_quota, balance, concurrency, apis, expires, rpm, tpm, as_json
@@ -171,10 +172,13 @@ def start_account(key: str, as_json: bool) -> None:
 
 @accounts_cli.command("topup")
 @click.argument("key")
-@click.option("--credits", type=click.IntRange(min=1), default=None, help="Add prepaid credits.")
 @click.option(
-    "--calls", type=click.IntRange(min=1), default=None, help="Add calls to today's quota."
+    "--credits",
+    type=click.IntRange(min=1, max=operations.MOST_CREDITS),
+    default=None,
+    help="Add prepaid credits.",
 )
+@click.option("--calls", type=WHOLE, default=None, help="Add calls to today's quota.")
 @json_option
 def top_up(key: str, credits: int | None, calls: int | None, as_json: bool) -> None:
     """Top up: --credits to the balance, --calls to today's quota (both may be given)."""
@@ -254,7 +258,6 @@ def print_changes(result, as_json: bool, document: dict) -> None:
 
 
 DAY = click.DateTime(formats=["%Y-%m-%d"])
-WHOLE = click.IntRange(min=1, max=operations.MOST)
 LIMIT = Clearable(WHOLE, "none", "N", f"a whole number from 1 to {operations.MOST}")
 LAST_DAY = Clearable(DAY, "none", "YYYY-MM-DD", "a day as YYYY-MM-DD")
 

@@ -13,6 +13,7 @@ from proxy.cli import (
     CLI,
     LAST_DAY,
     LIMIT,
+    WHOLE,
     Clearable,
     edited,
     edits,
@@ -74,8 +75,8 @@ def _networks(value: str | None) -> tuple[str, ...] | None:
 @click.option("--label", default="", help="What the key is for, e.g. the site using it.")
 @click.option("--models", default=None, help="Allowed models, fnmatch patterns: gpt-4o*,o1-*.")
 @click.option("--ips", default=None, help="Allowed caller addresses/CIDRs: 10.0.0.0/8,192.0.2.7.")
-@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Calls per minute.")
-@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
+@click.option("--rpm", type=WHOLE, default=None, help="Calls per minute.")
+@click.option("--tpm", type=WHOLE, default=None, help="Tokens per minute.")
 @click.option(
     "--expires",
     type=click.DateTime(formats=["%Y-%m-%d"]),

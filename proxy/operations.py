@@ -19,7 +19,9 @@ from proxy.services import Gateway
 
 
 def create_account(gateway: Gateway, who: str, name: str, **settings) -> NewAccount:
-    """A new account (settings as AccountStore.create takes them); its secret is returned once."""
+    """A new account (settings as AccountStore.create takes them); its secret is returned once.
+    ValueError naming a number its column cannot hold."""
+    _check_counts(settings)
     created = gateway.accounts.create(name, **settings)
     shown = {name: value for name, value in settings.items() if value is not None}
     audit.record(gateway.engine, who, "account.create", created.account.key, _detail(shown))
@@ -47,10 +49,12 @@ def rotate_secret(gateway: Gateway, who: str, key: str) -> NewAccount:
 
 def top_up(gateway: Gateway, who: str, key: str, *, credits: int | None, calls: int | None):
     """Add `credits` to the balance and/or `calls` to today's quota; LookupError for an unknown
-    key, ValueError when neither is given."""
+    key, ValueError when neither is given or a sum would pass what its column holds (both are
+    checked before either is written)."""
     if credits is None and calls is None:
         raise ValueError("say what to add: credits and/or calls")
     account = gateway.accounts.get(key)
+    _check_top_up(gateway, account, credits, calls)
     if credits is not None:
         account = gateway.accounts.top_up_credits(key, credits)
     if calls is not None:
@@ -60,6 +64,7 @@ def top_up(gateway: Gateway, who: str, key: str, *, credits: int | None, calls: 
 
 
 def create_key(gateway: Gateway, who: str, account_key: str, **settings) -> NewKey:
+    _check_counts(settings)
     created = gateway.accounts.create_key(account_key, **settings)
     shown = {name: value for name, value in settings.items() if value not in (None, "")}
     detail = _detail(account=account_key, **shown)
@@ -134,6 +139,32 @@ def remove_operator(gateway: Gateway, who: str, name: str) -> None:
     audit.record(gateway.engine, who, "operator.remove", name, "sessions ended")
 
 
+def _check_counts(settings: dict) -> None:
+    """The whole numbers a new account or key is given, each within what its column holds."""
+    for field, least in (("daily_quota", 0), ("concurrency_limit", 1), ("rpm", 1), ("tpm", 1)):
+        if settings.get(field) is not None:
+            _count(least=least, clearable=False)(field, settings[field])
+    balance = settings.get("balance")
+    if balance is not None and not 0 <= balance <= MOST_CREDITS:
+        raise ValueError(f"balance must be a whole number from 0 to {MOST_CREDITS}")
+
+
+def _check_top_up(gateway: Gateway, account: Account, credits: int | None, calls: int | None):
+    if credits is not None:
+        if not 1 <= credits <= MOST_CREDITS - (account.balance or 0):
+            raise ValueError(
+                f"credits must be a whole number from 1 to {MOST_CREDITS - (account.balance or 0)}"
+                f" (the balance holds at most {MOST_CREDITS})"
+            )
+    if calls is not None:
+        topped_up = gateway.meter.today_figures(account.id)["extra_calls"]
+        if not 1 <= calls <= MOST - topped_up:
+            raise ValueError(
+                f"calls must be a whole number from 1 to {MOST - topped_up} (today's top-ups "
+                f"hold at most {MOST})"
+            )
+
+
 def _detail(values: dict | None = None, **more) -> str:
     """`name=value` pairs of the values given (lists joined by commas, dates as ISO days)."""
     pairs = []
@@ -151,6 +182,7 @@ def _detail(values: dict | None = None, **more) -> str:
 # -- editing an account's or a key's settings ---------------------------------------------
 
 MOST = 2**31 - 1  # the largest whole number the integer columns hold on PostgreSQL too
+MOST_CREDITS = 2**63 - 1  # the balance column's (BIGINT)
 
 # What each editable field is stored as (AccountStore.update / update_key name them so).
 _ACCOUNT_COLUMNS = {

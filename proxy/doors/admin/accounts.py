@@ -24,7 +24,7 @@ def accounts():
                 who(),
                 text("name", required=True),
                 daily_quota=whole("daily_quota", minimum=0),
-                balance=whole("balance", minimum=0),
+                balance=whole("balance", minimum=0, most=operations.MOST_CREDITS),
                 rpm=whole("rpm", minimum=1),
             )
         except ValueError as bad:
@@ -75,7 +75,8 @@ def account_action(key: str, action: str):
             operations.start_account(gateway, who(), key)
             flash(f"Account {key} started.", "done")
         elif action == "topup":
-            credits, calls = whole("credits", minimum=1), whole("calls", minimum=1)
+            credits = whole("credits", minimum=1, most=operations.MOST_CREDITS)
+            calls = whole("calls", minimum=1)
             if credits is None and calls is None:
                 raise ValueError("Say what to add: credits, calls for today, or both.")
             operations.top_up(gateway, who(), key, credits=credits, calls=calls)

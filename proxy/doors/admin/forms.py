@@ -17,13 +17,15 @@ def text(name: str, *, required: bool = False) -> str:
     return value
 
 
-def whole(name: str, *, minimum: int) -> int | None:
-    """A whole number field; None when left empty."""
+def whole(name: str, *, minimum: int, most: int = operations.MOST) -> int | None:
+    """A whole number field within what its column holds; None when left empty."""
     raw = request.form.get(name, "").strip()
     if not raw:
         return None
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum or int(raw) > 2**62:
-        raise ValueError(f"{name.replace('_', ' ')} must be a whole number of at least {minimum}.")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not minimum <= int(raw) <= most:
+        raise ValueError(
+            f"{name.replace('_', ' ')} must be a whole number from {minimum} to {most}."
+        )
     return int(raw)
 
 
