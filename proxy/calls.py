@@ -324,9 +324,9 @@ class Record:
             platform=result.platform,
             method=result.method,
             cached=result.cached,
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            total_tokens=_int(usage.get("total_tokens")),
+            prompt_tokens=token_count(usage.get("prompt_tokens")),
+            completion_tokens=token_count(usage.get("completion_tokens")),
+            total_tokens=token_count(usage.get("total_tokens")),
             latency_ms=int(result.elapsed_seconds * 1000),
             client_ip=self.context.client_ip,
             upstream=result.upstream,
@@ -444,5 +444,12 @@ def _next_chunk(chunks, record: Record):
         record.upstream_seconds += time.perf_counter() - asked
 
 
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+MOST_TOKENS = 2**31 - 1  # what the usage row's token columns hold (INTEGER on PostgreSQL)
+
+
+def token_count(value) -> int:
+    """An upstream's reported count as the usage row keeps it: 0 when it is no whole number
+    or below 0, at most MOST_TOKENS (a count beyond would fail the row's write)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, MOST_TOKENS)

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from proxy.calls import token_count
 from proxy.operations import MOST, MOST_CREDITS
 from tests.conftest import create_account
 from tests.test_console import TOKEN, csrf_of
@@ -77,3 +78,8 @@ def test_the_consoles_create_form_names_the_range_of_a_quota_too_big(make_app_ea
     assert "daily quota must be a whole number from 0 to 2147483647." in page.text
     runner = app.test_cli_runner()
     assert json.loads(runner.invoke(args=["accounts", "list", "--json"]).output) == []
+
+
+def test_an_upstreams_token_count_is_kept_within_the_usage_rows_column():
+    """An upstream (any member of a pool) reporting an absurd count must not fail the row."""
+    assert [token_count(n) for n in (12, 2**40, -3, True, "7", None)] == [12, MOST, 0, 0, 0, 0]
