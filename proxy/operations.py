@@ -1,5 +1,5 @@
 """The operator's actions, one function each, shared by the admin commands (proxy/cli.py) and
-the console (proxy/doors/admin.py): each does the change through the account store, the meter
+the console (proxy/doors/admin/): each does the change through the account store, the meter
 or the API states, and writes its audit row (proxy/audit.py) naming `who` did it."""
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def failed_calls(
                 u.id, u.created_at, u.account_id, u.method, u.error_code, u.request_id, u.client_ip
             )
             .where(*conditions)
-            .order_by(u.id.desc())
+            .order_by(u.created_at.desc(), u.id.desc())
             .limit(limit)
         )
         return [

@@ -56,11 +56,12 @@ class ServedGateway:
             },
         )
 
-    def flask(self, *args: str) -> str:
+    def flask(self, *args: str, stdin: str | None = None) -> str:
         done = subprocess.run(
             [str(BIN / "flask"), *args],
             cwd=REPO,
             env=self.env,
+            input=stdin,
             capture_output=True,
             text=True,
         )

@@ -230,3 +230,16 @@ def test_the_page_says_when_the_latency_bound_cut_the_period(console, app, monke
     text = page(console)
     cut = re.search(r'<p class="hint" id="latency-cut">(.*?)</p>', text, re.S).group(1)
     assert f"leave out the calls before {now:%Y-%m-%d %H:%M:%S} UTC" in cut
+
+
+def test_the_last_failed_calls_are_newest_first_by_their_when_column(console, app):
+    """In the order of the time shown, whatever order the rows got their ids in (several hosts'
+    rows, rows placed by hand)."""
+    now = utc_now()
+    insert(
+        app,
+        {"created_at": now - timedelta(minutes=1), "error_code": "5000", "request_id": "newer"},
+        {"created_at": now - timedelta(minutes=9), "error_code": "5000", "request_id": "older"},
+    )
+    shown = re.findall(r"<td><code>(newer|older)</code>", page(console))
+    assert shown == ["newer", "older"]
