@@ -117,6 +117,18 @@ TINY_PNG_B64 = (
 )
 
 CHAT_ARGS = {"messages": [{"role": "user", "content": "你好 world"}]}
+# A function tool (OpenAI's shape); the stub calls it when tool_choice obliges a call.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 @pytest.fixture(scope="session")

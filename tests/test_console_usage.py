@@ -6,20 +6,19 @@ usage table; the series arithmetic itself is tests/test_usage_series.py."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from datetime import timedelta
 
 import pytest
 
-from proxy import storage, usage_series
+from proxy import usage_series
 from proxy.storage import utc_now
 from tests.conftest import CHAT_ARGS, create_account
 from tests.test_console import TOKEN, csrf_of
+from tests.test_usage_series import insert
 
 CHAT, EMBEDDINGS = "v1/chat/completions", "v1/embeddings"
-numbers = itertools.count()
 
 
 def logged_in(app):
@@ -40,13 +39,6 @@ def console(app):
     return logged_in(app)
 
 
-def insert(app, *rows: dict) -> None:
-    with app.extensions["gateway"].engine.begin() as connection:
-        for row in rows:
-            connection.execute(
-                storage.usage.insert(),
-                {"request_id": f"r{next(numbers)}", "error_code": "0000", "method": CHAT, **row},
-            )
 
 
 def page(console, **query) -> str:

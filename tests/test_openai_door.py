@@ -12,7 +12,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import TINY_PNG_B64
+from tests.conftest import TINY_PNG_B64, WEATHER_TOOL
 from tests.served import ServedGateway, wait_until
 
 
@@ -55,17 +55,6 @@ def test_chat_through_the_sdk(client):
     assert completion.usage.total_tokens > 0
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 def test_a_tool_call_through_the_sdk(client):

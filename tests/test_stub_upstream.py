@@ -24,6 +24,7 @@ import requests
 from openai import Omit, OpenAI
 
 from stub_upstream import CREATED, FAULT_MODELS, StubServer, create_stub_app
+from tests.conftest import WEATHER_TOOL
 from tests.test_stub_generators import png_dimensions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -241,17 +242,6 @@ def test_non_json_body_is_400(server):
 # --------------------------------------------------------------------------- chat streaming
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 def test_a_required_tool_choice_answers_one_call_of_the_first_tool(server):
