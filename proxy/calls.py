@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from proxy import metrics
-from proxy.accounts import Account, Credentials
+from proxy.account_values import Account, Credentials
 from proxy.catalog import MethodSpec
 from proxy.dispatcher import Call
 from proxy.errors import (
@@ -30,7 +30,7 @@ from proxy.errors import (
 from proxy.rate_limits import estimate_call_tokens
 from proxy.running import CUT_CODE
 from proxy.uploads import FileUpload
-from proxy.usage import UsageRecord
+from proxy.usage import UsageRecord, token_count
 
 log = logging.getLogger("proxy")
 
@@ -442,14 +442,3 @@ def _next_chunk(chunks, record: Record):
         return next(chunks, None)
     finally:
         record.upstream_seconds += time.perf_counter() - asked
-
-
-MOST_TOKENS = 2**31 - 1  # what the usage row's token columns hold (INTEGER on PostgreSQL)
-
-
-def token_count(value) -> int:
-    """An upstream's reported count as the usage row keeps it: 0 when it is no whole number
-    or below 0, at most MOST_TOKENS (a count beyond would fail the row's write)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        return 0
-    return min(value, MOST_TOKENS)

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from proxy import metering_refusals as refusals
 from proxy import metering_statements as sql
-from proxy.accounts import Account
+from proxy.account_values import Account
 from proxy.envelope import format_api_info
 from proxy.errors import (
     CALLS_EXCEEDED,

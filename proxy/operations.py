@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from proxy import audit, generations
-from proxy.accounts import ACTIVE, STOPPED, Account, NewAccount, NewKey
+from proxy.account_values import ACTIVE, STOPPED, Account, NewAccount, NewKey
 from proxy.api_states import EVERY_ACCOUNT
 from proxy.catalog import CATALOG, PLATFORMS
 from proxy.keys import ACTIVE as ACTIVE_KEY

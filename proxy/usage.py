@@ -50,6 +50,17 @@ def token_usage(usage) -> dict:
     return counts
 
 
+MOST_TOKENS = 2**31 - 1  # what the usage row's token columns hold (INTEGER on PostgreSQL)
+
+
+def token_count(value) -> int:
+    """An upstream's reported count as the usage row keeps it: 0 when it is no whole number
+    or below 0, at most MOST_TOKENS (a count beyond would fail the row's write)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, MOST_TOKENS)
+
+
 def usage_report(
     engine: Engine,
     *,

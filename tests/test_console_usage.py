@@ -39,8 +39,6 @@ def console(app):
     return logged_in(app)
 
 
-
-
 def page(console, **query) -> str:
     answer = console.get("/admin/usage", query_string=query)
     assert answer.status_code == 200

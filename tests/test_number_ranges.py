@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from proxy.calls import token_count
 from proxy.operations import MOST, MOST_CREDITS
+from proxy.usage import token_count
 from tests.conftest import create_account
 from tests.test_console import TOKEN, csrf_of
 

@@ -55,8 +55,6 @@ def test_chat_through_the_sdk(client):
     assert completion.usage.total_tokens > 0
 
 
-
-
 def test_a_tool_call_through_the_sdk(client):
     completion = client.chat.completions.create(
         model="gpt-4o-mini",

@@ -242,8 +242,6 @@ def test_non_json_body_is_400(server):
 # --------------------------------------------------------------------------- chat streaming
 
 
-
-
 def test_a_required_tool_choice_answers_one_call_of_the_first_tool(server):
     body = {
         "model": "gpt-4o-mini",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from flask import Flask, Response, request
 from flask_smorest import Api
 
-from proxy.accounts import Credentials
+from proxy.account_values import Credentials
 from proxy.calls import CallContext, CallRequest, CallResult, StreamingCall, answer_call
 from proxy.doors import kit
 from proxy.errors import ANSWERED_CODES, ERROR_CODES, MISSING_PARAM, PARAM_ERROR, GatewayError

@@ -15,7 +15,7 @@ from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
 from proxy import formats
-from proxy.accounts import Credentials
+from proxy.account_values import Credentials
 from proxy.calls import CallContext, CallRequest, CallResult, StreamingCall, answer_call
 from proxy.catalog import PLATFORMS, find_method
 from proxy.doors import kit

@@ -18,7 +18,7 @@ from flask import Flask, Response, request
 from flask_smorest import Api
 from werkzeug.routing import Map, PathConverter, Rule
 
-from proxy.accounts import Credentials
+from proxy.account_values import Credentials
 from proxy.calls import CallContext, CallRequest, CallResult, StreamingCall, answer_call
 from proxy.catalog import BINARY_ANSWERS, openai_routes
 from proxy.doors import kit
