@@ -240,8 +240,7 @@ class Config:
         # The operator console /admin (docs/console.md): served when ADMIN_TOKEN is set or an
         # operator exists (`flask operators add`), 404 otherwise; the token or an operator's
         # name and password log a browser in. SECRET_KEY signs the console's session cookie;
-        # empty: derived from ADMIN_TOKEN (then changing the token logs everyone out), or
-        # without a token from the sealing key.
+        # empty: derived from the sealing key (never from the token: docs/console.md).
         self.ADMIN_TOKEN = env("ADMIN_TOKEN", "")
         self.SECRET_KEY = env("SECRET_KEY", "")
         self.ADMIN_SESSION_HOURS = _env_float("ADMIN_SESSION_HOURS", 12.0)

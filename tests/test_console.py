@@ -5,10 +5,15 @@ tests/test_console_browser.py."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
+import time
 
 import pytest
+from flask.json.tag import TaggedJSONSerializer
+from itsdangerous import URLSafeTimedSerializer
 
 from tests.conftest import CHAT_ARGS, create_account
 
@@ -185,7 +190,7 @@ def test_a_new_admin_token_ends_the_sessions_of_the_old_one(make_app, tmp_path):
     before.post("/admin/login", data={"token": TOKEN, "csrf": csrf})
     cookie = before.get_cookie("gateway_admin", path="/admin")
     assert before.get("/admin/accounts").status_code == 200
-    after = make_app(ADMIN_TOKEN="the-next-token", **shared).test_client()
+    after = make_app(ADMIN_TOKEN="the-next-token-0", **shared).test_client()
     after.set_cookie("gateway_admin", cookie.value, path="/admin")
     assert after.get("/admin/accounts").headers["Location"] == "/admin/login"
 
@@ -246,3 +251,26 @@ def test_the_usage_page_shows_this_hours_calls_with_their_p50_and_p95_latency(co
         '      <td class="num">11</td>\n'
         '      <td class="num">20</td>'
     ) in page
+
+
+def test_a_short_admin_token_is_refused_at_start(make_app):
+    with pytest.raises(ValueError, match="ADMIN_TOKEN has 9 characters; use at least 16, random"):
+        make_app(ADMIN_TOKEN="short-one")
+
+
+def test_a_cookie_signed_with_a_key_made_from_the_token_opens_nothing(app):
+    """The session key never comes from the token: a guess at the token cannot sign a
+    session (nor be tested offline against the cookie the login page hands out)."""
+    guessed_key = hmac.new(TOKEN.encode(), b"onebound-gateway admin session key", "sha256")
+    serializer = URLSafeTimedSerializer(
+        guessed_key.hexdigest(),
+        salt="cookie-session",
+        serializer=TaggedJSONSerializer(),
+        signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1},
+    )
+    browser = app.test_client()
+    mark = hmac.new(TOKEN.encode(), b"admin session mark", "sha256").hexdigest()[:32]
+    forged = serializer.dumps({"admin": mark, "opened_at": time.time(), "csrf": "x"})
+    browser.set_cookie("gateway_admin", forged, path="/admin")
+    answer = browser.get("/admin/accounts")
+    assert (answer.status_code, answer.headers["Location"]) == (302, "/admin/login")

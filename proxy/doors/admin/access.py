@@ -46,20 +46,22 @@ ANONYMOUS = "anonymous"  # who a login lockout is recorded for: nobody has logge
 admin_blp = Blueprint("admin", __name__, url_prefix="/admin")
 OPEN_PAGES = ("admin.login", "admin.stylesheet")  # served before logging in
 SESSION_KEY_PURPOSE = b"onebound-gateway admin session key"
+SHORTEST_TOKEN = 16  # characters of ADMIN_TOKEN; guessed online only, through the login limit
 
 
 def set_up(app: Flask) -> None:
     """The session cookie and its signing key, the login limit, and the 404 while off."""
     gateway = app.extensions["gateway"]
-    if not app.config.get("SECRET_KEY"):
-        # Derived: the same on every worker and host sharing the token (a new token logs
-        # out), or without one the sealing key, which hosts sharing a database share.
-        token = app.config["ADMIN_TOKEN"]
-        app.config["SECRET_KEY"] = (
-            hmac.new(token.encode(), SESSION_KEY_PURPOSE, hashlib.sha256).hexdigest()
-            if token
-            else gateway.accounts.sealer.derive_key(SESSION_KEY_PURPOSE)
+    token = app.config["ADMIN_TOKEN"]
+    if token and len(token) < SHORTEST_TOKEN:
+        raise ValueError(
+            f"ADMIN_TOKEN has {len(token)} characters; use at least {SHORTEST_TOKEN}, random "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
+    if not app.config.get("SECRET_KEY"):
+        # From the sealing key, which hosts sharing a database share: never from the token, or
+        # any signed cookie (the login page hands one out) would test guesses at it offline.
+        app.config["SECRET_KEY"] = gateway.accounts.sealer.derive_key(SESSION_KEY_PURPOSE)
     app.config.update(
         SESSION_COOKIE_NAME="gateway_admin",
         SESSION_COOKIE_PATH="/admin",
@@ -121,9 +123,13 @@ def _console_off_is_404():
 
 
 def _token_mark() -> str:
-    """What a session holds to say it was opened with the current ADMIN_TOKEN (not the token)."""
-    token = current_app.config["ADMIN_TOKEN"].encode()
-    return hmac.new(token, b"admin session mark", hashlib.sha256).hexdigest()[:32]
+    """What a session holds to say it was opened with the current ADMIN_TOKEN: keyed by the
+    session key too, so a session cookie (whose content anyone holding it can read) tells
+    nothing that would test guesses at the token."""
+    marked = b"admin session mark\0" + current_app.config["ADMIN_TOKEN"].encode()
+    key = current_app.secret_key
+    key = key if isinstance(key, bytes) else str(key).encode()
+    return hmac.new(key, marked, hashlib.sha256).hexdigest()[:32]
 
 
 def _session_who() -> str | None:
