@@ -11,16 +11,26 @@ from proxy import storage
 
 
 def record(engine: Engine, who: str, action: str, target: str = "", detail: str = "") -> None:
+    """One row; its texts as `printable` writes them, so that a row stays one line."""
     with engine.begin() as connection:
         connection.execute(
             insert(storage.audit_log).values(
                 at=storage.utc_now(),
-                who=who[:64],
-                action=action[:64],
-                target=target[:200],
-                detail=detail[:2000],
+                who=printable(who)[:64],
+                action=printable(action)[:64],
+                target=printable(target)[:200],
+                detail=printable(detail)[:2000],
             )
         )
+
+
+def printable(text: str) -> str:
+    """`text` with every character Python does not print as itself (newlines, carriage
+    returns, terminal escapes, other spaces than " ") written as its escape (\\n, \\x1b,
+    \\xa0): a name, label or address someone typed cannot start a forged line of the log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def recent(engine: Engine, limit: int = 100) -> list[dict]:

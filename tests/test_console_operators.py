@@ -296,3 +296,28 @@ def test_an_unknown_admin_cookie_secure_value_says_what_to_set(monkeypatch):
 def test_a_login_limit_of_no_failures_is_refused_at_start(make_app):
     with pytest.raises(ValueError, match="ADMIN_LOGIN_FAILURES=0 and ADMIN_LOGIN_WINDOW_SECONDS"):
         make_app(ADMIN_LOGIN_FAILURES=0)
+
+
+def test_a_name_typed_at_the_login_cannot_forge_a_line_of_the_audit_log(make_app):
+    app = make_app(ADMIN_TOKEN=TOKEN, ADMIN_LOGIN_FAILURES=2)
+    runner = app.test_cli_runner()
+    forged = "x\n2026-01-01 00:00:00  admin:alice operator.remove  bob"
+    assert [log_in(app.test_client(), forged, "wrong").status_code for _ in range(2)] == [401] * 2
+    [lockout] = [r for r in audit_rows(runner) if r["target"].startswith("name:")]
+    assert lockout["target"] == "name:(not an operator name)"
+    printed = runner.invoke(args=["audit"]).output.splitlines()
+    assert len(printed) == len(audit_rows(runner))  # one line per row
+    assert not any("operator.remove" in line for line in printed)
+
+
+def test_an_audit_row_writes_control_characters_as_escapes(app, runner):
+    add_operator(runner, "alice")
+    account = create_account(runner, "shop")
+    browser = logged_in(app, "alice")
+    page = browser.get(f"/admin/accounts/{account['key']}")
+    label = "ok\n2026-01-01\xa000:00:00\xa0\xa0cli\xa0key.revoke\x1b[31m"  # no plain space
+    form = {"label": label, "models": "", "ips": "", "rpm": "", "tpm": "", "expires": ""}
+    browser.post(f"/admin/keys/{account['key']}/edit", data={**form, "csrf": csrf_of(page.text)})
+    [edit] = [r for r in audit_rows(runner) if r["action"] == "key.update"]
+    escaped = "ok\\n2026-01-01\\xa000:00:00\\xa0\\xa0cli\\xa0key.revoke\\x1b[31m"
+    assert edit["detail"] == f"label={escaped}"

@@ -275,6 +275,7 @@ def _session_opened_by(name: str, password: str) -> dict | None:
 def _login_label(name: str, address: str) -> str:
     """For the log: what was tried, from where; never the password (nor a name that looks
     like one was typed in the name field)."""
+    address = audit.printable(address)
     if not name:
         return f"token from {address}"
     shown = name if NAME_PATTERN.fullmatch(name) else "(not an operator name)"
@@ -301,8 +302,18 @@ def _duration(seconds: int) -> str:
 
 def _record_lockout(scope: str, limit: LoginLimit, address: str) -> None:
     detail = f"failures={limit.failures} window={limit.window_seconds:g}s from={address}"
-    log.warning("admin login locked for %s: %s", scope, detail)
-    audit.record(kit.gateway().engine, ANONYMOUS, "console.lockout", scope, detail)
+    shown = _scope_label(scope)
+    log.warning("admin login locked for %s: %s", shown, audit.printable(detail))
+    audit.record(kit.gateway().engine, ANONYMOUS, "console.lockout", shown, detail)
+
+
+def _scope_label(scope: str) -> str:
+    """A locked scope as the log and the audit row show it: a name that is no operator's name
+    (a password typed in the wrong field, or an attempt at forging a log line) is not shown."""
+    kind, _, value = scope.partition(":")
+    if kind == "name" and not NAME_PATTERN.fullmatch(value):
+        return "name:(not an operator name)"
+    return audit.printable(scope)
 
 
 @contextmanager
