@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import text
@@ -321,3 +323,25 @@ def test_an_audit_row_writes_control_characters_as_escapes(app, runner):
     [edit] = [r for r in audit_rows(runner) if r["action"] == "key.update"]
     escaped = "ok\\n2026-01-01\\xa000:00:00\\xa0\\xa0cli\\xa0key.revoke\\x1b[31m"
     assert edit["detail"] == f"label={escaped}"
+
+
+def test_logins_sent_at_once_get_no_more_tries_than_the_limit(make_app):
+    """Each attempt is counted before its password is checked: of 12 sent together, only the
+    limit's 3 are checked (401) and the rest refused unchecked (429)."""
+    app = make_app(SETTINGS_CACHE_SECONDS=0, TRUSTED_PROXY_HOPS=1, ADMIN_LOGIN_FAILURES=3)
+    add_operator(app.test_cli_runner(), "alice")
+    start = threading.Barrier(12)
+
+    def wrong_login(n: int) -> int:
+        browser = app.test_client()
+        address = f"198.51.100.{n}"
+        csrf = csrf_of(browser.get("/admin/login", headers={"X-Forwarded-For": address}).text)
+        start.wait()
+        form = {"name": "alice", "token": "wrong", "csrf": csrf}
+        return browser.post("/admin/login", data=form, headers={"X-Forwarded-For": address})
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(wrong_login, range(12)))
+    assert sorted(answer.status_code for answer in answers) == [401] * 3 + [429] * 9
+    lockouts = [r for r in audit_rows(app.test_cli_runner()) if r["action"] == "console.lockout"]
+    assert [r["target"] for r in lockouts] == ["name:alice"]  # audited once, by the 3rd

@@ -242,15 +242,20 @@ def login():
     if wait > 0:
         log.warning("admin login refused unchecked: %s locked out", _login_label(name, address))
         return _locked_out(wait)
+    with _limit_reachable():
+        attempt = limit.attempt(address, name)
+    if attempt.over_limit:  # logins sent at once took the last tries
+        log.warning("admin login refused unchecked: %s locked out", _login_label(name, address))
+        return _locked_out(max(limit.retry_after(address, name), 1.0))
     opened = _session_opened_by(name, password)
     if opened is None:
         log.warning("admin login refused: wrong %s", _login_label(name, address))
-        with _limit_reachable():
-            newly_locked = limit.failed(address, name)
-        for scope in newly_locked:
+        for scope in attempt.locking:
             _record_lockout(scope, limit, address)
         page = render_template("admin/login.html", error=WRONG_OPERATOR if name else WRONG_TOKEN)
         return make_response(page, 401)
+    with _limit_reachable():
+        limit.succeeded(attempt)
     session.clear()
     session.update(opened, opened_at=time.time(), csrf=secrets.token_urlsafe(32))
     who = f"admin:{opened['operator']}" if "operator" in opened else TOKEN_WHO
