@@ -274,3 +274,15 @@ def test_a_cookie_signed_with_a_key_made_from_the_token_opens_nothing(app):
     browser.set_cookie("gateway_admin", forged, path="/admin")
     answer = browser.get("/admin/accounts")
     assert (answer.status_code, answer.headers["Location"]) == (302, "/admin/login")
+
+
+@pytest.mark.parametrize("verb, path", [("GET", "/admin/nope"), ("PUT", "/admin/login")])
+def test_the_consoles_routing_refusals_carry_its_page_headers(client, verb, path):
+    answer = client.open(path, method=verb)
+    assert answer.status_code in (404, 405)
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert (answer.headers["X-Frame-Options"], answer.headers["Cache-Control"]) == (
+        "DENY",
+        "no-store",
+    )
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"

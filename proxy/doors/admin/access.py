@@ -71,6 +71,7 @@ def set_up(app: Flask) -> None:
     app.session_interface = ConsoleSessionInterface()
     app.extensions["admin_login_limit"] = _login_limit(app.config, gateway)
     app.before_request(_console_off_is_404)
+    app.after_request(page_headers)
 
 
 def _login_limit(config, gateway) -> LoginLimit:
@@ -177,9 +178,13 @@ def guard():
     return None
 
 
-@admin_blp.after_request
 def page_headers(response: Response) -> Response:
+    """Every answer under /admin while the console is on, its routing's 404 and 405 too (they
+    are answered before the blueprint's own hooks would run)."""
+    if not (_is_console_path(request.path) and console_on()):
+        return response  # off: the plain 404 of any path that does not exist
     response.headers["Cache-Control"] = "no-store"  # secrets are shown once, never cached
+    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
