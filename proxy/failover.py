@@ -20,7 +20,7 @@ from typing import TypeVar
 from proxy import upstream_events
 from proxy.errors import NETWORK_ERROR, TARGET_SERVER_ERROR, TIMEOUT, GatewayError
 from proxy.upstream_health import HALF_OPEN, HEALTHY, REVOKED, UpstreamHealth
-from proxy.upstreams import Upstream, UpstreamRouter
+from proxy.upstreams import Upstream, UpstreamRouter, shown_url
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def describe_members(router: UpstreamRouter, health: UpstreamHealth | None) -> l
     return [
         {
             "name": member.name,
-            "base_url": member.base_url,
+            "base_url": shown_url(member.base_url),
             "models": list(member.patterns) or ["(any model no pattern claims)"],
             "weight": member.weight,
             "priority": member.priority,

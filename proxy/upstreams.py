@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from proxy.upstreams_file import (
     CATALOG_RESOURCES,
@@ -213,3 +214,15 @@ class UpstreamRouter:
                 )
                 self._clients[key] = client
             return client
+
+
+def shown_url(url: str) -> str:
+    """A base URL as operators and /health see it: without a user part or a query, which may
+    carry a key (OPENAI_BASE_URL is not checked as UPSTREAMS_FILE's base_url is)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -355,3 +355,13 @@ def test_api_methods_lists_the_responses_methods_with_their_v1_paths(client):
 def test_docs_methods_md_has_a_row_for_every_catalog_method():
     table = (Path(__file__).resolve().parent.parent / "docs" / "methods.md").read_text()
     assert [m.name for m in METHODS if f"| `{m.name}` |" not in table] == []
+
+
+def test_health_never_shows_a_key_written_into_openai_base_url(make_app, stub):
+    """OPENAI_BASE_URL is the operator's to write; a user part or a query may hold a key."""
+    host = stub.base_url.removeprefix("http://")
+    app = make_app(OPENAI_BASE_URL=f"http://u:sk-INURL@{host}?api-key=sk-INQUERY")
+    answer = app.test_client().get("/health")
+    [member] = answer.get_json()["upstreams"]
+    assert member["base_url"] == stub.base_url
+    assert "sk-IN" not in answer.get_data(as_text=True)
