@@ -233,3 +233,15 @@ def test_the_last_failed_calls_are_newest_first_by_their_when_column(console, ap
     )
     shown = re.findall(r"<td><code>(newer|older)</code>", page(console))
     assert shown == ["newer", "older"]
+
+
+def test_the_per_method_table_shows_the_50_busiest_and_sums_the_rest(console, app):
+    """Anyone may send any method name, and each lands in a usage row: a flood of names must
+    not make the page grow without end."""
+    now = utc_now()
+    insert(app, *({"created_at": now, "method": CHAT} for _ in range(3)))
+    insert(app, *({"created_at": now, "method": f"made/up/{n:02}"} for n in range(60)))
+    text = page(console)
+    assert len(re.findall(r'<tr[^>]* data-method="', text)) == 50
+    assert 'data-method="v1/chat/completions"' in text  # the busiest first
+    assert "and 11 more method names with 11 calls between them" in text

@@ -13,6 +13,8 @@ from proxy.usage import calls_by_method, failed_calls, usage_report
 from proxy.usage_charts import lines, stacked_bars
 from proxy.usage_series import DEFAULT_PERIOD, LATENCY_ROWS_READ, PERIODS, usage_series
 
+METHODS_SHOWN = 50  # rows of the per-method table; the rest are summed in one line
+
 
 @admin_blp.route("/usage")
 def usage():
@@ -30,7 +32,8 @@ def usage():
         gateway.engine, period=period, now_utc=now, account_id=account_id, method=method
     )
     report = usage_report(gateway.engine, account_id=account_id, since_utc=start, method=method)
-    for row in methods:
+    shown, hidden = _busiest(methods, method)
+    for row in shown:
         row["p50_ms"], row["p95_ms"] = series.latency_by_method.get(row["method"], (None, None))
     return render_template(
         "admin/usage.html",
@@ -44,7 +47,8 @@ def usage():
         catalog_methods=sorted(CATALOG),
         report=report,
         widest=max(report["by_code"].values(), default=1),
-        methods=methods,
+        methods=shown,
+        hidden_methods=hidden,
         failures=failed_calls(
             gateway.engine, account_id=account_id, since_utc=start, method=method
         ),
@@ -52,6 +56,14 @@ def usage():
         latency_rows_read=LATENCY_ROWS_READ,
         charts=_usage_charts(series.buckets),
     )
+
+
+def _busiest(methods: list[dict], chosen: str | None) -> tuple[list[dict], dict]:
+    """The METHODS_SHOWN busiest methods (and the chosen one), and what the others add up to:
+    a caller may send any method name, and each lands in the usage rows."""
+    shown = [row for i, row in enumerate(methods) if i < METHODS_SHOWN or row["method"] == chosen]
+    others = [row for row in methods if row not in shown]
+    return shown, {"methods": len(others), "calls": sum(row["calls"] for row in others)}
 
 
 def _chosen_period():
