@@ -149,6 +149,7 @@ def show_audit(limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"audit": rows}))
         return
+    who_width = max((len(row["who"]) for row in rows), default=0)  # admin:NAME is longer
     for row in rows:
-        what = f"{row['who']:6} {row['action']:22} {row['target']}"
+        what = f"{row['who']:{who_width}} {row['action']:22} {row['target']}"
         click.echo(f"{row['at']}  {what}  {row['detail']}")

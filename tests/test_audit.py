@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from proxy import audit
 from tests.conftest import create_account
 
 
@@ -49,3 +50,11 @@ def test_api_stops_name_their_target_and_account(runner):
         ("api.start", "v1/embeddings", f"account={account['key']}"),
         ("api.maintenance", "v1/embeddings", f"account={account['key']}"),
     ]
+
+
+def test_flask_audit_lines_up_its_columns_whoever_acted(app, runner):
+    create_account(runner, "columns")
+    audit.record(app.extensions["gateway"].engine, "admin:alexandra", "account.stop", "k")
+    lines = runner.invoke(args=["audit"]).output.splitlines()
+    assert [line.split()[2] for line in lines] == ["admin:alexandra", "cli"]
+    assert lines[0].index("account.stop") == lines[1].index("account.create"), lines
