@@ -26,6 +26,11 @@ MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024  # hashing is costly: a megabyte "password" would cost more
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _ANY_EXIST = "any"  # the settings-cache key of "is there an operator?"
+# A login's password check is scrypt: about 80 ms of CPU and 32 MB of memory. At most this many
+# run at once in a process; the others wait their turn, so logins sent from many addresses
+# at once cannot take a worker's memory (16 threads would want 512 MB).
+HASHES_AT_ONCE = 2
+_hashing = threading.BoundedSemaphore(HASHES_AT_ONCE)
 
 
 @dataclass(frozen=True)
@@ -133,12 +138,10 @@ class OperatorStore:
         """The operator whose name and password these are, else None. An unknown name costs
         the same hash work as a wrong password, so timing does not tell which names exist."""
         row = self._row(normal_name(typed_name))
-        if row is None:
-            check_password_hash(self._decoy(), password)
-            return None
-        if not check_password_hash(row.password_hash, password):
-            return None
-        return _operator(row)
+        stored = self._decoy() if row is None else row.password_hash
+        with _hashing:
+            matches = check_password_hash(stored, password)
+        return _operator(row) if row is not None and matches else None
 
     def _decoy(self) -> str:
         """A hash of the same method and cost as a real one, of a password nobody knows."""

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import text
 
+from proxy import operators
 from proxy.operators import OperatorStore
 from tests.conftest import create_account
 from tests.test_console import csrf_of
@@ -345,3 +346,26 @@ def test_logins_sent_at_once_get_no_more_tries_than_the_limit(make_app):
     assert sorted(answer.status_code for answer in answers) == [401] * 3 + [429] * 9
     lockouts = [r for r in audit_rows(app.test_cli_runner()) if r["action"] == "console.lockout"]
     assert [r["target"] for r in lockouts] == ["name:alice"]  # audited once, by the 3rd
+
+
+def test_at_most_two_password_checks_run_at_once_in_a_process(app, runner, monkeypatch):
+    """Each check is scrypt (about 32 MB): logins sent at once wait their turn. The hash
+    function is a double here that records how many run together."""
+    add_operator(runner, "alice")
+    store = OperatorStore(app.extensions["gateway"].engine, settings_cache_seconds=0)
+    running, most, lock = [0], [0], threading.Lock()
+
+    def slow_check(stored: str, password: str) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return False
+
+    monkeypatch.setattr(operators, "check_password_hash", slow_check)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: store.verify("alice", f"guess-{n}"), range(8)))
+    assert answers == [None] * 8
+    assert most[0] == operators.HASHES_AT_ONCE == 2
