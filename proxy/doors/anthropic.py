@@ -93,21 +93,11 @@ def credentials_from_headers() -> Credentials:
     if not token:
         scheme, _, bearer = request.headers.get("Authorization", "").strip().partition(" ")
         token = bearer.strip() if scheme.lower() == "bearer" else ""
-    if not token:
-        raise GatewayError(
-            MISSING_PARAM,
-            "no API key: send x-api-key: KEY:SECRET (the SDK's api_key)",
-            http_status=401,
-        )
-    key, _, secret = token.partition(":")
-    secret = secret or request.headers.get("X-API-SECRET", "")
-    if not secret:
-        raise GatewayError(
-            MISSING_PARAM,
-            "the API key must be KEY:SECRET (the gateway key, a colon, its secret)",
-            http_status=401,
-        )
-    return Credentials(key=key, secret=secret, sign="", signed_params={})
+    return kit.api_key_credentials(
+        token,
+        request.headers.get("X-API-SECRET", ""),
+        "no API key: send x-api-key: KEY:SECRET (the SDK's api_key)",
+    )
 
 
 def render(result: CallResult | StreamingCall, context: CallContext) -> Response:

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from proxy.account_values import Credentials
 from proxy.calls import CallContext, CallResult
-from proxy.errors import ANSWERED_CODES, PARAM_ERROR, GatewayError
+from proxy.errors import ANSWERED_CODES, MISSING_PARAM, PARAM_ERROR, GatewayError
 from proxy.formats import Frozen
 from proxy.params import refuse_unnamed_parts
 from proxy.services import Gateway
@@ -48,6 +49,22 @@ def client_ip() -> str:
 def header_credentials() -> tuple[str, str]:
     """(key, secret) from the X-API-KEY and X-API-SECRET headers; "" for each one absent."""
     return request.headers.get("X-API-KEY", ""), request.headers.get("X-API-SECRET", "")
+
+
+def api_key_credentials(token: str, header_secret: str, missing: str) -> Credentials:
+    """An SDK's api_key, KEY:SECRET (the secret may come alone in `header_secret`), as the SDK
+    doors read it; 401 saying `missing` when there is none, or what to send without a secret."""
+    if not token:
+        raise GatewayError(MISSING_PARAM, missing, http_status=401)
+    key, _, secret = token.partition(":")
+    secret = secret or header_secret
+    if not secret:
+        raise GatewayError(
+            MISSING_PARAM,
+            "the API key must be KEY:SECRET (the gateway key, a colon, its secret)",
+            http_status=401,
+        )
+    return Credentials(key=key, secret=secret, sign="", signed_params={})
 
 
 @contextmanager

@@ -26,7 +26,6 @@ from proxy.errors import (
     ANSWERED_CODES,
     API_NOT_FOUND,
     ERROR_CODES,
-    MISSING_PARAM,
     PARAM_ERROR,
     GatewayError,
 )
@@ -174,22 +173,12 @@ def credentials_from_headers() -> Credentials:
         token = token.strip()
     else:
         token = (request.headers.get("api-key") or header_key).strip()
-    if not token:
-        raise GatewayError(
-            MISSING_PARAM,
-            "no API key: send Authorization: Bearer KEY:SECRET (the SDK's api_key), "
-            "or an api-key header",
-            http_status=401,
-        )
-    key, _, secret = token.partition(":")
-    secret = secret or header_secret
-    if not secret:
-        raise GatewayError(
-            MISSING_PARAM,
-            "the API key must be KEY:SECRET (the gateway key, a colon, its secret)",
-            http_status=401,
-        )
-    return Credentials(key=key, secret=secret, sign="", signed_params={})
+    return kit.api_key_credentials(
+        token,
+        header_secret,
+        "no API key: send Authorization: Bearer KEY:SECRET (the SDK's api_key), "
+        "or an api-key header",
+    )
 
 
 def arguments() -> dict:
