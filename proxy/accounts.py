@@ -91,46 +91,41 @@ class AccountStore:
         tpm: int | None = None,
     ) -> NewAccount:
         secret = secrets.token_hex(16)
+        secret_hash, secret_sealed = hash_secret(secret), self.sealer.seal(secret)
         quota = self.default_daily_quota if daily_quota is None else daily_quota
-        for _attempt in range(3):
-            key = secrets.token_hex(12)
-            try:
-                with self.engine.begin() as connection:
-                    secret_hash, secret_sealed = hash_secret(secret), self.sealer.seal(secret)
-                    account_id = connection.execute(
-                        insert(storage.accounts).values(
-                            key=key,
-                            secret_hash=secret_hash,
-                            secret_sealed=secret_sealed,
-                            name=name,
-                            status=ACTIVE,
-                            daily_quota=quota,
-                            expires_on=expires_on,
-                            balance=balance,
-                            concurrency_limit=concurrency_limit,
-                            apis=",".join(apis) if apis is not None else None,
-                            rpm=rpm,
-                            tpm=tpm,
-                            in_flight=0,
-                            created_at=storage.utc_now(),
-                        )
-                    ).inserted_primary_key[0]
-                    connection.execute(
-                        insert(storage.api_keys).values(
-                            account_id=account_id,
-                            key=key,
-                            secret_hash=secret_hash,
-                            secret_sealed=secret_sealed,
-                            label="first",
-                            status=key_rules.ACTIVE,
-                            created_at=storage.utc_now(),
-                        )
-                    )
-            except IntegrityError:  # key collision: astronomically rare, draw again
-                continue
-            self._by_key.forget(key)
-            return NewAccount(self.get(key), secret)
-        raise RuntimeError("could not draw a unique account key")
+
+        def write(connection, key: str) -> None:
+            account_id = connection.execute(
+                insert(storage.accounts).values(
+                    key=key,
+                    secret_hash=secret_hash,
+                    secret_sealed=secret_sealed,
+                    name=name,
+                    status=ACTIVE,
+                    daily_quota=quota,
+                    expires_on=expires_on,
+                    balance=balance,
+                    concurrency_limit=concurrency_limit,
+                    apis=key_rules.join_list(apis),
+                    rpm=rpm,
+                    tpm=tpm,
+                    in_flight=0,
+                    created_at=storage.utc_now(),
+                )
+            ).inserted_primary_key[0]
+            connection.execute(
+                insert(storage.api_keys).values(
+                    account_id=account_id,
+                    key=key,
+                    secret_hash=secret_hash,
+                    secret_sealed=secret_sealed,
+                    label="first",
+                    status=key_rules.ACTIVE,
+                    created_at=storage.utc_now(),
+                )
+            )
+
+        return NewAccount(self.get(self._with_new_key(write)), secret)
 
     def list(self) -> list[Account]:
         with self.engine.connect() as connection:
@@ -195,30 +190,39 @@ class AccountStore:
             key_rules.parse_network(ip)
         account = self.get(account_key)
         secret = secrets.token_hex(16)
+
+        def write(connection, key: str) -> None:
+            connection.execute(
+                insert(storage.api_keys).values(
+                    account_id=account.id,
+                    key=key,
+                    secret_hash=hash_secret(secret),
+                    secret_sealed=self.sealer.seal(secret),
+                    label=label,
+                    status=key_rules.ACTIVE,
+                    expires_on=expires_on,
+                    models=key_rules.join_list(models),
+                    ips=key_rules.join_list(ips),
+                    rpm=rpm,
+                    tpm=tpm,
+                    created_at=storage.utc_now(),
+                )
+            )
+
+        return NewKey(self.get_key(self._with_new_key(write)), secret)
+
+    def _with_new_key(self, write: Callable) -> str:
+        """A newly drawn key, after `write(connection, key)` stored it in one transaction; a
+        collision with an existing key (astronomically rare) draws again."""
         for _attempt in range(3):
             key = secrets.token_hex(12)
             try:
                 with self.engine.begin() as connection:
-                    connection.execute(
-                        insert(storage.api_keys).values(
-                            account_id=account.id,
-                            key=key,
-                            secret_hash=hash_secret(secret),
-                            secret_sealed=self.sealer.seal(secret),
-                            label=label,
-                            status=key_rules.ACTIVE,
-                            expires_on=expires_on,
-                            models=key_rules.join_list(models),
-                            ips=key_rules.join_list(ips),
-                            rpm=rpm,
-                            tpm=tpm,
-                            created_at=storage.utc_now(),
-                        )
-                    )
-            except IntegrityError:  # key collision: astronomically rare, draw again
+                    write(connection, key)
+            except IntegrityError:
                 continue
             self._by_key.forget(key)
-            return NewKey(self.get_key(key), secret)
+            return key
         raise RuntimeError("could not draw a unique key")
 
     def keys_of(self, account_key: str) -> list[ApiKey]:
