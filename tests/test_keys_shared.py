@@ -109,24 +109,31 @@ def test_an_accounts_rpm_of_4_holds_for_two_keys_on_two_hosts(gateways):
     assert codes == {"0000": 4, "4008": 36}
 
 
-def test_tpm_is_never_exceeded_across_two_hosts_streamed_and_not(gateways, redis):
-    o_args = {**CHAT_ARGS, "max_tokens": 16}
-    tpm = 5 * (16 + 4 + 8)  # five calls' estimates (prompt "你好 world": 4 framing + 2 + 2)
-    key = new_key(gateways, "--tpm", str(tpm))
+def plain_and_streamed_at_once(gateways, credentials: dict, o_args: dict):
+    """20 plain calls from each of 2 threads and 20 streams, all at once across both hosts:
+    the codes of the plain ones and of the streamed ones (Counters)."""
     plain = Counter()
     threads = [
         threading.Thread(
             target=lambda: plain.update(
-                Counter(call(b, key, o_args)["error_code"] for b in bases(gateways) * 10)
+                Counter(call(b, credentials, o_args)["error_code"] for b in bases(gateways) * 10)
             )
         )
         for _ in range(2)
     ]
     for thread in threads:
         thread.start()
-    streamed = fire_streams_at_once(bases(gateways), key, 20, {**o_args, "stream": True})
+    streamed = fire_streams_at_once(bases(gateways), credentials, 20, {**o_args, "stream": True})
     for thread in threads:
         thread.join()
+    return plain, streamed
+
+
+def test_tpm_is_never_exceeded_across_two_hosts_streamed_and_not(gateways, redis):
+    o_args = {**CHAT_ARGS, "max_tokens": 16}
+    tpm = 5 * (16 + 4 + 8)  # five calls' estimates (prompt "你好 world": 4 framing + 2 + 2)
+    key = new_key(gateways, "--tpm", str(tpm))
+    plain, streamed = plain_and_streamed_at_once(gateways, key, o_args)
     report = gateways[1].flask_json("usage", key["account"])
     admitted = plain["0000"] + streamed["0000"]
     assert admitted >= 5 and set(plain) | set(streamed) <= {"0000", "4008"}
@@ -169,20 +176,7 @@ def test_token_prices_hold_across_two_hosts_streamed_and_not(gateways):
     reserves 8 + 2 x 16 = 40 credits, so a balance of 200 admits about 5 of 60 at once."""
     account = gateways[0].flask_json("accounts", "create", "prepaid", "--balance", "200")
     o_args = {**CHAT_ARGS, "max_tokens": 16}
-    plain = Counter()
-    threads = [
-        threading.Thread(
-            target=lambda: plain.update(
-                Counter(call(b, account, o_args)["error_code"] for b in bases(gateways) * 10)
-            )
-        )
-        for _ in range(2)
-    ]
-    for thread in threads:
-        thread.start()
-    streamed = fire_streams_at_once(bases(gateways), account, 20, {**o_args, "stream": True})
-    for thread in threads:
-        thread.join()
+    plain, streamed = plain_and_streamed_at_once(gateways, account, o_args)
     report = gateways[1].flask_json("usage", account["key"])
     left = gateways[0].flask_json("accounts", "show", account["key"])["balance"]
     tokens = report["tokens"]
