@@ -62,7 +62,7 @@ def _busiest(methods: list[dict], chosen: str | None) -> tuple[list[dict], dict]
     """The METHODS_SHOWN busiest methods (and the chosen one), and what the others add up to:
     a caller may send any method name, and each lands in the usage rows."""
     shown = [row for i, row in enumerate(methods) if i < METHODS_SHOWN or row["method"] == chosen]
-    others = [row for row in methods if row not in shown]
+    others = [row for row in methods[METHODS_SHOWN:] if row["method"] != chosen]
     return shown, {"methods": len(others), "calls": sum(row["calls"] for row in others)}
 
 
