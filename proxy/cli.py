@@ -8,6 +8,7 @@ Every command takes `--json` and then prints exactly one JSON document, for scri
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import click
 from flask import Flask, current_app
@@ -233,10 +234,7 @@ def edited(action, *args, **changes):
     an unknown key or a refused value a command error."""
     if not changes:
         raise click.UsageError("say what to change: give at least one option (see --help)")
-    try:
-        return action(*args, **changes)
-    except (LookupError, ValueError) as refused:
-        raise click.ClickException(str(refused)) from None
+    return for_key(partial(action, **changes), *args)
 
 
 def print_changes(result, as_json: bool, document: dict) -> None:
