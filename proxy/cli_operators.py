@@ -11,7 +11,7 @@ import click
 from flask.cli import AppGroup
 
 from proxy import operations
-from proxy.cli import CLI, gateway, json_option
+from proxy.cli import CLI, for_key, gateway, json_option
 from proxy.operators import Operator
 
 operators_cli = AppGroup(
@@ -29,14 +29,6 @@ def _password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
-
-
-def _refused(action, *args):
-    """`action(*args)`; a bad name or password, or an unknown operator, is a command error."""
-    try:
-        return action(*args)
-    except (LookupError, ValueError) as refused:
-        raise click.ClickException(str(refused)) from None
 
 
 def _document(operator: Operator) -> dict:
@@ -61,7 +53,7 @@ def _print(operator: Operator, as_json: bool, said: str) -> None:
 def add_operator(name: str, password_stdin: bool, as_json: bool) -> None:
     """Let NAME log in to the console with a password (at least 12 characters)."""
     password = _password(password_stdin)
-    operator = _refused(operations.add_operator, gateway(), CLI, name, password)
+    operator = for_key(operations.add_operator, gateway(), CLI, name, password)
     _print(operator, as_json, f"operator {operator.name} added: the console is on")
 
 
@@ -72,7 +64,7 @@ def add_operator(name: str, password_stdin: bool, as_json: bool) -> None:
 def set_password(name: str, password_stdin: bool, as_json: bool) -> None:
     """Give NAME a new password; their open console sessions end."""
     password = _password(password_stdin)
-    operator = _refused(operations.set_operator_password, gateway(), CLI, name, password)
+    operator = for_key(operations.set_operator_password, gateway(), CLI, name, password)
     _print(operator, as_json, f"operator {operator.name}: password changed, sessions ended")
 
 
@@ -81,7 +73,7 @@ def set_password(name: str, password_stdin: bool, as_json: bool) -> None:
 @json_option
 def remove_operator(name: str, as_json: bool) -> None:
     """NAME can no longer log in; their open console sessions end."""
-    _refused(operations.remove_operator, gateway(), CLI, name)
+    for_key(operations.remove_operator, gateway(), CLI, name)
     if as_json:
         click.echo(json.dumps({"removed": name}))
     else:
